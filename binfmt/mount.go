@@ -1,0 +1,213 @@
+package binfmt
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDir is where the host's binfmt_misc is mounted.
+const DefaultDir = "/proc/sys/fs/binfmt_misc"
+
+// magicFS is binfmt_misc's statfs type (BINFMTFS_MAGIC).
+const magicFS = 0x42494e4d
+
+// Errors that Mount's methods wrap, for errors.Is.
+var (
+	// ErrNotMounted: the directory is not a binfmt_misc mount.
+	ErrNotMounted = errors.New("binfmt_misc is not mounted")
+	// ErrExists: an entry of that name is already registered.
+	ErrExists = errors.New("an entry of that name exists")
+)
+
+// Mount is one mounted binfmt_misc instance. Its zero value is unusable;
+// a Mount with Dir "" means DefaultDir.
+type Mount struct {
+	Dir string
+}
+
+func (m Mount) dir() string {
+	if m.Dir == "" {
+		return DefaultDir
+	}
+	return m.Dir
+}
+
+// Path returns the path of a file in the mount.
+func (m Mount) Path(name string) string { return filepath.Join(m.dir(), name) }
+
+// Mounted reports whether dir is a binfmt_misc mount.
+func Mounted(dir string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, &fs.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return st.Type == magicFS, nil
+}
+
+// Check returns nil when m is a binfmt_misc mount, and otherwise an error
+// wrapping ErrNotMounted that says how to mount it.
+func (m Mount) Check() error {
+	ok, err := Mounted(m.dir())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s: %w: mount it with `mount -t binfmt_misc binfmt_misc %s` (or run `mabd install`, which does)", m.dir(), ErrNotMounted, m.dir())
+	}
+	return nil
+}
+
+// EnsureMounted mounts binfmt_misc on dir unless it is mounted already, and
+// reports whether it did. It never unmounts anything.
+func EnsureMounted(dir string) (mounted bool, err error) {
+	ok, err := Mounted(dir)
+	if err != nil || ok {
+		return false, err
+	}
+	if err := unix.Mount("binfmt_misc", dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return false, &fs.PathError{Op: "mount binfmt_misc on", Path: dir, Err: err}
+	}
+	return true, nil
+}
+
+// write writes value to a file of the mount in one write, as the kernel
+// requires.
+func (m Mount) write(op, name, value string) error {
+	p := m.Path(name)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.Write([]byte(value))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return &fs.PathError{Op: op, Path: p, Err: err}
+	}
+	return nil
+}
+
+// Register validates s and registers it. The kernel's refusals come back
+// wrapped with what they most likely mean.
+func (m Mount) Register(s Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(m.Path(s.Name)); err == nil {
+		return &fs.PathError{Op: "register", Path: m.Path(s.Name), Err: ErrExists}
+	}
+	err := m.write("register "+s.Name+" in", "register", s.Line()+"\n")
+	var pe *fs.PathError
+	if err == nil || !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case errors.Is(err, syscall.EEXIST):
+		return &fs.PathError{Op: pe.Op, Path: pe.Path, Err: ErrExists}
+	case errors.Is(err, syscall.ENOENT) && s.Flags.Has(FixBinary):
+		return fmt.Errorf("%w: the F flag opens the interpreter %s now, and it does not exist", err, s.Interpreter)
+	case errors.Is(err, syscall.EINVAL):
+		return fmt.Errorf("%w: the kernel refused the line %q", err, s.Line())
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%w: registering handlers needs root (CAP_SYS_ADMIN in the mount's user namespace)", err)
+	}
+	return err
+}
+
+// Entry reads the entry called name. A missing entry gives an error that
+// wraps fs.ErrNotExist.
+func (m Mount) Entry(name string) (Entry, error) {
+	if err := ValidName(name); err != nil {
+		return Entry{}, err
+	}
+	b, err := os.ReadFile(m.Path(name))
+	if err != nil {
+		return Entry{}, err
+	}
+	return ParseEntry(name, b)
+}
+
+// Entries reads every entry of the mount, sorted by name.
+func (m Mount) Entries() ([]Entry, error) {
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(m.dir())
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, de := range des {
+		if n := de.Name(); n == "register" || n == "status" {
+			continue
+		}
+		e, err := m.Entry(de.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed while we listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Remove unregisters the entry called name.
+func (m Mount) Remove(name string) error { return m.entryWrite("remove", name, "-1") }
+
+// Enable enables the entry called name.
+func (m Mount) Enable(name string) error { return m.entryWrite("enable", name, "1") }
+
+// Disable disables the entry called name; the kernel then skips it.
+func (m Mount) Disable(name string) error { return m.entryWrite("disable", name, "0") }
+
+func (m Mount) entryWrite(op, name, v string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	return m.write(op, name, v)
+}
+
+// Enabled reads the facility's state from the status file.
+func (m Mount) Enabled() (bool, error) {
+	b, err := os.ReadFile(m.Path("status"))
+	if err != nil {
+		return false, err
+	}
+	switch s := strings.TrimSpace(string(b)); s {
+	case "enabled":
+		return true, nil
+	case "disabled":
+		return false, nil
+	default:
+		return false, fmt.Errorf("%s: unexpected %q", m.Path("status"), s)
+	}
+}
+
+// SetEnabled enables or disables the whole facility.
+func (m Mount) SetEnabled(on bool) error {
+	if on {
+		return m.write("enable", "status", "1")
+	}
+	return m.write("disable", "status", "0")
+}
+
+// RemoveAll unregisters every entry of the instance, whoever registered it.
+func (m Mount) RemoveAll() error { return m.write("remove all entries", "status", "-1") }
