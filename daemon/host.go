@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"mabd/binfmt"
+	"mabd/emulator"
+)
+
+// Host is the machine's binfmt_misc instance and emulators, as mabd manages
+// them: install, uninstall and status work on it, from the CLI and (later)
+// from the daemon's reconcile loop.
+type Host struct {
+	// Mount is the binfmt_misc instance (the host's by default).
+	Mount binfmt.Mount
+	// EmulatorDirs are searched for qemu-<arch>[-static]; nil means
+	// emulator.DefaultDirs.
+	EmulatorDirs []string
+	// PersistDir is where --persist writes binfmt.d files; "" means
+	// /etc/binfmt.d.
+	PersistDir string
+	// GOARCH is the host's Go architecture; "" means this program's.
+	GOARCH string
+}
+
+// InputError is bad input: an unknown architecture, bad flags, a missing
+// or unusable emulator. Nothing was changed. The CLI exits 2 for it.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErr(format string, args ...any) error {
+	return &InputError{Err: fmt.Errorf(format, args...)}
+}
+
+func (h Host) isNative(arch string) bool {
+	for _, n := range binfmt.Native(h.GOARCH) {
+		if n == arch {
+			return true
+		}
+	}
+	return false
+}
+
+// InstallOptions are the arguments of `mabd install`.
+type InstallOptions struct {
+	// Arches are names as the user typed them; "all" means every
+	// architecture of the table whose emulator is present, except the
+	// host's own.
+	Arches []string
+	// Flags are the handler flags; "" means F, plus P when the emulator
+	// honours it (QEMU ≥ 6.0).
+	Flags string
+	// Replace replaces conflicting entries of the same name.
+	Replace bool
+	// Persist also writes /etc/binfmt.d/qemu-<arch>.conf.
+	Persist bool
+}
+
+// Note is something install passed over, with the reason.
+type Note struct {
+	Arch   string
+	Reason string
+}
+
+// InstallResult is what Install did.
+type InstallResult struct {
+	Mounted   bool // binfmt_misc was not mounted and Install mounted it
+	Changes   []binfmt.Change
+	Skipped   []Note   // native architectures, absent emulators (with "all")
+	Refused   []Note   // emulators that cannot take the flags (with "all")
+	Persisted []string // files written
+	Warnings  []string
+}
+
+// Degraded reports whether something asked for is not in place: a
+// conflict, a failure or a refused emulator.
+func (r *InstallResult) Degraded() bool {
+	if len(r.Refused) > 0 {
+		return true
+	}
+	for _, c := range r.Changes {
+		if c.Action == binfmt.Conflict || c.Action == binfmt.Failed {
+			return true
+		}
+	}
+	return false
+}
+
+// Plan resolves the options to the handler specs Install would register,
+// checking every input first. It changes nothing.
+func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *InstallResult, error) {
+	res := &InstallResult{}
+	if len(opt.Arches) == 0 {
+		return nil, nil, inputErr("no architecture given: name some (arm64, riscv64, linux/arm/v7, …) or say all")
+	}
+	var flags binfmt.Flags
+	if opt.Flags != "" {
+		f, err := binfmt.ParseFlags(opt.Flags)
+		if err != nil {
+			return nil, nil, &InputError{Err: fmt.Errorf("--flags: %w", err)}
+		}
+		flags = f
+		if f.Has(binfmt.Credentials) {
+			res.Warnings = append(res.Warnings, "flag C: setuid and setgid programs will run the emulator with their privileges (as root for setuid-root programs); use it only if you need setuid programs under emulation")
+		}
+	}
+	all := false
+	var arches []binfmt.Arch
+	for _, n := range opt.Arches {
+		if n == "all" {
+			all = true
+			continue
+		}
+		a, err := emulator.LookupArch(n)
+		if err != nil {
+			return nil, nil, &InputError{Err: err}
+		}
+		arches = append(arches, a)
+	}
+	explicit := map[string]bool{}
+	for _, a := range arches {
+		explicit[a.Name] = true
+	}
+	if all {
+		for _, a := range binfmt.Arches() {
+			if !explicit[a.Name] {
+				arches = append(arches, a)
+			}
+		}
+	}
+	var names []string
+	var wanted []binfmt.Arch
+	seen := map[string]bool{}
+	for _, a := range arches {
+		if seen[a.Name] {
+			continue
+		}
+		seen[a.Name] = true
+		if h.isNative(a.Name) {
+			if explicit[a.Name] {
+				res.Skipped = append(res.Skipped, Note{a.Name, "native on this host: no handler needed"})
+			}
+			continue
+		}
+		names = append(names, a.Name)
+		wanted = append(wanted, a)
+	}
+	found, err := emulator.FindAll(ctx, names, h.EmulatorDirs, opt.Flags == "")
+	if err != nil {
+		// An emulator whose version cannot be read is registered without P.
+		res.Warnings = append(res.Warnings, err.Error())
+	}
+	var specs []binfmt.Spec
+	for _, a := range wanted {
+		e, ok := found[a.Name]
+		if !ok {
+			if explicit[a.Name] {
+				_, err := emulator.Find(a.Name, h.EmulatorDirs)
+				return nil, nil, &InputError{Err: err}
+			}
+			res.Skipped = append(res.Skipped, Note{a.Name, NoEmulator})
+			continue
+		}
+		f := flags
+		if opt.Flags == "" {
+			f = binfmt.FixBinary
+			if emulator.PreservesArgv0(e.Version) {
+				f |= binfmt.PreserveArgv0
+			}
+		}
+		if f.Has(binfmt.FixBinary) {
+			if err := e.CheckFixBinary(); err != nil {
+				if explicit[a.Name] {
+					return nil, nil, &InputError{Err: err}
+				}
+				res.Refused = append(res.Refused, Note{a.Name, err.Error()})
+				continue
+			}
+		}
+		specs = append(specs, a.Spec(e.Path, f))
+	}
+	return specs, res, nil
+}
+
+// Install registers the handlers opt asks for: it plans (so bad input
+// changes nothing), mounts binfmt_misc if needed, applies the specs and
+// persists them when asked.
+func (h Host) Install(ctx context.Context, opt InstallOptions) (*InstallResult, error) {
+	specs, res, err := h.Plan(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	dir := h.Mount.Path("")
+	if res.Mounted, err = binfmt.EnsureMounted(filepath.Clean(dir)); err != nil {
+		return nil, err
+	}
+	if res.Changes, err = h.Mount.Apply(specs, binfmt.ApplyOptions{Replace: opt.Replace}); err != nil {
+		return nil, err
+	}
+	if opt.Persist {
+		for _, c := range res.Changes {
+			if c.Action == binfmt.Conflict || c.Action == binfmt.Failed {
+				continue
+			}
+			p, err := binfmt.Persist(h.PersistDir, c.Spec)
+			if err != nil {
+				return res, err
+			}
+			res.Persisted = append(res.Persisted, p)
+		}
+	}
+	return res, nil
+}
+
+// UninstallResult is what Uninstall did.
+type UninstallResult struct {
+	Removed   []string // entries removed
+	Absent    []string // architectures with no entry
+	Kept      []Note   // entries that are not mabd's, left alone
+	Unpersist []string // binfmt.d files removed
+}
+
+// Degraded reports whether an entry was left alone.
+func (r *UninstallResult) Degraded() bool { return len(r.Kept) > 0 }
+
+// Uninstall removes mabd's handlers for the named architectures ("all":
+// every one in the table) and the binfmt.d files --persist wrote. An entry
+// of the same name is mabd's when its magic and mask are the table's and
+// its interpreter is a qemu-<arch>[-static]; others are kept unless force.
+func (h Host) Uninstall(names []string, force bool) (*UninstallResult, error) {
+	if len(names) == 0 {
+		return nil, inputErr("no architecture given: name some (arm64, riscv64, …) or say all")
+	}
+	var arches []binfmt.Arch
+	for _, n := range names {
+		if n == "all" {
+			arches = binfmt.Arches()
+			break
+		}
+		a, err := emulator.LookupArch(n)
+		if err != nil {
+			return nil, &InputError{Err: err}
+		}
+		arches = append(arches, a)
+	}
+	if err := h.Mount.Check(); err != nil {
+		return nil, err
+	}
+	res := &UninstallResult{}
+	for _, a := range arches {
+		e, err := h.Mount.Entry(a.HandlerName())
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			res.Absent = append(res.Absent, a.Name)
+		case err != nil:
+			return res, err
+		case !force && !IsOurs(e.Spec, a):
+			res.Kept = append(res.Kept, Note{a.Name, fmt.Sprintf("%s is not mabd's (interpreter %s, flags %q): left alone; use --force to remove it", e.Name, e.Interpreter, e.Flags.String())})
+			continue
+		default:
+			if err := h.Mount.Remove(e.Name); err != nil {
+				return res, err
+			}
+			res.Removed = append(res.Removed, e.Name)
+		}
+		removed, err := binfmt.Unpersist(h.PersistDir, a.HandlerName(), force)
+		if err != nil {
+			return res, err
+		}
+		if removed {
+			res.Unpersist = append(res.Unpersist, binfmt.PersistPath(h.PersistDir, a.HandlerName()))
+		}
+	}
+	return res, nil
+}
+
+// IsOurs reports whether an entry looks like the handler mabd registers for
+// a: the table's magic and mask, and an interpreter named qemu-<arch> or
+// qemu-<arch>-static, whatever its flags and directory.
+func IsOurs(s binfmt.Spec, a binfmt.Arch) bool {
+	want := a.Spec(s.Interpreter, s.Flags)
+	base := filepath.Base(s.Interpreter)
+	return binfmt.Same(s, want) && (base == "qemu-"+a.Name || base == "qemu-"+a.Name+"-static")
+}
+
+// sortedKeys returns a map's keys in order.
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func joinNotes(ns []Note) string {
+	var b strings.Builder
+	for i, n := range ns {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(n.Arch + ": " + n.Reason)
+	}
+	return b.String()
+}
+
+// NoEmulator is the reason Install gives for skipping an architecture of
+// "all" whose emulator is not installed.
+const NoEmulator = "no emulator installed"

@@ -1,0 +1,195 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+
+	"mabd/binfmt"
+	"mabd/emulator"
+)
+
+// Handler states in Status.
+const (
+	StateOK         = "ok"          // registered, enabled, mabd's spec, nothing shadows it
+	StateMissing    = "missing"     // an emulator is installed but no handler is registered
+	StateDisabled   = "disabled"    // registered but disabled
+	StateConflict   = "conflict"    // another definition under its name, or another entry for its files
+	StateNoEmulator = "no-emulator" // no emulator installed, or the registered interpreter is gone
+	StateNative     = "native"      // the host runs it without an emulator
+)
+
+// HandlerStatus is one architecture's line in Status.
+type HandlerStatus struct {
+	Name        string `json:"name"`
+	QEMUArch    string `json:"qemu_arch"`
+	Platform    string `json:"platform"`
+	Interpreter string `json:"interpreter"`
+	Flags       string `json:"flags"`
+	Enabled     bool   `json:"enabled"`
+	State       string `json:"state"`
+	Detail      string `json:"detail"`
+	// Static is whether the interpreter is statically linked (false when
+	// it does not exist).
+	Static bool `json:"static"`
+	// Registered is whether an entry named Name exists.
+	Registered bool `json:"registered"`
+}
+
+// Status is the health of binfmt_misc on the host, per architecture of
+// the table; `mabd status --json` prints it.
+type Status struct {
+	// Enabled is the facility's state (false when not mounted).
+	Enabled bool `json:"enabled"`
+	// Mount is the binfmt_misc directory inspected.
+	Mount string `json:"mount"`
+	// Mounted is false when binfmt_misc is not mounted there.
+	Mounted bool `json:"mounted"`
+	// Supported lists the OCI platforms this host can run: its own and
+	// those with a handler in state ok.
+	Supported []string        `json:"supported"`
+	Handlers  []HandlerStatus `json:"handlers"`
+	// Health is "healthy" or "degraded".
+	Health string `json:"health"`
+	// Problems says, one line each, what makes it degraded.
+	Problems []string `json:"problems,omitempty"`
+	// Source is "host": inspected directly.
+	Source string `json:"source"`
+}
+
+// Healthy reports whether Health is "healthy".
+func (s *Status) Healthy() bool { return s.Health == "healthy" }
+
+// Status inspects the mount, the emulators and the table. When only is
+// non-empty, health counts just those architectures (names as the user
+// typed them); every architecture is listed either way. An unreadable
+// mount is an error (the CLI exits 2); a missing mount is a degraded
+// status.
+func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
+	focus := map[string]bool{}
+	for _, n := range only {
+		a, err := emulator.LookupArch(n)
+		if err != nil {
+			return nil, &InputError{Err: err}
+		}
+		focus[a.Name] = true
+	}
+	st := &Status{Mount: h.Mount.Path(""), Source: "host", Health: "healthy"}
+	var err error
+	if st.Mounted, err = binfmt.Mounted(st.Mount); err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", st.Mount, err)
+	}
+	entries := map[string]binfmt.Entry{}
+	var all []binfmt.Entry
+	if st.Mounted {
+		if st.Enabled, err = h.Mount.Enabled(); err != nil {
+			return nil, err
+		}
+		if all, err = h.Mount.Entries(); err != nil {
+			return nil, err
+		}
+		for _, e := range all {
+			entries[e.Name] = e
+		}
+	} else {
+		st.Problems = append(st.Problems, fmt.Sprintf("binfmt_misc is not mounted at %s: run `mabd install` (it mounts it) or `mount -t binfmt_misc binfmt_misc %s`", st.Mount, st.Mount))
+	}
+	if st.Mounted && !st.Enabled {
+		st.Problems = append(st.Problems, fmt.Sprintf("binfmt_misc is disabled: no handler runs; enable it with `echo 1 > %s`", h.Mount.Path("status")))
+	}
+	arches := binfmt.Arches()
+	names := make([]string, len(arches))
+	for i, a := range arches {
+		names[i] = a.Name
+	}
+	found, _ := emulator.FindAll(ctx, names, h.EmulatorDirs, false)
+	supported := map[string]bool{}
+	for _, a := range arches {
+		hs := h.handlerStatus(a, entries, all, found[a.Name])
+		if hs.State == StateNative || (hs.State == StateOK && st.Enabled) {
+			if a.Platform != "" {
+				supported[a.Platform] = true
+			}
+		}
+		counted := len(focus) == 0 || focus[a.Name]
+		bad := hs.State == StateMissing || hs.State == StateDisabled || hs.State == StateConflict ||
+			(hs.State == StateNoEmulator && (hs.Registered || focus[a.Name]))
+		if counted && bad && st.Mounted {
+			st.Problems = append(st.Problems, hs.Name+": "+hs.State+": "+hs.Detail)
+		}
+		st.Handlers = append(st.Handlers, hs)
+	}
+	st.Supported = sortedKeys(supported)
+	sort.Strings(st.Supported)
+	if len(st.Problems) > 0 {
+		st.Health = "degraded"
+	}
+	return st, nil
+}
+
+func (h Host) handlerStatus(a binfmt.Arch, entries map[string]binfmt.Entry, all []binfmt.Entry, emu *emulator.Emulator) HandlerStatus {
+	hs := HandlerStatus{Name: a.HandlerName(), QEMUArch: a.Name, Platform: a.Platform}
+	e, registered := entries[hs.Name]
+	if registered {
+		hs.Registered, hs.Interpreter, hs.Flags, hs.Enabled = true, e.Interpreter, e.Flags.String(), e.Enabled
+		hs.Static, _ = emulator.IsStatic(e.Interpreter)
+	} else if emu != nil {
+		hs.Interpreter, hs.Static = emu.Path, emu.Static
+	}
+	switch {
+	case h.isNative(a.Name):
+		hs.State, hs.Detail = StateNative, "runs without an emulator on this host"
+		if registered {
+			hs.Detail = "runs natively, but " + hs.Name + " is registered and sends these programs through " + e.Interpreter + "; remove it with `mabd uninstall --force " + a.Name + "`"
+		}
+	case !registered && emu == nil:
+		hs.State, hs.Detail = StateNoEmulator, fmt.Sprintf("no qemu-%s-static or qemu-%s in %v: install qemu-user-static", a.Name, a.Name, dirsOrDefault(h.EmulatorDirs))
+	case !registered:
+		hs.State, hs.Detail = StateMissing, fmt.Sprintf("%s is installed but not registered: run `mabd install %s`", emu.Path, a.Name)
+	default:
+		hs.State, hs.Detail = h.entryState(a, e, all, emu)
+	}
+	return hs
+}
+
+func (h Host) entryState(a binfmt.Arch, e binfmt.Entry, all []binfmt.Entry, emu *emulator.Emulator) (string, string) {
+	if !binfmt.Same(e.Spec, a.Spec(e.Interpreter, e.Flags)) {
+		return StateConflict, fmt.Sprintf("%s selects other files than mabd's (%s); replace it with `mabd install --replace %s`", e.Name, binfmt.Diff(e.Spec, a.Spec(e.Interpreter, e.Flags)), a.Name)
+	}
+	if _, err := os.Stat(e.Interpreter); errors.Is(err, fs.ErrNotExist) {
+		how := "install qemu-user-static, then `mabd install --replace " + a.Name + "`"
+		if e.Flags.Has(binfmt.FixBinary) {
+			return StateNoEmulator, "interpreter " + e.Interpreter + " was deleted; the kernel still holds the file it opened (F) until the entry is replaced: " + how
+		}
+		return StateNoEmulator, "interpreter " + e.Interpreter + " does not exist, so every " + a.Name + " program fails: " + how
+	}
+	if !IsOurs(e.Spec, a) {
+		want := "qemu-" + a.Name + "-static"
+		if emu != nil {
+			want = emu.Path
+		}
+		return StateConflict, fmt.Sprintf("registered by someone else with interpreter %s and flags %q, not mabd's %s; replace it with `mabd install --replace %s`", e.Interpreter, e.Flags.String(), want, a.Name)
+	}
+	for _, o := range all {
+		if o.Name != e.Name && o.Enabled && o.SameFiles(e.Spec) {
+			return StateConflict, fmt.Sprintf("entry %s also selects %s programs (interpreter %s); the kernel uses the newer of the two: remove one", o.Name, a.Name, o.Interpreter)
+		}
+	}
+	if !e.Enabled {
+		return StateDisabled, fmt.Sprintf("registered but disabled: enable it with `echo 1 > %s` or `mabd install %s`", h.Mount.Path(e.Name), a.Name)
+	}
+	if !e.Flags.Has(binfmt.FixBinary) {
+		return StateOK, "works on the host, but without the F flag programs in chroots and containers cannot reach " + e.Interpreter + "; `mabd install --replace " + a.Name + "` adds it"
+	}
+	return StateOK, ""
+}
+
+func dirsOrDefault(d []string) []string {
+	if len(d) == 0 {
+		return emulator.DefaultDirs
+	}
+	return d
+}
