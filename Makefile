@@ -1,0 +1,43 @@
+# mabd — see README.md. Every target runs as root on Debian 12.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+PREFIX ?= /usr/local
+# How long each fuzz target runs inside `make test`.
+FUZZTIME ?= 10s
+
+.PHONY: all deps build test unit fuzz demo install clean
+
+all: build
+
+# deps installs the apt packages and fetches the foreign busybox fixtures.
+deps:
+	bash scripts/deps.sh
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd ./cmd/mabd
+
+# test: the whole suite (as root): unit, integration in private binfmt_misc
+# instances, and a short fuzz run of each parser.
+test: deps build unit fuzz
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./binfmt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./binfmt
+
+# demo: the main job end to end on this host: register every available
+# foreign architecture, then run a foreign sh through it.
+demo: deps build
+	bash scripts/demo.sh
+
+install: build
+	install -D -m 0755 bin/mabd $(DESTDIR)$(PREFIX)/bin/mabd
+
+clean:
+	rm -rf bin

@@ -1,0 +1,324 @@
+package main
+
+// Integration tests of the CLI. Each runs in a private binfmt_misc instance
+// (testing/sandbox), with the real kernel, the real qemu-*-static and
+// Debian's foreign busybox (make deps); none touches the host's table.
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"mabd/binfmt"
+	"mabd/daemon"
+	"mabd/testing/fixtures"
+	"mabd/testing/sandbox"
+)
+
+// mabd runs the CLI in-process and returns its exit status and output.
+func mabd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	t.Logf("mabd %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+	return code, out.String(), errb.String()
+}
+
+func entries(t *testing.T, mount string) []binfmt.Entry {
+	t.Helper()
+	es, err := binfmt.Mount{Dir: mount}.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+func sameEntries(a, b []binfmt.Entry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Spec.Equal(b[i].Spec) || a[i].Enabled != b[i].Enabled {
+			return false
+		}
+	}
+	return true
+}
+
+func statusJSON(t *testing.T, mount string, args ...string) (int, daemon.Status) {
+	t.Helper()
+	code, out, _ := mabd(t, append([]string{"status", "--json", "--binfmt-mount", mount}, args...)...)
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return code, st
+}
+
+func TestInstallAllThenStatusAndForeignShell(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		if code, _, _ := mabd(t, "install", "all", "--binfmt-mount", mount); code != 0 {
+			t.Fatalf("install all exited %d", code)
+		}
+		code, st := statusJSON(t, mount)
+		if code != 0 || st.Health != "healthy" || !st.Enabled {
+			t.Fatalf("status exit %d, health %s, enabled %v", code, st.Health, st.Enabled)
+		}
+		for _, h := range st.Handlers {
+			_, err := os.Stat("/usr/bin/" + h.Name + "-static")
+			switch {
+			case h.QEMUArch == "x86_64" || h.QEMUArch == "i386":
+				if h.State != daemon.StateNative {
+					t.Errorf("%s: state %s, want native", h.Name, h.State)
+				}
+			case err == nil && h.State != daemon.StateOK:
+				t.Errorf("%s: emulator installed but state %s (%s)", h.Name, h.State, h.Detail)
+			case err == nil && h.Flags != "PF":
+				t.Errorf("%s: flags %q, want PF (QEMU 7.2 honours P)", h.Name, h.Flags)
+			}
+		}
+		for _, p := range []string{"linux/arm64", "linux/arm/v7", "linux/riscv64", "linux/s390x", "linux/amd64"} {
+			if !strings.Contains(strings.Join(st.Supported, " "), p) {
+				t.Errorf("supported %v lacks %s", st.Supported, p)
+			}
+		}
+
+		// Every entry has Debian's magic and mask (but the mips ABI byte).
+		for _, e := range entries(t, mount) {
+			conf := "/usr/lib/binfmt.d/" + e.Name + ".conf"
+			specs, err := binfmt.ReadConf(conf)
+			if os.IsNotExist(err) {
+				continue // Debian ships none for this one on amd64
+			}
+			if err != nil || len(specs) != 1 {
+				t.Fatalf("%s: %v", conf, err)
+			}
+			deb := specs[0]
+			if strings.HasPrefix(e.Name, "qemu-mips") {
+				deb.Mask[8] = 0
+			}
+			if !bytes.Equal(e.Magic, deb.Magic) || !bytes.Equal(e.Mask, deb.Mask) {
+				t.Errorf("%s: registered magic/mask differ from %s", e.Name, conf)
+			}
+		}
+
+		// A real foreign shell, in a chroot holding nothing but busybox.
+		rootfs := fixtures.Rootfs(t, "arm64")
+		out, err := exec.Command("chroot", rootfs, "/bin/sh", "-c", "uname -m").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "aarch64" {
+			t.Fatalf("arm64 sh -c 'uname -m' = %q, %v; want aarch64", out, err)
+		}
+
+		// Idempotent: a second run changes nothing and says so.
+		before := entries(t, mount)
+		code, stdout, _ := mabd(t, "install", "all", "--binfmt-mount", mount)
+		if code != 0 || !strings.Contains(stdout, "nothing to do") {
+			t.Fatalf("second install all: exit %d, %q", code, stdout)
+		}
+		if !sameEntries(before, entries(t, mount)) {
+			t.Fatal("second install all changed the entries")
+		}
+	})
+}
+
+// debianAarch64 is Debian's own line: another interpreter and flags OPF.
+const debianAarch64 = `:qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF`
+
+func TestConflictIsKeptThenReplaced(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		m := binfmt.Mount{Dir: mount}
+		deb, err := binfmt.Parse(debianAarch64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Register(deb); err != nil {
+			t.Fatal(err)
+		}
+		code, out, _ := mabd(t, "install", "arm64", "--binfmt-mount", mount)
+		if code != 1 || !strings.Contains(out, "conflict") || !strings.Contains(out, "--replace") {
+			t.Fatalf("install over a conflicting entry: exit %d, %q; want 1 and a conflict", code, out)
+		}
+		if e, _ := m.Entry("qemu-aarch64"); !e.Spec.Equal(deb) {
+			t.Fatalf("the conflicting entry was changed: %v", e.Spec)
+		}
+		code, st := statusJSON(t, mount, "arm64")
+		if code != 1 || handler(t, st, "aarch64").State != daemon.StateConflict {
+			t.Fatalf("status: exit %d, state %s; want 1, conflict", code, handler(t, st, "aarch64").State)
+		}
+		if code, _, _ := mabd(t, "uninstall", "arm64", "--binfmt-mount", mount); code != 1 {
+			t.Fatalf("uninstall of a foreign entry without --force exited %d, want 1", code)
+		}
+		if code, _, _ := mabd(t, "install", "--replace", "arm64", "--binfmt-mount", mount); code != 0 {
+			t.Fatalf("install --replace exited %d", code)
+		}
+		e, err := m.Entry("qemu-aarch64")
+		if err != nil || e.Interpreter != "/usr/bin/qemu-aarch64-static" || e.Flags.String() != "PF" {
+			t.Fatalf("after --replace: %+v, %v", e, err)
+		}
+		if code, st := statusJSON(t, mount, "arm64"); code != 0 || handler(t, st, "aarch64").State != daemon.StateOK {
+			t.Fatalf("status after replace: exit %d", code)
+		}
+	})
+}
+
+func handler(t *testing.T, st daemon.Status, arch string) daemon.HandlerStatus {
+	t.Helper()
+	for _, h := range st.Handlers {
+		if h.QEMUArch == arch {
+			return h
+		}
+	}
+	t.Fatalf("no handler for %s in status", arch)
+	return daemon.HandlerStatus{}
+}
+
+// TestPreserveArgv0 proves that QEMU honours P: a foreign busybox exec'd
+// with argv[0] "custom" sees "custom" (and says it has no such applet);
+// with F alone it sees its own path instead.
+func TestPreserveArgv0(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		bb := fixtures.Busybox(t, "arm64")
+		argv0 := func() string {
+			cmd := &exec.Cmd{Path: bb, Args: []string{"custom", "--help"}}
+			out, _ := cmd.CombinedOutput()
+			return string(out)
+		}
+		if code, _, _ := mabd(t, "install", "arm64", "--binfmt-mount", mount); code != 0 {
+			t.Fatal("install failed")
+		}
+		if out := argv0(); !strings.Contains(out, "custom: applet not found") {
+			t.Fatalf("with P the program did not see argv[0] custom: %q", out)
+		}
+		if code, _, _ := mabd(t, "install", "--replace", "--flags", "F", "arm64", "--binfmt-mount", mount); code != 0 {
+			t.Fatal("install --flags F failed")
+		}
+		if out := argv0(); strings.Contains(out, "custom") {
+			t.Fatalf("without P the program still saw argv[0] custom: %q", out)
+		}
+	})
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		if code, _, _ := mabd(t, "install", "riscv64", "--binfmt-mount", mount); code != 0 {
+			t.Fatal("install riscv64 failed")
+		}
+		empty := t.TempDir()
+		dynamic := t.TempDir()
+		if err := os.Symlink("/bin/ls", filepath.Join(dynamic, "qemu-aarch64")); err != nil {
+			t.Fatal(err)
+		}
+		before := entries(t, mount)
+		tests := []struct {
+			name string
+			args []string
+			code int
+			says []string
+		}{
+			{"unknown arch", []string{"install", "arm64", "vax"}, 2, []string{`unknown architecture "vax"`, "linux/arm64"}},
+			{"name with colon", []string{"install", "a:b"}, 2, []string{"unknown architecture"}},
+			{"name with slash", []string{"install", "linux/arm64/x/y"}, 2, []string{"unknown architecture"}},
+			{"bad flags", []string{"install", "--flags", "FZ", "arm64"}, 2, []string{"unknown flag 'Z'"}},
+			{"missing emulator", []string{"install", "arm64", "--emulator-dir", empty}, 2, []string{"qemu-aarch64-static not found in " + empty, "install qemu-user-static"}},
+			{"dynamic emulator with F", []string{"install", "arm64", "--emulator-dir", dynamic}, 2, []string{"dynamically linked", "static"}},
+			{"no arch", []string{"install"}, 2, []string{"requires at least 1 arg"}},
+			{"status of unknown arch", []string{"status", "vax"}, 2, []string{"unknown architecture"}},
+			{"uninstall unknown arch", []string{"uninstall", "vax"}, 2, []string{"unknown architecture"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				code, out, errs := mabd(t, append(tt.args, "--binfmt-mount", mount)...)
+				if code != tt.code {
+					t.Errorf("exit %d, want %d", code, tt.code)
+				}
+				for _, s := range tt.says {
+					if !strings.Contains(out+errs, s) {
+						t.Errorf("output does not say %q:\n%s%s", s, out, errs)
+					}
+				}
+				if !sameEntries(before, entries(t, mount)) {
+					t.Errorf("entries changed")
+				}
+			})
+		}
+		// A directory that is not binfmt_misc: status says so and how to fix it.
+		code, out, _ := mabd(t, "status", "--binfmt-mount", empty)
+		if code != 1 || !strings.Contains(out, "not mounted") || !strings.Contains(out, "mount -t binfmt_misc") {
+			t.Errorf("status of an unmounted dir: exit %d, %q", code, out)
+		}
+		// An unreadable one: could not check.
+		if code, _, errs := mabd(t, "status", "--binfmt-mount", "/proc/1/root/nonexistent/\x00"); code != 2 || errs == "" {
+			t.Errorf("status of an unreadable mount: exit %d, %q; want 2 and an error", code, errs)
+		}
+	})
+}
+
+func TestFlagCWarns(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		code, _, errs := mabd(t, "install", "--flags", "FC", "s390x", "--binfmt-mount", mount)
+		if code != 0 || !strings.Contains(errs, "warning: flag C") {
+			t.Fatalf("install --flags FC: exit %d, stderr %q; want 0 and a warning", code, errs)
+		}
+		e, err := binfmt.Mount{Dir: mount}.Entry("qemu-s390x")
+		if err != nil || e.Flags.String() != "OCF" {
+			t.Fatalf("entry %+v, %v; want flags OCF", e, err)
+		}
+	})
+}
+
+// TestPersistAcceptedBySystemdBinfmt checks that the files --persist
+// writes are read by the real systemd-binfmt, which registers the same
+// entries, and that uninstall removes them.
+func TestPersistAcceptedBySystemdBinfmt(t *testing.T) {
+	const systemdBinfmt = "/lib/systemd/systemd-binfmt"
+	if _, err := os.Stat(systemdBinfmt); err != nil {
+		t.Fatalf("%s missing: install systemd (make deps)", systemdBinfmt)
+	}
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := t.TempDir()
+		if code, _, _ := mabd(t, "install", "--persist", "--persist-dir", dir, "arm64", "riscv64", "linux/arm/v7", "--binfmt-mount", mount); code != 0 {
+			t.Fatal("install --persist failed")
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "*.conf"))
+		if len(files) != 3 {
+			t.Fatalf("persisted %v, want 3 files", files)
+		}
+		want := entries(t, mount)
+		if code, _, _ := mabd(t, "uninstall", "all", "--persist-dir", t.TempDir(), "--binfmt-mount", mount); code != 0 {
+			t.Fatal("uninstall failed")
+		}
+		if got := entries(t, mount); len(got) != 0 {
+			t.Fatalf("entries left after uninstall: %v", got)
+		}
+		// systemd-binfmt writes to /proc/sys/fs/binfmt_misc: mount this
+		// namespace's instance there (the same instance; the mount is
+		// private to the sandbox).
+		if err := exec.Command("mount", "-t", "binfmt_misc", "binfmt_misc", binfmt.DefaultDir).Run(); err != nil {
+			t.Fatalf("mount binfmt_misc on %s in the sandbox: %v", binfmt.DefaultDir, err)
+		}
+		out, err := exec.Command(systemdBinfmt, files...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("systemd-binfmt %v: %v\n%s", files, err, out)
+		}
+		if got := entries(t, mount); !sameEntries(want, got) {
+			t.Fatalf("systemd-binfmt registered\n%v\nwant\n%v", got, want)
+		}
+		if code, out, _ := mabd(t, "uninstall", "all", "--persist-dir", dir, "--binfmt-mount", mount); code != 0 || !strings.Contains(out, "removed "+dir) {
+			t.Fatalf("uninstall: exit %d %q", code, out)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+			t.Fatalf("files left: %v", left)
+		}
+	})
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := mabd(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "mabd ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}

@@ -1,0 +1,81 @@
+// Command mabd registers QEMU user-mode emulators as binfmt_misc handlers,
+// proves foreign execution works and reports the host's health.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"mabd/binfmt"
+	"mabd/daemon"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes: the health contract of `mabd status` and `mabd verify`.
+const (
+	exitOK       = 0 // healthy, or done
+	exitDegraded = 1 // something asked for is missing, conflicting or failing
+	exitError    = 2 // bad usage or input, or could not check
+)
+
+// exitCode carries an exit status out of a command without an error message.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// hostFlags are the flags every command that touches binfmt takes.
+type hostFlags struct {
+	mount        string
+	emulatorDirs []string
+	persistDir   string
+}
+
+func (f *hostFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.mount, "binfmt-mount", binfmt.DefaultDir, "binfmt_misc mount to work on (a private instance in tests)")
+	cmd.Flags().StringArrayVar(&f.emulatorDirs, "emulator-dir", nil, "directory to search for qemu-<arch>[-static] (repeatable; default /usr/bin, /usr/local/bin)")
+	cmd.Flags().StringVar(&f.persistDir, "persist-dir", binfmt.DefaultPersistDir, "where --persist writes binfmt.d files")
+	_ = cmd.Flags().MarkHidden("persist-dir")
+}
+
+func (f *hostFlags) host() daemon.Host {
+	return daemon.Host{Mount: binfmt.Mount{Dir: f.mount}, EmulatorDirs: f.emulatorDirs, PersistDir: f.persistDir}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "mabd",
+		Short:         "Multi-architecture builds: QEMU binfmt_misc handlers, verification and BuildKit",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVersion())
+	return root
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	var code exitCode
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &code):
+		return int(code)
+	}
+	fmt.Fprintln(stderr, "mabd:", err)
+	return exitError
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"mabd/daemon"
+)
+
+func newStatus() *cobra.Command {
+	var hf hostFlags
+	var asJSON, all bool
+	cmd := &cobra.Command{
+		Use:   "status [--json] [ARCH...]",
+		Short: "Show the binfmt_misc handlers and whether they work",
+		Long: `Show, per architecture, whether its handler is registered, enabled,
+mabd's, and whether its interpreter exists and is static. With ARCH arguments,
+health counts only those. Exit 0 healthy, 1 degraded, 2 could not check.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := hf.host().Status(cmd.Context(), args)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+			} else {
+				printStatus(cmd.OutOrStdout(), st, all)
+			}
+			if !st.Healthy() {
+				return exitCode(exitDegraded)
+			}
+			return nil
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
+	return cmd
+}
+
+func printStatus(out io.Writer, st *daemon.Status, all bool) {
+	state := "disabled"
+	if st.Enabled {
+		state = "enabled"
+	}
+	if !st.Mounted {
+		state = "not mounted"
+	}
+	fmt.Fprintf(out, "binfmt_misc %s at %s (inspected the host directly)\n", state, st.Mount)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tINTERPRETER\tDETAIL")
+	hidden := 0
+	for _, h := range st.Handlers {
+		if !all && h.State == daemon.StateNoEmulator && !h.Registered {
+			hidden++
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), dash(h.Interpreter), h.Detail)
+	}
+	tw.Flush()
+	if hidden > 0 {
+		fmt.Fprintf(out, "(%d architectures without an emulator not shown; --all lists them)\n", hidden)
+	}
+	fmt.Fprintf(out, "supported: %v\n", st.Supported)
+	fmt.Fprintf(out, "health: %s\n", st.Health)
+	for _, p := range st.Problems {
+		fmt.Fprintln(out, "  -", p)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
