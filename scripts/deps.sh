@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# deps.sh — install what mabd's build, tests and demo need on Debian 12 (bookworm).
+# Run as root (`make deps`). Idempotent: a second run installs and downloads nothing.
+#
+# apt packages:
+#   qemu-user-static  the qemu-<arch>-static emulators mabd registers with binfmt_misc
+#   busybox-static    a static userland for test root filesystems
+#   util-linux        unshare, mount, nsenter
+#   binutils, file    readelf/file to identify ELF machines
+#   ca-certificates   TLS for registry access
+#   systemd           only for /lib/systemd/systemd-binfmt and systemd-analyze; it is
+#                     installed without systemd-sysv, so init (PID 1) is never changed
+#   runc, skopeo      running containers and copying images
+#
+# Test fixtures (fixtures/ at the repo root, git-ignored): Debian's busybox-static for
+# foreign architectures, extracted into fixtures/busybox/<debian-arch>/ and read by the
+# Go package mabd/testing/fixtures.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates systemd runc skopeo)
+# Debian architecture -> what `file` prints for its busybox (class, byte order, machine).
+declare -A ELF=(
+	[arm64]='ELF 64-bit LSB .*ARM aarch64'
+	[armhf]='ELF 32-bit LSB .*ARM, EABI5'
+	[ppc64el]='ELF 64-bit LSB .*PowerPC'
+	[s390x]='ELF 64-bit MSB .*S/390'
+	[i386]='ELF 32-bit LSB .*Intel 80386'
+	[mips64el]='ELF 64-bit LSB .*MIPS'
+)
+ARCHES=(arm64 armhf ppc64el s390x i386 mips64el)
+export DEBIAN_FRONTEND=noninteractive
+
+say() { echo "deps: $*"; }
+die() { echo "deps: error: $*" >&2; exit 1; }
+installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
+# fixture_ok ARCH: the extracted busybox exists and is an ELF for ARCH.
+fixture_ok() {
+	local bb=$ROOT/fixtures/busybox/$1/bin/busybox
+	[[ -f $bb ]] && file -b "$bb" 2>/dev/null | grep -q "${ELF[$1]}"
+}
+
+# lists_have ARCH...: apt's package lists have busybox-static for every ARCH.
+lists_have() {
+	local n
+	(($#)) || return 0
+	n=$(apt-cache show --no-all-versions "${@/#/busybox-static:}" 2>/dev/null | grep -c '^Architecture:' || true)
+	((n == $#))
+}
+
+command -v dpkg-query >/dev/null || die "needs a Debian system (dpkg, apt-get)"
+
+missing=()
+for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
+want=() # architectures whose busybox fixture is missing or wrong
+for a in "${ARCHES[@]}"; do fixture_ok "$a" || want+=("$a"); done
+
+if ((${#missing[@]} == 0 && ${#want[@]} == 0)); then
+	say "apt packages installed; busybox fixtures present for ${ARCHES[*]}"
+	exit 0
+fi
+[[ $(id -u) -eq 0 ]] || die "run as root (missing: ${missing[*]} ${want[*]/#/busybox-static:})"
+
+# Each foreign architecture needs an apt source.
+native=$(dpkg --print-architecture)
+foreign=" $(dpkg --print-foreign-architectures | tr '\n' ' ') "
+need_update=${#missing[@]}
+for a in "${want[@]}"; do
+	if [[ $a != "$native" && $foreign != *" $a "* ]]; then
+		say "dpkg --add-architecture $a"
+		dpkg --add-architecture "$a"
+		need_update=1
+	fi
+done
+((need_update)) || lists_have "${want[@]}" || need_update=1
+
+if ((need_update)); then
+	say "apt-get update"
+	# A mirror mid-sync can fail some indexes (e.g. bookworm-security for one arch);
+	# carry on, and fail below only if something we need is really unavailable.
+	apt-get update -qq || say "warning: apt-get update had errors (above); continuing"
+fi
+lists_have "${want[@]}" || die "apt lacks busybox-static for one of: ${want[*]}"
+
+if ((${#missing[@]})); then
+	[[ -d /run/systemd/system ]] || say "note: systemd is not PID 1 here; installing only its tools"
+	say "installing ${missing[*]}"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+	say "apt packages already installed"
+fi
+
+for f in /usr/bin/qemu-aarch64-static /bin/busybox /lib/systemd/systemd-binfmt \
+	/usr/bin/systemd-analyze /usr/sbin/runc /usr/bin/skopeo /usr/bin/readelf /usr/bin/file; do
+	[[ -x $f ]] || die "$f missing after install"
+done
+
+if ((${#want[@]} == 0)); then
+	say "busybox fixtures present for ${ARCHES[*]}"
+	exit 0
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+chmod 0777 "$tmp" # apt-get download fetches as user _apt
+say "downloading busybox-static for ${want[*]}"
+(cd "$tmp" && apt-get download -qq "${want[@]/#/busybox-static:}")
+for a in "${want[@]}"; do
+	dest=$ROOT/fixtures/busybox/$a
+	rm -rf "$dest"
+	mkdir -p "$dest"
+	dpkg-deb -x "$tmp"/busybox-static_*_"$a".deb "$dest"
+	fixture_ok "$a" || die "$dest/bin/busybox is not a ${ELF[$a]} binary: $(file -b "$dest/bin/busybox" 2>&1)"
+	say "fixtures/busybox/$a/bin/busybox: $(file -b "$dest/bin/busybox" | cut -d, -f1-2)"
+done
