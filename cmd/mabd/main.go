@@ -34,6 +34,7 @@ type hostFlags struct {
 	mount        string
 	emulatorDirs []string
 	persistDir   string
+	stateDir     string
 }
 
 func (f *hostFlags) register(cmd *cobra.Command) {
@@ -44,7 +45,7 @@ func (f *hostFlags) register(cmd *cobra.Command) {
 }
 
 func (f *hostFlags) host() daemon.Host {
-	return daemon.Host{Mount: binfmt.Mount{Dir: f.mount}, EmulatorDirs: f.emulatorDirs, PersistDir: f.persistDir}
+	return daemon.Host{Mount: binfmt.Mount{Dir: f.mount}, EmulatorDirs: f.emulatorDirs, PersistDir: f.persistDir, StateDir: f.stateDir}
 }
 
 func newRoot() *cobra.Command {
@@ -54,7 +55,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVersion())
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newVersion(), newExec())
 	return root
 }
 

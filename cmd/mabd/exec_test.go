@@ -1,0 +1,351 @@
+package main
+
+// Tests of `mabd exec`. TestExec builds the mabd binary with `go build` and
+// runs it as a real process, with the real kernel, qemu-aarch64-static and
+// Debian's arm64 busybox (make deps). Each run gets a private binfmt_misc
+// instance of its own; the host's table is only ever read.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"mabd/binfmt"
+	"mabd/testing/fixtures"
+)
+
+// publicDir returns a new directory that every user can read and search,
+// removed when the test ends: tests run programs in it as uid 65534.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mabd-exec-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("%s is not searchable by other users (mode %v), so uid 65534 cannot reach %s: set TMPDIR to a directory under /tmp", d, fi.Mode().Perm(), dir)
+		}
+		if d == "/" {
+			break
+		}
+	}
+	return dir
+}
+
+// goTool returns the go command that runs this test.
+func goTool(t *testing.T) string {
+	t.Helper()
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); runtime.GOROOT() != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command not found: %v", err)
+	}
+	return p
+}
+
+// buildMabd builds this package into dir/mabd (mode 0755).
+func buildMabd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "mabd")
+	cmd := exec.Command(goTool(t), "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
+	}
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// copyExecutable copies src to dst with mode 0755.
+func copyExecutable(t *testing.T, dst, src string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// execResult is how a run of the binary ended.
+type execResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runExec runs the binary with args and stdin, as cred when not nil, in
+// dir, and returns its exit status and output.
+func runExec(t *testing.T, bin, dir string, cred *syscall.Credential, stdin io.Reader, env []string, args ...string) execResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("mabd %s: %v", strings.Join(args, " "), err)
+	}
+	r := execResult{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+	t.Logf("mabd %s → %d\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	return r
+}
+
+// hostAarch64Handlers lists the host's binfmt_misc entries that run arm64
+// programs, read (never written) from /proc/sys/fs/binfmt_misc. ok is false
+// when the host has no binfmt_misc mounted there (this test never mounts
+// it).
+func hostAarch64Handlers(t *testing.T) (names []string, ok bool) {
+	t.Helper()
+	mounted, err := binfmt.Mounted(binfmt.DefaultDir)
+	if err != nil || !mounted {
+		return nil, false
+	}
+	es, err := binfmt.Mount{}.Entries()
+	if err != nil {
+		t.Fatalf("read the host's binfmt_misc table: %v", err)
+	}
+	arch, _ := binfmt.ArchByName("aarch64")
+	for _, e := range es {
+		if e.Spec.Name == arch.HandlerName() || bytes.Equal(e.Spec.Magic, arch.Magic) {
+			names = append(names, e.Spec.Name)
+		}
+	}
+	return names, true
+}
+
+func TestExec(t *testing.T) {
+	src := fixtures.Busybox(t, "arm64")
+	dir := publicDir(t)
+	bin := buildMabd(t, dir)
+	bb := filepath.Join(dir, "busybox")
+	copyExecutable(t, bb, src)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"TMPDIR=" + tmp}
+	mabd := func(t *testing.T, stdin string, args ...string) execResult {
+		t.Helper()
+		return runExec(t, bin, dir, nil, strings.NewReader(stdin), env, args...)
+	}
+	want := func(t *testing.T, r execResult, code int, stdout, stderrHas string) {
+		t.Helper()
+		if r.code != code {
+			t.Errorf("exit status %d, want %d (stderr %q)", r.code, code, r.stderr)
+		}
+		if stdout != "*" && r.stdout != stdout {
+			t.Errorf("stdout %q, want %q", r.stdout, stdout)
+		}
+		if !strings.Contains(r.stderr, stderrHas) {
+			t.Errorf("stderr %q does not contain %q", r.stderr, stderrHas)
+		}
+	}
+
+	t.Run("UnameM", func(t *testing.T) {
+		r := mabd(t, "", "exec", "--platform", "linux/arm64", "--", bb, "uname", "-m")
+		want(t, r, 0, "aarch64\n", "")
+		if r.stderr != "" {
+			t.Errorf("stderr %q, want nothing", r.stderr)
+		}
+	})
+	t.Run("WithoutDoubleDash", func(t *testing.T) {
+		// Flags after CMD are CMD's.
+		want(t, mabd(t, "", "exec", "--platform", "arm64", bb, "uname", "-m"), 0, "aarch64\n", "")
+	})
+	t.Run("ExitCode", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", "exit 7"), 7, "", "")
+	})
+	t.Run("SignalDeath", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", "kill -9 $$"), 128+9, "", "")
+	})
+	t.Run("Stdin", func(t *testing.T) {
+		want(t, mabd(t, "hi\n", "exec", "--platform", "linux/arm64", "--", bb, "cat"), 0, "hi\n", "")
+	})
+	t.Run("Stderr", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", "echo oops >&2"), 0, "", "oops\n")
+	})
+	t.Run("CallerIdentity", func(t *testing.T) {
+		ids := strconv.Itoa(os.Geteuid()) + " " + strconv.Itoa(os.Getegid()) + "\n"
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", `echo "$(id -u) $(id -g)"`), 0, ids, "")
+	})
+	t.Run("ForeignChildren", func(t *testing.T) {
+		// The foreign shell starts another foreign program through the
+		// same private handler.
+		want(t, mabd(t, "", "exec", "--platform", "arm64", "--", bb, "sh", "-c", bb+" uname -m"), 0, "aarch64\n", "")
+	})
+	t.Run("ExplicitEmulator", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "aarch64", "--emulator", fixtures.Arches["arm64"].QEMUStatic(), "--", bb, "uname", "-m"), 0, "aarch64\n", "")
+	})
+	t.Run("Armhf", func(t *testing.T) {
+		arm := filepath.Join(dir, "armhf")
+		if err := os.Mkdir(arm, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		abb := filepath.Join(arm, "busybox")
+		copyExecutable(t, abb, fixtures.Busybox(t, "armhf"))
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm/v7", "--", abb, "uname", "-m"), 0, fixtures.Arches["armhf"].UnameM+"\n", "")
+	})
+	t.Run("Native", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/"+runtime.GOARCH, "--", "/bin/sh", "-c", "echo native; exit 3"), 3, "native\n", "")
+	})
+
+	t.Run("Unprivileged", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("not root: cannot switch to uid 65534 (the other subtests already ran without root)")
+		}
+		before, mounted := hostAarch64Handlers(t)
+		if !mounted {
+			t.Log("the host has no binfmt_misc on /proc/sys/fs/binfmt_misc: not checking its table")
+		} else if len(before) > 0 {
+			t.Logf("the host has arm64 handlers %q: this run cannot show that it needs none", before)
+		}
+		cred := &syscall.Credential{Uid: 65534, Gid: 65534}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", `uname -m; id -u; read line; echo "got $line"`)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.WaitDelay = 5 * time.Second
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		defer stdin.Close()
+		buf := make([]byte, 0, 64)
+		for !bytes.HasSuffix(buf, []byte("\n65534\n")) {
+			var b [64]byte
+			n, err := stdout.Read(b[:])
+			buf = append(buf, b[:n]...)
+			if err != nil {
+				t.Fatalf("read the program's output: %v (got %q, stderr %q)", err, buf, errb.String())
+			}
+		}
+		if string(buf) != "aarch64\n65534\n" {
+			t.Fatalf("output %q, want \"aarch64\\n65534\\n\"", buf)
+		}
+		// The program runs now, in its own binfmt_misc instance; the
+		// host's table has no handler for it.
+		if during, mounted := hostAarch64Handlers(t); mounted && len(before) == 0 && len(during) > 0 {
+			t.Errorf("while the program runs the host has arm64 handlers %q", during)
+		}
+		if _, err := io.WriteString(stdin, "bye\n"); err != nil {
+			t.Fatal(err)
+		}
+		stdin.Close()
+		rest, _ := io.ReadAll(stdout)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("mabd exec as uid 65534: %v\nstderr: %s", err, errb.String())
+		}
+		if string(rest) != "got bye\n" {
+			t.Errorf("then output %q, want \"got bye\\n\"", rest)
+		}
+		if after, mounted := hostAarch64Handlers(t); mounted && len(after) != len(before) {
+			t.Errorf("the host's arm64 handlers were %q, are %q", before, after)
+		}
+	})
+
+	t.Run("UnknownPlatform", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/sparc", "--", bb, "true"), exitExecSetup, "", `mabd exec: unknown architecture "linux/sparc"`)
+	})
+	t.Run("NotLinux", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "windows/arm64", "--", bb, "true"), exitExecSetup, "", "binfmt_misc runs linux binaries only")
+	})
+	t.Run("DynamicEmulator", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", "/bin/ls", "--", bb, "true"), exitExecSetup, "",
+			"mabd exec: /bin/ls is dynamically linked: the F flag opens it at registration")
+	})
+	t.Run("EmulatorMissing", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", filepath.Join(dir, "nope"), "--", bb, "true"), exitExecSetup, "", "no such file or directory")
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator-dir", dir, "--", bb, "true"), exitExecSetup, "", "qemu-aarch64-static not found in "+dir)
+	})
+	t.Run("CommandNotFound", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", "no-such-command-mabd"), exitExecNotFound, "", "no-such-command-mabd: command not found")
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", filepath.Join(dir, "nope")), exitExecNotFound, "", "no such file or directory")
+	})
+	t.Run("CommandNotExecutable", func(t *testing.T) {
+		f := filepath.Join(dir, "data")
+		if err := os.WriteFile(f, []byte("data\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--", f), exitExecCannot, "", "permission denied")
+	})
+	t.Run("Usage", func(t *testing.T) {
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64"), exitExecSetup, "", "no command given")
+		want(t, mabd(t, "", "exec", "--", bb, "true"), exitExecSetup, "", "--platform is required")
+		want(t, mabd(t, "", "exec", "--no-such-flag", "--", bb, "true"), exitExecSetup, "", "unknown flag: --no-such-flag")
+	})
+	t.Run("NoLeftovers", func(t *testing.T) {
+		des, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, de := range des {
+			t.Errorf("left behind in TMPDIR: %s", de.Name())
+		}
+	})
+}
+
+// TestExecInProcess runs `mabd exec` through run(): the test binary
+// re-executes itself as the sandbox helper, which the init function of
+// exec.go dispatches before the testing package starts.
+func TestExecInProcess(t *testing.T) {
+	bb := fixtures.Busybox(t, "arm64")
+	var out, errb bytes.Buffer
+	code := run([]string{"exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", "uname -m; exit 5"}, &out, &errb)
+	if code != 5 || out.String() != "aarch64\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 5, \"aarch64\\n\"", code, out.String(), errb.String())
+	}
+}
