@@ -1,0 +1,358 @@
+package emulator
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"mabd/binfmt"
+)
+
+// Every failed [Result] has a Reason that starts with one of these phrases
+// (followed, for most, by ": " and the details), so that callers and tests
+// can tell the cases apart, and a Fix.
+const (
+	// ReasonNoHandler: exec format error, and no entry of the mount
+	// selects the architecture's programs. Fix: mabd install <arch>.
+	ReasonNoHandler = "no handler"
+	// ReasonNotMounted: exec format error, and the mount is not a
+	// binfmt_misc instance. Fix: mount it.
+	ReasonNotMounted = "binfmt_misc not mounted"
+	// ReasonFacilityDisabled: exec format error, and the mount's status
+	// file says disabled. Fix: echo 1 > <mount>/status.
+	ReasonFacilityDisabled = "binfmt_misc disabled"
+	// ReasonEntryDisabled: exec format error, and the entry that selects
+	// the programs (qemu-<arch> or another) is disabled. Fix: echo 1 >
+	// <mount>/<entry>.
+	ReasonEntryDisabled = "entry disabled"
+	// ReasonNoMatch: exec format error; qemu-<arch> is registered and
+	// enabled but its magic and mask do not select the probe.
+	ReasonNoMatch = "entry does not match"
+	// ReasonBadInterpreter: exec format error from an enabled handler:
+	// the kernel cannot execute its interpreter either.
+	ReasonBadInterpreter = "interpreter not executable"
+	// ReasonInterpreterMissing: the handler's interpreter does not exist.
+	ReasonInterpreterMissing = "interpreter missing"
+	// ReasonNoFixBinary: the handler was registered without the F flag, so
+	// the kernel looks for its interpreter inside the program's root (the
+	// empty chroot, or a container), where it does not exist.
+	ReasonNoFixBinary = "registered without the F flag"
+	// ReasonDynamicInterpreter: the handler has F but its interpreter is
+	// dynamically linked; its loader is missing inside the chroot.
+	ReasonDynamicInterpreter = "interpreter dynamically linked"
+	// ReasonNoExec: the temporary directory is on a noexec file system, or
+	// the interpreter may not be executed.
+	ReasonNoExec = "permission denied"
+	// ReasonNoChroot: this process may not chroot (needs root).
+	ReasonNoChroot = "cannot chroot"
+	// ReasonExecFailed: starting the probe failed otherwise.
+	ReasonExecFailed = "exec failed"
+	// ReasonCrashed: the emulator (or the probe under it) was killed by a
+	// signal, such as SIGSEGV.
+	ReasonCrashed = "emulator crashed"
+	// ReasonExitStatus: the run ended with a non-zero exit status (QEMU
+	// refused the program, or the Go runtime died under the emulator).
+	ReasonExitStatus = "probe failed"
+	// ReasonWrongMachine: the probe ran but reported another machine.
+	ReasonWrongMachine = "wrong machine"
+	// ReasonTimeout: the run did not end before the deadline and was
+	// killed.
+	ReasonTimeout = "timed out"
+	// ReasonCanceled: the caller's context was done during the run.
+	ReasonCanceled = "canceled"
+	// ReasonNoProbe: mabd has no probe program for the architecture.
+	ReasonNoProbe = "no probe"
+	// ReasonSetup: the probe could not be written to a temporary
+	// directory.
+	ReasonSetup = "cannot prepare the probe"
+)
+
+// handlerState is what a binfmt_misc mount says about the programs of one
+// architecture.
+type handlerState struct {
+	mount    binfmt.Mount
+	dir      string
+	mountErr error // not a binfmt_misc mount, or unreadable
+	enabled  bool  // the facility's status (meaningful if mountErr is nil)
+	// own is the entry qemu-<arch>, nil if absent.
+	own *binfmt.Entry
+	// matching are the entries whose magic selects the probe, own first
+	// if it does, then by name.
+	matching []binfmt.Entry
+	listErr  error // reading the entries failed
+}
+
+// inspectHandlers reads the entries of m that concern the probe whose
+// first bytes are header.
+func inspectHandlers(m binfmt.Mount, a binfmt.Arch, header []byte) handlerState {
+	h := handlerState{mount: m, dir: m.Path("")}
+	if err := m.Check(); err != nil {
+		h.mountErr = err
+		return h
+	}
+	on, err := m.Enabled()
+	if err != nil {
+		h.mountErr = err
+		return h
+	}
+	h.enabled = on
+	if e, err := m.Entry(a.HandlerName()); err == nil {
+		h.own = &e
+	}
+	entries, err := m.Entries()
+	if err != nil {
+		h.listErr = err
+		if h.own != nil && h.own.Matches(header) {
+			h.matching = []binfmt.Entry{*h.own}
+		}
+		return h
+	}
+	for _, e := range entries {
+		if !e.Matches(header) {
+			continue
+		}
+		if e.Name == a.HandlerName() {
+			h.matching = append([]binfmt.Entry{e}, h.matching...)
+		} else {
+			h.matching = append(h.matching, e)
+		}
+	}
+	return h
+}
+
+// active returns the entry the kernel most likely used for the probe: an
+// enabled matching entry, qemu-<arch> preferred, or nil when binfmt_misc
+// would not handle it (no such entry, or the facility disabled). Of
+// several, the kernel takes the newest, which the mount does not show.
+func (h handlerState) active() *binfmt.Entry {
+	if h.mountErr != nil || !h.enabled {
+		return nil
+	}
+	for i := range h.matching {
+		if h.matching[i].Enabled {
+			return &h.matching[i]
+		}
+	}
+	return nil
+}
+
+// disabledMatch returns a matching entry that is disabled, qemu-<arch>
+// preferred, or nil.
+func (h handlerState) disabledMatch() *binfmt.Entry {
+	for i := range h.matching {
+		if !h.matching[i].Enabled {
+			return &h.matching[i]
+		}
+	}
+	return nil
+}
+
+// classify fills r's State, Reason, Fix and Machine from run and, where
+// the outcome depends on it, from the state of the handlers in opt.Mount.
+func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
+	r.Machine = firstLine(run.stdout)
+	fail := func(reason, fix string) {
+		r.State, r.Reason, r.Fix = StateFailed, reason, fix
+	}
+	replace := "mabd install --replace " + a.Name
+
+	if run.setup {
+		fail(ReasonSetup+": "+run.err.Error(), "make os.TempDir() ("+os.TempDir()+") writable, or set TMPDIR to a writable directory")
+		return
+	}
+	if run.ctxErr != nil {
+		fail(fmt.Sprintf("%s: %v", ReasonCanceled, run.ctxErr), "")
+		return
+	}
+	h := inspectHandlers(opt.Mount, a, run.header)
+	act := h.active()
+	via := ""
+	if act != nil {
+		via = fmt.Sprintf(" (entry %s, interpreter %s, flags %q)", act.Name, act.Interpreter, act.Flags.String())
+	}
+	if run.timedOut {
+		fail(fmt.Sprintf("%s: the probe did not finish within %v and was killed%s", ReasonTimeout, opt.timeout(), via),
+			"check that the emulator works ("+emulatorOf(act, a)+" --version) and is not stuck; on a busy machine, probe again with a longer timeout")
+		return
+	}
+
+	if errno, ok := startErrno(run.err); ok {
+		classifyExecError(r, a, h, act, errno, run, fail)
+		return
+	}
+
+	var exitErr *exec.ExitError
+	if errors.As(run.err, &exitErr) {
+		ws, _ := exitErr.Sys().(syscall.WaitStatus)
+		detail := stderrDetail(run.stderr)
+		upgrade := "check " + emulatorOf(act, a) + " (run it with --version) and upgrade qemu-user-static"
+		switch {
+		case ws.Signaled():
+			sig := ws.Signal()
+			fail(fmt.Sprintf("%s: killed by %s (%s)%s%s", ReasonCrashed, signalName(sig), sig, via, detail), upgrade)
+		default:
+			fail(fmt.Sprintf("%s: exit status %d%s%s", ReasonExitStatus, exitErr.ExitCode(), via, detail), upgrade)
+		}
+		return
+	}
+	if run.err != nil {
+		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "")
+		return
+	}
+
+	// The probe ran. Through a handler, or natively?
+	if act == nil && (h.mountErr == nil || binfmt.IsNative(a.Name)) {
+		// No handler could have run it: the kernel did. It reports its
+		// own machine (i386 programs on x86_64 see "x86_64"), so the
+		// machine is not checked.
+		r.State = StateNative
+		return
+	}
+	if a.Machine != "" && r.Machine != a.Machine {
+		fail(fmt.Sprintf("%s: the probe reports %q, want %q%s", ReasonWrongMachine, r.Machine, a.Machine, via),
+			"the handler runs an emulator for another architecture: "+replace+" registers "+staticPath(a))
+		return
+	}
+	if r.Machine == "" {
+		fail(fmt.Sprintf("%s: the probe printed nothing%s%s", ReasonWrongMachine, via, stderrDetail(run.stderr)),
+			"check "+emulatorOf(act, a)+" (run it with --version) and upgrade qemu-user-static")
+		return
+	}
+	r.State = StateOK
+}
+
+// classifyExecError explains an error of execve(2) on the probe.
+func classifyExecError(r *Result, a binfmt.Arch, h handlerState, act *binfmt.Entry, errno syscall.Errno, run probeRun, fail func(reason, fix string)) {
+	install := "mabd install " + a.Name
+	replace := "mabd install --replace " + a.Name
+	switch errno {
+	case syscall.ENOEXEC:
+		own := a.HandlerName()
+		switch {
+		case h.mountErr != nil:
+			fail(fmt.Sprintf("%s: exec format error, and %v", ReasonNotMounted, h.mountErr),
+				fmt.Sprintf("mount -t binfmt_misc binfmt_misc %s, then %s", h.dir, install))
+		case !h.enabled:
+			fail(fmt.Sprintf("%s: exec format error, and %s says disabled, so no handler runs", ReasonFacilityDisabled, h.mount.Path("status")),
+				"echo 1 > "+h.mount.Path("status"))
+		case act != nil:
+			fail(fmt.Sprintf("%s: the kernel cannot execute the interpreter %s of entry %s (exec format error)", ReasonBadInterpreter, act.Interpreter, act.Name),
+				replace+" (registers "+staticPath(a)+")")
+		case h.disabledMatch() != nil:
+			e := h.disabledMatch()
+			fail(fmt.Sprintf("%s: entry %s, which selects %s programs, is disabled (exec format error)", ReasonEntryDisabled, e.Name, a.Name),
+				"echo 1 > "+h.mount.Path(e.Name))
+		case h.own != nil && !h.own.Enabled:
+			fail(fmt.Sprintf("%s: entry %s is disabled, and it does not select the probe either", ReasonEntryDisabled, own),
+				replace)
+		case h.own != nil:
+			fail(fmt.Sprintf("%s: entry %s is enabled but its magic and mask do not select %s programs such as the probe (exec format error)", ReasonNoMatch, own, a.Name),
+				replace)
+		default:
+			detail := ""
+			if h.listErr != nil {
+				detail = fmt.Sprintf(" (reading the other entries failed: %v)", h.listErr)
+			}
+			fail(fmt.Sprintf("%s: exec format error; no entry in %s selects %s programs%s", ReasonNoHandler, h.dir, a.Name, detail), install)
+		}
+
+	case syscall.ENOENT:
+		if act == nil {
+			fail(fmt.Sprintf("%s: %v, and no enabled entry in %s selects %s programs", ReasonExecFailed, errno, h.dir, a.Name), install)
+			return
+		}
+		interp := act.Interpreter
+		_, statErr := os.Stat(interp)
+		switch {
+		case errors.Is(statErr, fs.ErrNotExist) && !act.Flags.Has(binfmt.FixBinary):
+			fail(fmt.Sprintf("%s: the interpreter %s of entry %s does not exist", ReasonInterpreterMissing, interp, act.Name),
+				"install qemu-user-static (apt-get install qemu-user-static), then "+replace)
+		case !act.Flags.Has(binfmt.FixBinary):
+			fail(fmt.Sprintf("%s: entry %s (flags %q) makes the kernel look for its interpreter %s inside the program's root; in the empty chroot (as in a container) it does not exist",
+				ReasonNoFixBinary, act.Name, act.Flags.String(), interp),
+				replace+" (registers it with F)")
+		default:
+			if static, err := IsStatic(interp); err == nil && !static {
+				fail(fmt.Sprintf("%s: entry %s has F, but its interpreter %s is dynamically linked and its loader and libraries do not exist inside the chroot", ReasonDynamicInterpreter, act.Name, interp),
+					"install qemu-user-static (apt-get install qemu-user-static), then "+replace+" (registers "+staticPath(a)+")")
+				return
+			}
+			fail(fmt.Sprintf("%s: %v running %s through entry %s (interpreter %s)", ReasonExecFailed, errno, a.Name, act.Name, interp),
+				replace)
+		}
+
+	case syscall.EACCES:
+		// run.dir is gone by now; its parent is on the same file system.
+		if run.dir != "" && noexec(filepath.Dir(run.dir)) {
+			fail(fmt.Sprintf("%s: the temporary directory %s is on a file system mounted noexec", ReasonNoExec, filepath.Dir(run.dir)),
+				"set TMPDIR to a directory on a file system that allows executing programs")
+			return
+		}
+		if act != nil {
+			fail(fmt.Sprintf("%s: the interpreter %s of entry %s may not be executed", ReasonNoExec, act.Interpreter, act.Name),
+				"make "+act.Interpreter+" executable (chmod 0755), or "+replace)
+			return
+		}
+		fail(fmt.Sprintf("%s: %v", ReasonNoExec, run.err), "")
+
+	case syscall.EPERM:
+		fail(fmt.Sprintf("%s: %v: probing needs root (CAP_SYS_CHROOT)", ReasonNoChroot, run.err), "run as root (sudo)")
+
+	default:
+		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "")
+	}
+}
+
+// emulatorOf names the emulator that ran (or should run) a's programs.
+func emulatorOf(e *binfmt.Entry, a binfmt.Arch) string {
+	if e != nil {
+		return e.Interpreter
+	}
+	return staticPath(a)
+}
+
+// staticPath is where Debian's qemu-user-static installs a's emulator.
+func staticPath(a binfmt.Arch) string { return "/usr/bin/" + staticName(a.Name) }
+
+// noexec reports whether dir is on a file system mounted noexec.
+func noexec(dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return st.Flags&unix.ST_NOEXEC != 0
+}
+
+// signalName returns the symbolic name of sig, such as "SIGSEGV".
+func signalName(sig syscall.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(sig))
+}
+
+// firstLine returns the first line of s without surrounding space.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(line)
+}
+
+// stderrDetail quotes the first line of what the run wrote to stderr, for
+// a reason: `: "qemu: uncaught target signal 11 ..."`, or "".
+func stderrDetail(stderr string) string {
+	line := firstLine(stderr)
+	if line == "" {
+		return ""
+	}
+	if len(line) > 200 {
+		line = strings.ToValidUTF8(line[:200], "") + "..."
+	}
+	return fmt.Sprintf(": %q", line)
+}

@@ -1,0 +1,531 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"mabd/binfmt"
+	"mabd/testing/sandbox"
+)
+
+// wantMachine is what `uname -m` says under QEMU for each architecture
+// with a probe; binfmt's table must agree.
+var wantMachine = map[string]string{
+	"aarch64":     "aarch64",
+	"arm":         "armv7l",
+	"i386":        "i686",
+	"x86_64":      "x86_64",
+	"ppc64le":     "ppc64le",
+	"ppc64":       "ppc64",
+	"s390x":       "s390x",
+	"riscv64":     "riscv64",
+	"mips64el":    "mips64",
+	"mips64":      "mips64",
+	"mips":        "mips",
+	"mipsel":      "mips",
+	"loongarch64": "loongarch64",
+}
+
+// probeTestGo returns the go command, failing the test without one.
+func probeTestGo(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build test programs: %v", err)
+	}
+	return p
+}
+
+// probeTestEmulator returns the path of Debian's static emulator for a,
+// failing the test when it is missing.
+func probeTestEmulator(t *testing.T, a binfmt.Arch) string {
+	t.Helper()
+	p := staticPath(a)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%v: install qemu-user-static (make deps)", err)
+	}
+	return p
+}
+
+// probeTestArch looks name up in binfmt's table.
+func probeTestArch(t *testing.T, name string) binfmt.Arch {
+	t.Helper()
+	a, ok := binfmt.ArchByName(name)
+	if !ok {
+		t.Fatalf("%s is not in binfmt's table", name)
+	}
+	return a
+}
+
+// TestProbesReproducible regenerates the probes into a temporary directory
+// and checks that they are byte for byte the committed ones.
+func TestProbesReproducible(t *testing.T) {
+	m, err := readManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.goVersion != runtime.Version() {
+		t.Fatalf("the embedded probes were built by %s, but this is %s: run `go generate ./emulator` (and commit emulator/probes)", m.goVersion, runtime.Version())
+	}
+	if testing.Short() {
+		t.Skip("regenerating the probes builds 13 Go programs (about a minute with an empty build cache); skipped in -short mode")
+	}
+	gotool := probeTestGo(t)
+	if out, err := exec.Command(gotool, "env", "GOVERSION").Output(); err != nil || strings.TrimSpace(string(out)) != runtime.Version() {
+		t.Fatalf("%s env GOVERSION = %q, %v; want %s (the go command in $PATH must be the one running the tests)", gotool, out, err, runtime.Version())
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(gotool, "run", "./internal/genprobes", "-o", dir)
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go run ./internal/genprobes: %v\n%s", err, out)
+	}
+	committed, err := filepath.Glob("probes/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(paths []string) []string {
+		var out []string
+		for _, p := range paths {
+			out = append(out, filepath.Base(p))
+		}
+		return out
+	}
+	if !slices.Equal(names(committed), names(generated)) {
+		t.Fatalf("generated files %q, committed %q: run `go generate ./emulator`", names(generated), names(committed))
+	}
+	var total int
+	for _, name := range names(committed) {
+		want, err := os.ReadFile(filepath.Join("probes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("probes/%s: regenerated %d bytes differ from the committed %d: the build is not reproducible, or the probe changed without `go generate ./emulator`", name, len(got), len(want))
+		}
+		total += len(want)
+	}
+	t.Logf("%d probe files, %d bytes", len(committed), total)
+}
+
+// TestEmbeddedProbes checks every embedded probe against the manifest and
+// binfmt's table: the table's magic selects it and no other architecture's
+// does, and the table has the machine name QEMU reports.
+func TestEmbeddedProbes(t *testing.T) {
+	if got, want := ProbeArches(), slices.Sorted(func(yield func(string) bool) {
+		for n := range wantMachine {
+			if !yield(n) {
+				return
+			}
+		}
+	}); !slices.Equal(got, want) {
+		t.Fatalf("ProbeArches() = %q, want %q", got, want)
+	}
+	m, err := readManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.sums) != len(probeGoarch) {
+		t.Errorf("the manifest lists %d files, want %d", len(m.sums), len(probeGoarch))
+	}
+	for _, name := range ProbeArches() {
+		a := probeTestArch(t, name)
+		if a.Machine != wantMachine[name] {
+			t.Errorf("binfmt's table: %s has Machine %q, want %q", name, a.Machine, wantMachine[name])
+		}
+		bin, err := probeProgram(name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		header := bin[:256]
+		if !a.Spec("/usr/bin/qemu", binfmt.FixBinary).Matches(header) {
+			t.Errorf("%s: the table's magic and mask do not select the %s probe", name, probeGoarch[name])
+		}
+		for _, o := range binfmt.Arches() {
+			if o.Name != a.Name && o.Spec("/usr/bin/qemu", 0).Matches(header) {
+				t.Errorf("%s: the magic of %s selects the %s probe too", name, o.Name, probeGoarch[name])
+			}
+		}
+	}
+	for name, ok := range map[string]bool{"aarch64": true, "arm64": true, "qemu-riscv64": true, "mips64le": true, "sparc64": false, "riscv32": false, "nonsense": false, "": false} {
+		if HasProbe(name) != ok {
+			t.Errorf("HasProbe(%q) = %v, want %v", name, !ok, ok)
+		}
+	}
+}
+
+func TestParseManifest(t *testing.T) {
+	good := "# comment\n\ngo go1.26.8\n" + strings.Repeat("ab", 32) + "  arm64.gz\n"
+	m, err := parseManifest([]byte(good))
+	if err != nil || m.goVersion != "go1.26.8" || m.sums["arm64.gz"] != strings.Repeat("ab", 32) {
+		t.Fatalf("parseManifest(%q) = %+v, %v", good, m, err)
+	}
+	for _, bad := range []string{"", "# only a comment\n", "go\n", "go go1.26.8\nabc arm64.gz\n", "go go1.26.8\nextra words here\n"} {
+		if _, err := parseManifest([]byte(bad)); err == nil {
+			t.Errorf("parseManifest(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestResultJSON(t *testing.T) {
+	r := Result{Arch: "aarch64", Platform: "linux/arm64", State: StateOK, Machine: "aarch64", Duration: 12345678 * time.Nanosecond, Slowdown: 7.5}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"platform":"linux/arm64","qemu_arch":"aarch64","state":"ok","reason":"","fix":"","machine":"aarch64","duration_ms":12.345,"slowdown":7.5}`
+	if string(b) != want {
+		t.Fatalf("json.Marshal = %s\nwant %s", b, want)
+	}
+	var back Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	r.Duration = r.Duration.Truncate(time.Microsecond)
+	if back != r {
+		t.Fatalf("round trip: %+v, want %+v", back, r)
+	}
+	r = Result{Arch: "sparc64", State: StateFailed, Reason: "no probe", Duration: 0}
+	b, _ = json.Marshal(&r)
+	if want := `{"platform":"","qemu_arch":"sparc64","state":"failed","reason":"no probe","fix":"","machine":"","duration_ms":0}`; string(b) != want {
+		t.Fatalf("json.Marshal = %s\nwant %s", b, want)
+	}
+}
+
+func TestProbeNoProbe(t *testing.T) {
+	r := Probe(context.Background(), probeTestArch(t, "sparc64"), ProbeOptions{})
+	if r.State != StateFailed || !strings.HasPrefix(r.Reason, ReasonNoProbe) || r.Arch != "sparc64" {
+		t.Fatalf("Probe(sparc64) = %+v", r)
+	}
+}
+
+// TestProbeAll registers Debian's static emulators for every foreign
+// architecture with a probe and checks that each probe reports the right
+// machine; x86_64 and i386 run natively, with no handler.
+func TestProbeAll(t *testing.T) {
+	var arches []binfmt.Arch
+	for _, n := range ProbeArches() {
+		arches = append(arches, probeTestArch(t, n))
+	}
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		m := binfmt.Mount{Dir: mount}
+		for _, a := range arches {
+			if binfmt.IsNative(a.Name) {
+				continue
+			}
+			if err := m.Register(a.Spec(probeTestEmulator(t, a), binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		results := ProbeAll(context.Background(), arches, ProbeOptions{Mount: m})
+		t.Logf("ProbeAll of %d architectures took %v", len(arches), time.Since(start).Round(time.Millisecond))
+		for i, r := range results {
+			a := arches[i]
+			b, _ := json.Marshal(r)
+			t.Logf("%s", b)
+			want := StateOK
+			if binfmt.IsNative(a.Name) {
+				want = StateNative
+			}
+			if r.Arch != a.Name || r.Platform != a.Platform || r.State != want || r.Reason != "" || r.Duration <= 0 {
+				t.Errorf("%s: got %+v, want state %s", a.Name, r, want)
+			}
+			if want == StateOK && r.Machine != wantMachine[a.Name] {
+				t.Errorf("%s: machine %q, want %q", a.Name, r.Machine, wantMachine[a.Name])
+			}
+		}
+	})
+}
+
+// fakeEmulatorSrc is a static Go program that stands in for an emulator;
+// what it does depends on its name (the kernel passes the interpreter path
+// as argv[0]).
+const fakeEmulatorSrc = `package main
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+func main() {
+	switch filepath.Base(os.Args[0]) {
+	case "fake-hang":
+		for {
+			time.Sleep(time.Hour)
+		}
+	case "fake-segv":
+		// Restore the default action (the Go runtime handles SIGSEGV)
+		// and die of it, without a core file.
+		syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{})
+		var sa [4]uintptr // SIG_DFL, no flags, no restorer, empty mask
+		syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(syscall.SIGSEGV), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
+		syscall.Kill(syscall.Getpid(), syscall.SIGSEGV)
+		time.Sleep(time.Hour)
+	case "fake-machine":
+		os.Stdout.WriteString("bogus\n")
+		os.Exit(0)
+	}
+	os.Stderr.WriteString("fake emulator: unknown name " + os.Args[0] + "\n")
+	os.Exit(3)
+}
+`
+
+// buildFakeEmulator builds fakeEmulatorSrc as dir/name.
+func buildFakeEmulator(t *testing.T, name string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for file, text := range map[string]string{"main.go": fakeEmulatorSrc, "go.mod": "module fake\n\ngo 1.26\n"} {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command(probeTestGo(t), "build", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOTOOLCHAIN=local", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the fake emulator: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestProbeFaults breaks foreign execution in each of the ways Probe
+// classifies, in a private instance each, and checks the Reason and Fix.
+func TestProbeFaults(t *testing.T) {
+	aarch64 := probeTestArch(t, "aarch64")
+	x86 := probeTestArch(t, "x86_64")
+	const pf = binfmt.FixBinary | binfmt.PreserveArgv0
+	type env struct {
+		t     *testing.T
+		m     binfmt.Mount
+		qemu  string
+		mount string
+	}
+	register := func(e env, s binfmt.Spec) {
+		e.t.Helper()
+		if err := e.m.Register(s); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		arch    binfmt.Arch
+		timeout time.Duration
+		setup   func(e env)
+		state   string
+		reason  string   // prefix
+		contain []string // in Reason
+		fix     string   // in Fix; {{mount}} is replaced
+	}{{
+		name:   "no handler",
+		arch:   aarch64,
+		setup:  func(e env) {},
+		state:  StateFailed,
+		reason: ReasonNoHandler,
+		fix:    "mabd install aarch64",
+	}, {
+		name:    "without F",
+		arch:    aarch64,
+		setup:   func(e env) { register(e, aarch64.Spec(e.qemu, binfmt.PreserveArgv0)) },
+		state:   StateFailed,
+		reason:  ReasonNoFixBinary,
+		contain: []string{"qemu-aarch64", "/usr/bin/qemu-aarch64-static"},
+		fix:     "mabd install --replace aarch64",
+	}, {
+		name: "other entry without F",
+		arch: aarch64,
+		setup: func(e env) {
+			s := aarch64.Spec(e.qemu, 0)
+			s.Name = "arm64-other"
+			register(e, s)
+		},
+		state:   StateFailed,
+		reason:  ReasonNoFixBinary,
+		contain: []string{"arm64-other"},
+	}, {
+		name: "entry disabled",
+		arch: aarch64,
+		setup: func(e env) {
+			register(e, aarch64.Spec(e.qemu, pf))
+			if err := e.m.Disable("qemu-aarch64"); err != nil {
+				e.t.Fatal(err)
+			}
+		},
+		state:   StateFailed,
+		reason:  ReasonEntryDisabled,
+		contain: []string{"qemu-aarch64"},
+		fix:     "echo 1 > {{mount}}/qemu-aarch64",
+	}, {
+		name: "other entry disabled",
+		arch: aarch64,
+		setup: func(e env) {
+			s := aarch64.Spec(e.qemu, pf)
+			s.Name = "arm64-other"
+			register(e, s)
+			if err := e.m.Disable(s.Name); err != nil {
+				e.t.Fatal(err)
+			}
+		},
+		state:  StateFailed,
+		reason: ReasonEntryDisabled,
+		fix:    "echo 1 > {{mount}}/arm64-other",
+	}, {
+		name: "facility disabled",
+		arch: aarch64,
+		setup: func(e env) {
+			register(e, aarch64.Spec(e.qemu, pf))
+			if err := e.m.SetEnabled(false); err != nil {
+				e.t.Fatal(err)
+			}
+		},
+		state:  StateFailed,
+		reason: ReasonFacilityDisabled,
+		fix:    "echo 1 > {{mount}}/status",
+	}, {
+		name: "facility disabled, native",
+		arch: x86,
+		setup: func(e env) {
+			if err := e.m.SetEnabled(false); err != nil {
+				e.t.Fatal(err)
+			}
+		},
+		state: StateNative,
+	}, {
+		name: "entry does not match",
+		arch: aarch64,
+		setup: func(e env) {
+			s := aarch64.Spec(e.qemu, pf)
+			s.Magic[18] = 0x28 // e_machine EM_ARM
+			register(e, s)
+		},
+		state:  StateFailed,
+		reason: ReasonNoMatch,
+		fix:    "mabd install --replace aarch64",
+	}, {
+		name:    "interpreter missing",
+		arch:    aarch64,
+		setup:   func(e env) { register(e, aarch64.Spec("/nonexistent/qemu", binfmt.PreserveArgv0)) },
+		state:   StateFailed,
+		reason:  ReasonInterpreterMissing,
+		contain: []string{"/nonexistent/qemu", "does not exist"},
+		fix:     "qemu-user-static",
+	}, {
+		name:    "dynamic interpreter",
+		arch:    aarch64,
+		setup:   func(e env) { register(e, aarch64.Spec("/bin/true", pf)) },
+		state:   StateFailed,
+		reason:  ReasonDynamicInterpreter,
+		contain: []string{"/bin/true"},
+		fix:     "qemu-user-static",
+	}, {
+		name: "noexec TMPDIR",
+		arch: x86,
+		setup: func(e env) {
+			// A mount point in the child's TMPDIR, without cleanup: the
+			// mount vanishes with the sandbox, the directory with the
+			// parent's TempDir.
+			dir, err := os.MkdirTemp("", "noexec-")
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+				e.t.Fatalf("mount tmpfs on %s: %v", dir, err)
+			}
+			e.t.Setenv("TMPDIR", dir)
+		},
+		state:  StateFailed,
+		reason: ReasonNoExec,
+		fix:    "TMPDIR",
+	}, {
+		name:    "emulator hangs",
+		arch:    aarch64,
+		timeout: 2 * time.Second,
+		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-hang"), pf)) },
+		state:   StateFailed,
+		reason:  ReasonTimeout,
+		contain: []string{"2s", "fake-hang"},
+	}, {
+		name:    "emulator crashes",
+		arch:    aarch64,
+		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-segv"), pf)) },
+		state:   StateFailed,
+		reason:  ReasonCrashed,
+		contain: []string{"SIGSEGV", "fake-segv"},
+		fix:     "upgrade qemu-user-static",
+	}, {
+		name:    "wrong machine",
+		arch:    aarch64,
+		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-machine"), pf)) },
+		state:   StateFailed,
+		reason:  ReasonWrongMachine,
+		contain: []string{`"bogus"`, `"aarch64"`},
+		fix:     "mabd install --replace aarch64",
+	}, {
+		name:   "exit status",
+		arch:   aarch64,
+		setup:  func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-other"), pf)) },
+		state:  StateFailed,
+		reason: ReasonExitStatus,
+		// The fake's stderr is quoted.
+		contain: []string{"exit status 3", "unknown name"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sandbox.Run(t, func(t *testing.T, mount string) {
+				e := env{t: t, m: binfmt.Mount{Dir: mount}, qemu: probeTestEmulator(t, tc.arch), mount: mount}
+				tc.setup(e)
+				start := time.Now()
+				r := Probe(context.Background(), tc.arch, ProbeOptions{Mount: e.m, Timeout: tc.timeout})
+				elapsed := time.Since(start)
+				b, _ := json.Marshal(r)
+				t.Logf("%s (%v)", b, elapsed.Round(time.Millisecond))
+				if r.State != tc.state {
+					t.Fatalf("state %q, want %q", r.State, tc.state)
+				}
+				if tc.state != StateFailed {
+					if r.Reason != "" || r.Fix != "" {
+						t.Errorf("reason %q, fix %q for state %s", r.Reason, r.Fix, r.State)
+					}
+					return
+				}
+				if !strings.HasPrefix(r.Reason, tc.reason) {
+					t.Errorf("reason %q, want it to start with %q", r.Reason, tc.reason)
+				}
+				for _, s := range tc.contain {
+					if !strings.Contains(r.Reason, s) {
+						t.Errorf("reason %q does not contain %q", r.Reason, s)
+					}
+				}
+				if fix := strings.ReplaceAll(tc.fix, "{{mount}}", mount); !strings.Contains(r.Fix, fix) {
+					t.Errorf("fix %q, want it to contain %q", r.Fix, fix)
+				}
+				if tc.timeout > 0 && (elapsed < tc.timeout || elapsed > tc.timeout+probeWaitDelay+3*time.Second) {
+					t.Errorf("Probe took %v with a timeout of %v", elapsed, tc.timeout)
+				}
+			})
+		})
+	}
+}
