@@ -27,6 +27,9 @@ type Host struct {
 	PersistDir string
 	// GOARCH is the host's Go architecture; "" means this program's.
 	GOARCH string
+	// StateDir holds the last verification; "" means DefaultStateDir and
+	// "-" that Verify saves nothing.
+	StateDir string
 }
 
 // InputError is bad input: an unknown architecture, bad flags, a missing

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"time"
 
 	"mabd/binfmt"
 	"mabd/emulator"
@@ -37,6 +38,15 @@ type HandlerStatus struct {
 	Static bool `json:"static"`
 	// Registered is whether an entry named Name exists.
 	Registered bool `json:"registered"`
+	// Verified is the last `mabd verify` result for it, if any.
+	Verified *LastCheck `json:"verified,omitempty"`
+}
+
+// LastCheck is an architecture's result in the last saved verification.
+type LastCheck struct {
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Status is the health of binfmt_misc on the host, per architecture of
@@ -106,9 +116,16 @@ func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
 		names[i] = a.Name
 	}
 	found, _ := emulator.FindAll(ctx, names, h.EmulatorDirs, false)
+	last := map[string]*LastCheck{}
+	if v, err := LastVerification(h.StateDir); err == nil && v != nil && v.Mount == st.Mount {
+		for _, r := range v.Results {
+			last[r.QEMUArch] = &LastCheck{State: r.State, Reason: r.Reason, At: v.At}
+		}
+	}
 	supported := map[string]bool{}
 	for _, a := range arches {
 		hs := h.handlerStatus(a, entries, all, found[a.Name])
+		hs.Verified = last[a.Name]
 		if hs.State == StateNative || (hs.State == StateOK && st.Enabled) {
 			if a.Platform != "" {
 				supported[a.Platform] = true

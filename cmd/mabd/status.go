@@ -41,6 +41,7 @@ health counts only those. Exit 0 healthy, 1 degraded, 2 could not check.`,
 		},
 	}
 	hf.register(cmd)
+	cmd.Flags().StringVar(&hf.stateDir, "state-dir", daemon.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
 	return cmd
@@ -56,14 +57,18 @@ func printStatus(out io.Writer, st *daemon.Status, all bool) {
 	}
 	fmt.Fprintf(out, "binfmt_misc %s at %s (inspected the host directly)\n", state, st.Mount)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tINTERPRETER\tDETAIL")
+	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tVERIFIED\tINTERPRETER\tDETAIL")
 	hidden := 0
 	for _, h := range st.Handlers {
 		if !all && h.State == daemon.StateNoEmulator && !h.Registered {
 			hidden++
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), dash(h.Interpreter), h.Detail)
+		verified := "-"
+		if h.Verified != nil {
+			verified = h.Verified.State
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), verified, dash(h.Interpreter), h.Detail)
 	}
 	tw.Flush()
 	if hidden > 0 {

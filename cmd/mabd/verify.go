@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"mabd/daemon"
+)
+
+func newVerify() *cobra.Command {
+	var hf hostFlags
+	var opt daemon.VerifyOptions
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify [--json] [--rootfs ARCH=DIR]... [--bench] [ARCH...]",
+		Short: "Prove that foreign programs run, and say why when they do not",
+		Long: `For each architecture, run a tiny static probe in a chroot that holds
+nothing else (so it passes only through a handler registered with F) and check
+the machine it reports; with --rootfs ARCH=DIR, also run that root file
+system's sh -c 'uname -m; echo ok'. Without ARCH, every architecture with a
+probe whose emulator is installed, and the host's own (reported as native).
+Probes run in parallel, each with a deadline. --bench adds the slowdown of a
+fixed CPU workload under each emulator against the host.
+Exit 0 all pass, 1 any fails, 2 could not check.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opt.Arches = args
+			v, err := hf.host().Verify(cmd.Context(), opt)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(v); err != nil {
+					return err
+				}
+			} else {
+				printVerify(cmd.OutOrStdout(), v, opt.Bench)
+			}
+			if !v.OK() {
+				return exitCode(exitDegraded)
+			}
+			return nil
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().StringVar(&hf.stateDir, "state-dir", daemon.DefaultStateDir, `where the result is saved for mabd status ("-": do not save)`)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringArrayVar(&opt.Rootfs, "rootfs", nil, "ARCH=DIR: also run DIR's /bin/sh in a chroot (repeatable)")
+	cmd.Flags().BoolVar(&opt.Bench, "bench", false, "measure each emulator's slowdown on a fixed CPU workload")
+	cmd.Flags().DurationVar(&opt.Timeout, "timeout", 10*time.Second, "deadline of each probe")
+	return cmd
+}
+
+func printVerify(out io.Writer, v *daemon.Verification, bench bool) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	head := "PLATFORM\tQEMU\tSTATE\tMACHINE\tTIME"
+	if bench {
+		head += "\tSLOWDOWN"
+	}
+	fmt.Fprintln(tw, head+"\tREASON")
+	failed := 0
+	for _, r := range v.Results {
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%.1fms", dash(r.Platform), r.QEMUArch, r.State, dash(r.Machine), r.DurationMS)
+		if bench {
+			s := "-"
+			if r.Slowdown > 0 {
+				s = fmt.Sprintf("%.1fx", r.Slowdown)
+			}
+			line += "\t" + s
+		}
+		reason := r.Reason
+		if r.Fix != "" {
+			reason += " — fix: " + r.Fix
+		}
+		fmt.Fprintln(tw, line+"\t"+reason)
+		if r.State == "failed" {
+			failed++
+		}
+	}
+	tw.Flush()
+	for _, r := range v.Results {
+		if r.Shell != "" {
+			fmt.Fprintf(out, "%s foreign sh in %s: %q\n", r.QEMUArch, r.Rootfs, r.Shell)
+		}
+	}
+	fmt.Fprintf(out, "%d verified, %d failed\n", len(v.Results)-failed, failed)
+}
