@@ -49,13 +49,20 @@ func sameEntries(a, b []binfmt.Entry) bool {
 	return true
 }
 
+// mabdJSON runs a command with --json and decodes its output into v.
+func mabdJSON(t *testing.T, v any, args ...string) int {
+	t.Helper()
+	code, out, _ := mabd(t, append(args, "--json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("mabd %v --json: %v\n%s", args, err, out)
+	}
+	return code
+}
+
 func statusJSON(t *testing.T, mount string, args ...string) (int, daemon.Status) {
 	t.Helper()
-	code, out, _ := mabd(t, append([]string{"status", "--json", "--binfmt-mount", mount}, args...)...)
 	var st daemon.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
-	}
+	code := mabdJSON(t, &st, append([]string{"status", "--binfmt-mount", mount}, args...)...)
 	return code, st
 }
 

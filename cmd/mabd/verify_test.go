@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,11 +12,8 @@ import (
 
 func verifyJSON(t *testing.T, args ...string) (int, daemon.Verification) {
 	t.Helper()
-	code, out, _ := mabd(t, append([]string{"verify", "--json"}, args...)...)
 	var v daemon.Verification
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("verify --json: %v\n%s", err, out)
-	}
+	code := mabdJSON(t, &v, append([]string{"verify"}, args...)...)
 	return code, v
 }
 
