@@ -1,9 +1,14 @@
-package emulator
+package emulator_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"mabd/binfmt"
+	"mabd/emulator"
 	"mabd/testing/sandbox"
 )
 
@@ -36,6 +42,79 @@ var wantMachine = map[string]string{
 	"mipsel":      "mips",
 	"loongarch64": "loongarch64",
 }
+
+// wantGoarch is the Go architecture each probe is built for.
+var wantGoarch = map[string]string{
+	"aarch64":     "arm64",
+	"arm":         "arm",
+	"i386":        "386",
+	"x86_64":      "amd64",
+	"ppc64le":     "ppc64le",
+	"ppc64":       "ppc64",
+	"s390x":       "s390x",
+	"riscv64":     "riscv64",
+	"mips64el":    "mips64le",
+	"mips64":      "mips64",
+	"mips":        "mips",
+	"mipsel":      "mipsle",
+	"loongarch64": "loong64",
+}
+
+// probeWaitDelay is how long Probe waits for the pipes of a killed run.
+const probeWaitDelay = time.Second
+
+// readTestManifest reads probes/manifest.txt: the Go release and the
+// sha256 of each file.
+func readTestManifest(t *testing.T) (goVersion string, sums map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile("probes/manifest.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums = map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
+		case len(f) == 2 && f[0] == "go":
+			goVersion = f[1]
+		case len(f) == 2 && len(f[0]) == 64:
+			sums[f[1]] = f[0]
+		default:
+			t.Fatalf("probes/manifest.txt: cannot parse %q", line)
+		}
+	}
+	if goVersion == "" {
+		t.Fatal("probes/manifest.txt has no go line")
+	}
+	return goVersion, sums
+}
+
+// readTestProbe returns the committed probe for goarch, decompressed,
+// after checking it against the manifest.
+func readTestProbe(t *testing.T, goarch string, sums map[string]string) []byte {
+	t.Helper()
+	name := goarch + ".gz"
+	gz, err := os.ReadFile(filepath.Join("probes", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(gz); hex.EncodeToString(sum[:]) != sums[name] {
+		t.Fatalf("probes/%s: sha256 %x, the manifest says %q", name, sum, sums[name])
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatalf("probes/%s: %v", name, err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("probes/%s: %v", name, err)
+	}
+	return b
+}
+
+// staticPath is where Debian's qemu-user-static installs a's emulator.
+func staticPath(a binfmt.Arch) string { return "/usr/bin/qemu-" + a.Name + "-static" }
 
 // probeTestGo returns the go command, failing the test without one.
 func probeTestGo(t *testing.T) string {
@@ -71,12 +150,9 @@ func probeTestArch(t *testing.T, name string) binfmt.Arch {
 // TestProbesReproducible regenerates the probes into a temporary directory
 // and checks that they are byte for byte the committed ones.
 func TestProbesReproducible(t *testing.T) {
-	m, err := readManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.goVersion != runtime.Version() {
-		t.Fatalf("the embedded probes were built by %s, but this is %s: run `go generate ./emulator` (and commit emulator/probes)", m.goVersion, runtime.Version())
+	goVersion, _ := readTestManifest(t)
+	if goVersion != runtime.Version() {
+		t.Fatalf("the embedded probes were built by %s, but this is %s: run `go generate ./emulator` (and commit emulator/probes)", goVersion, runtime.Version())
 	}
 	if testing.Short() {
 		t.Skip("regenerating the probes builds 13 Go programs (about a minute with an empty build cache); skipped in -short mode")
@@ -131,64 +207,37 @@ func TestProbesReproducible(t *testing.T) {
 // binfmt's table: the table's magic selects it and no other architecture's
 // does, and the table has the machine name QEMU reports.
 func TestEmbeddedProbes(t *testing.T) {
-	if got, want := ProbeArches(), slices.Sorted(func(yield func(string) bool) {
-		for n := range wantMachine {
-			if !yield(n) {
-				return
-			}
-		}
-	}); !slices.Equal(got, want) {
+	if got, want := emulator.ProbeArches(), slices.Sorted(maps.Keys(wantMachine)); !slices.Equal(got, want) {
 		t.Fatalf("ProbeArches() = %q, want %q", got, want)
 	}
-	m, err := readManifest()
-	if err != nil {
-		t.Fatal(err)
+	_, sums := readTestManifest(t)
+	if len(sums) != len(wantGoarch) {
+		t.Errorf("the manifest lists %d files, want %d", len(sums), len(wantGoarch))
 	}
-	if len(m.sums) != len(probeGoarch) {
-		t.Errorf("the manifest lists %d files, want %d", len(m.sums), len(probeGoarch))
-	}
-	for _, name := range ProbeArches() {
+	for _, name := range emulator.ProbeArches() {
 		a := probeTestArch(t, name)
 		if a.Machine != wantMachine[name] {
 			t.Errorf("binfmt's table: %s has Machine %q, want %q", name, a.Machine, wantMachine[name])
 		}
-		bin, err := probeProgram(name)
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		header := bin[:256]
+		header := readTestProbe(t, wantGoarch[name], sums)[:256]
 		if !a.Spec("/usr/bin/qemu", binfmt.FixBinary).Matches(header) {
-			t.Errorf("%s: the table's magic and mask do not select the %s probe", name, probeGoarch[name])
+			t.Errorf("%s: the table's magic and mask do not select the %s probe", name, wantGoarch[name])
 		}
 		for _, o := range binfmt.Arches() {
 			if o.Name != a.Name && o.Spec("/usr/bin/qemu", 0).Matches(header) {
-				t.Errorf("%s: the magic of %s selects the %s probe too", name, o.Name, probeGoarch[name])
+				t.Errorf("%s: the magic of %s selects the %s probe too", name, o.Name, wantGoarch[name])
 			}
 		}
 	}
 	for name, ok := range map[string]bool{"aarch64": true, "arm64": true, "qemu-riscv64": true, "mips64le": true, "sparc64": false, "riscv32": false, "nonsense": false, "": false} {
-		if HasProbe(name) != ok {
+		if emulator.HasProbe(name) != ok {
 			t.Errorf("HasProbe(%q) = %v, want %v", name, !ok, ok)
 		}
 	}
 }
 
-func TestParseManifest(t *testing.T) {
-	good := "# comment\n\ngo go1.26.8\n" + strings.Repeat("ab", 32) + "  arm64.gz\n"
-	m, err := parseManifest([]byte(good))
-	if err != nil || m.goVersion != "go1.26.8" || m.sums["arm64.gz"] != strings.Repeat("ab", 32) {
-		t.Fatalf("parseManifest(%q) = %+v, %v", good, m, err)
-	}
-	for _, bad := range []string{"", "# only a comment\n", "go\n", "go go1.26.8\nabc arm64.gz\n", "go go1.26.8\nextra words here\n"} {
-		if _, err := parseManifest([]byte(bad)); err == nil {
-			t.Errorf("parseManifest(%q) succeeded", bad)
-		}
-	}
-}
-
 func TestResultJSON(t *testing.T) {
-	r := Result{Arch: "aarch64", Platform: "linux/arm64", State: StateOK, Machine: "aarch64", Duration: 12345678 * time.Nanosecond, Slowdown: 7.5}
+	r := emulator.Result{Arch: "aarch64", Platform: "linux/arm64", State: emulator.StateOK, Machine: "aarch64", Duration: 12345678 * time.Nanosecond, Slowdown: 7.5}
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +246,7 @@ func TestResultJSON(t *testing.T) {
 	if string(b) != want {
 		t.Fatalf("json.Marshal = %s\nwant %s", b, want)
 	}
-	var back Result
+	var back emulator.Result
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +254,7 @@ func TestResultJSON(t *testing.T) {
 	if back != r {
 		t.Fatalf("round trip: %+v, want %+v", back, r)
 	}
-	r = Result{Arch: "sparc64", State: StateFailed, Reason: "no probe", Duration: 0}
+	r = emulator.Result{Arch: "sparc64", State: emulator.StateFailed, Reason: "no probe", Duration: 0}
 	b, _ = json.Marshal(&r)
 	if want := `{"platform":"","qemu_arch":"sparc64","state":"failed","reason":"no probe","fix":"","machine":"","duration_ms":0}`; string(b) != want {
 		t.Fatalf("json.Marshal = %s\nwant %s", b, want)
@@ -213,8 +262,8 @@ func TestResultJSON(t *testing.T) {
 }
 
 func TestProbeNoProbe(t *testing.T) {
-	r := Probe(context.Background(), probeTestArch(t, "sparc64"), ProbeOptions{})
-	if r.State != StateFailed || !strings.HasPrefix(r.Reason, ReasonNoProbe) || r.Arch != "sparc64" {
+	r := emulator.Probe(context.Background(), probeTestArch(t, "sparc64"), emulator.ProbeOptions{})
+	if r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonNoProbe) || r.Arch != "sparc64" {
 		t.Fatalf("Probe(sparc64) = %+v", r)
 	}
 }
@@ -224,7 +273,7 @@ func TestProbeNoProbe(t *testing.T) {
 // machine; x86_64 and i386 run natively, with no handler.
 func TestProbeAll(t *testing.T) {
 	var arches []binfmt.Arch
-	for _, n := range ProbeArches() {
+	for _, n := range emulator.ProbeArches() {
 		arches = append(arches, probeTestArch(t, n))
 	}
 	sandbox.Run(t, func(t *testing.T, mount string) {
@@ -238,20 +287,20 @@ func TestProbeAll(t *testing.T) {
 			}
 		}
 		start := time.Now()
-		results := ProbeAll(context.Background(), arches, ProbeOptions{Mount: m})
+		results := emulator.ProbeAll(context.Background(), arches, emulator.ProbeOptions{Mount: m})
 		t.Logf("ProbeAll of %d architectures took %v", len(arches), time.Since(start).Round(time.Millisecond))
 		for i, r := range results {
 			a := arches[i]
 			b, _ := json.Marshal(r)
 			t.Logf("%s", b)
-			want := StateOK
+			want := emulator.StateOK
 			if binfmt.IsNative(a.Name) {
-				want = StateNative
+				want = emulator.StateNative
 			}
 			if r.Arch != a.Name || r.Platform != a.Platform || r.State != want || r.Reason != "" || r.Duration <= 0 {
 				t.Errorf("%s: got %+v, want state %s", a.Name, r, want)
 			}
-			if want == StateOK && r.Machine != wantMachine[a.Name] {
+			if want == emulator.StateOK && r.Machine != wantMachine[a.Name] {
 				t.Errorf("%s: machine %q, want %q", a.Name, r.Machine, wantMachine[a.Name])
 			}
 		}
@@ -344,15 +393,15 @@ func TestProbeFaults(t *testing.T) {
 		name:   "no handler",
 		arch:   aarch64,
 		setup:  func(e env) {},
-		state:  StateFailed,
-		reason: ReasonNoHandler,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonNoHandler,
 		fix:    "mabd install aarch64",
 	}, {
 		name:    "without F",
 		arch:    aarch64,
 		setup:   func(e env) { register(e, aarch64.Spec(e.qemu, binfmt.PreserveArgv0)) },
-		state:   StateFailed,
-		reason:  ReasonNoFixBinary,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonNoFixBinary,
 		contain: []string{"qemu-aarch64", "/usr/bin/qemu-aarch64-static"},
 		fix:     "mabd install --replace aarch64",
 	}, {
@@ -363,8 +412,8 @@ func TestProbeFaults(t *testing.T) {
 			s.Name = "arm64-other"
 			register(e, s)
 		},
-		state:   StateFailed,
-		reason:  ReasonNoFixBinary,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonNoFixBinary,
 		contain: []string{"arm64-other"},
 	}, {
 		name: "entry disabled",
@@ -375,8 +424,8 @@ func TestProbeFaults(t *testing.T) {
 				e.t.Fatal(err)
 			}
 		},
-		state:   StateFailed,
-		reason:  ReasonEntryDisabled,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonEntryDisabled,
 		contain: []string{"qemu-aarch64"},
 		fix:     "echo 1 > {{mount}}/qemu-aarch64",
 	}, {
@@ -390,8 +439,8 @@ func TestProbeFaults(t *testing.T) {
 				e.t.Fatal(err)
 			}
 		},
-		state:  StateFailed,
-		reason: ReasonEntryDisabled,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonEntryDisabled,
 		fix:    "echo 1 > {{mount}}/arm64-other",
 	}, {
 		name: "facility disabled",
@@ -402,8 +451,8 @@ func TestProbeFaults(t *testing.T) {
 				e.t.Fatal(err)
 			}
 		},
-		state:  StateFailed,
-		reason: ReasonFacilityDisabled,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonFacilityDisabled,
 		fix:    "echo 1 > {{mount}}/status",
 	}, {
 		name: "facility disabled, native",
@@ -413,7 +462,7 @@ func TestProbeFaults(t *testing.T) {
 				e.t.Fatal(err)
 			}
 		},
-		state: StateNative,
+		state: emulator.StateNative,
 	}, {
 		name: "entry does not match",
 		arch: aarch64,
@@ -422,23 +471,23 @@ func TestProbeFaults(t *testing.T) {
 			s.Magic[18] = 0x28 // e_machine EM_ARM
 			register(e, s)
 		},
-		state:  StateFailed,
-		reason: ReasonNoMatch,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonNoMatch,
 		fix:    "mabd install --replace aarch64",
 	}, {
 		name:    "interpreter missing",
 		arch:    aarch64,
 		setup:   func(e env) { register(e, aarch64.Spec("/nonexistent/qemu", binfmt.PreserveArgv0)) },
-		state:   StateFailed,
-		reason:  ReasonInterpreterMissing,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonInterpreterMissing,
 		contain: []string{"/nonexistent/qemu", "does not exist"},
 		fix:     "qemu-user-static",
 	}, {
 		name:    "dynamic interpreter",
 		arch:    aarch64,
 		setup:   func(e env) { register(e, aarch64.Spec("/bin/true", pf)) },
-		state:   StateFailed,
-		reason:  ReasonDynamicInterpreter,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonDynamicInterpreter,
 		contain: []string{"/bin/true"},
 		fix:     "qemu-user-static",
 	}, {
@@ -457,39 +506,39 @@ func TestProbeFaults(t *testing.T) {
 			}
 			e.t.Setenv("TMPDIR", dir)
 		},
-		state:  StateFailed,
-		reason: ReasonNoExec,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonNoExec,
 		fix:    "TMPDIR",
 	}, {
 		name:    "emulator hangs",
 		arch:    aarch64,
 		timeout: 2 * time.Second,
 		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-hang"), pf)) },
-		state:   StateFailed,
-		reason:  ReasonTimeout,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonTimeout,
 		contain: []string{"2s", "fake-hang"},
 	}, {
 		name:    "emulator crashes",
 		arch:    aarch64,
 		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-segv"), pf)) },
-		state:   StateFailed,
-		reason:  ReasonCrashed,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonCrashed,
 		contain: []string{"SIGSEGV", "fake-segv"},
 		fix:     "upgrade qemu-user-static",
 	}, {
 		name:    "wrong machine",
 		arch:    aarch64,
 		setup:   func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-machine"), pf)) },
-		state:   StateFailed,
-		reason:  ReasonWrongMachine,
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonWrongMachine,
 		contain: []string{`"bogus"`, `"aarch64"`},
 		fix:     "mabd install --replace aarch64",
 	}, {
 		name:   "exit status",
 		arch:   aarch64,
 		setup:  func(e env) { register(e, aarch64.Spec(buildFakeEmulator(e.t, "fake-other"), pf)) },
-		state:  StateFailed,
-		reason: ReasonExitStatus,
+		state:  emulator.StateFailed,
+		reason: emulator.ReasonExitStatus,
 		// The fake's stderr is quoted.
 		contain: []string{"exit status 3", "unknown name"},
 	}} {
@@ -498,14 +547,14 @@ func TestProbeFaults(t *testing.T) {
 				e := env{t: t, m: binfmt.Mount{Dir: mount}, qemu: probeTestEmulator(t, tc.arch), mount: mount}
 				tc.setup(e)
 				start := time.Now()
-				r := Probe(context.Background(), tc.arch, ProbeOptions{Mount: e.m, Timeout: tc.timeout})
+				r := emulator.Probe(context.Background(), tc.arch, emulator.ProbeOptions{Mount: e.m, Timeout: tc.timeout})
 				elapsed := time.Since(start)
 				b, _ := json.Marshal(r)
 				t.Logf("%s (%v)", b, elapsed.Round(time.Millisecond))
 				if r.State != tc.state {
 					t.Fatalf("state %q, want %q", r.State, tc.state)
 				}
-				if tc.state != StateFailed {
+				if tc.state != emulator.StateFailed {
 					if r.Reason != "" || r.Fix != "" {
 						t.Errorf("reason %q, fix %q for state %s", r.Reason, r.Fix, r.State)
 					}
