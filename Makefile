@@ -36,8 +36,13 @@ fuzz:
 demo: deps build
 	bash scripts/demo.sh
 
+# install: mabd, the systemd units and the default configuration (kept if
+# one exists). Then: systemctl daemon-reload && systemctl enable --now mabd.
 install: build
 	install -D -m 0755 bin/mabd $(DESTDIR)$(PREFIX)/bin/mabd
+	install -D -m 0644 packaging/systemd/mabd.service $(DESTDIR)/lib/systemd/system/mabd.service
+	install -D -m 0644 packaging/systemd/mabd.socket $(DESTDIR)/lib/systemd/system/mabd.socket
+	test -e $(DESTDIR)/etc/mabd/mabd.toml || install -D -m 0644 packaging/mabd.toml $(DESTDIR)/etc/mabd/mabd.toml
 
 clean:
 	rm -rf bin

@@ -55,7 +55,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newVersion(), newExec())
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild())
 	return root
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,26 +14,43 @@ import (
 
 func newStatus() *cobra.Command {
 	var hf hostFlags
-	var asJSON, all bool
+	var asJSON, all, local bool
+	var socket string
 	cmd := &cobra.Command{
 		Use:   "status [--json] [ARCH...]",
 		Short: "Show the binfmt_misc handlers and whether they work",
 		Long: `Show, per architecture, whether its handler is registered, enabled,
 mabd's, and whether its interpreter exists and is static. With ARCH arguments,
-health counts only those. Exit 0 healthy, 1 degraded, 2 could not check.`,
+health counts only those. When a mabd daemon answers on --socket (and neither
+--binfmt-mount, --local nor ARCH is given), its view is shown, with health
+counting the configured architectures; otherwise the host is inspected
+directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := hf.host().Status(cmd.Context(), args)
-			if err != nil {
-				return err
+			var st *daemon.Status
+			var out any
+			c := daemon.NewClient(socket)
+			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
+			if useDaemon && c.Answers(cmd.Context(), time.Second) {
+				ds, err := c.Status(cmd.Context())
+				if err != nil {
+					return err
+				}
+				st, out = &ds.Status, ds
+			} else {
+				hs, err := hf.host().Status(cmd.Context(), args)
+				if err != nil {
+					return err
+				}
+				st, out = hs, hs
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(st); err != nil {
+				if err := enc.Encode(out); err != nil {
 					return err
 				}
 			} else {
-				printStatus(cmd.OutOrStdout(), st, all)
+				printStatus(cmd.OutOrStdout(), st, all, socket)
 			}
 			if !st.Healthy() {
 				return exitCode(exitDegraded)
@@ -44,10 +62,12 @@ health counts only those. Exit 0 healthy, 1 degraded, 2 could not check.`,
 	cmd.Flags().StringVar(&hf.stateDir, "state-dir", daemon.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
+	cmd.Flags().StringVar(&socket, "socket", daemon.DefaultSocket, "the daemon's control socket")
+	cmd.Flags().BoolVar(&local, "local", false, "inspect the host directly even when a daemon answers")
 	return cmd
 }
 
-func printStatus(out io.Writer, st *daemon.Status, all bool) {
+func printStatus(out io.Writer, st *daemon.Status, all bool, socket string) {
 	state := "disabled"
 	if st.Enabled {
 		state = "enabled"
@@ -55,7 +75,11 @@ func printStatus(out io.Writer, st *daemon.Status, all bool) {
 	if !st.Mounted {
 		state = "not mounted"
 	}
-	fmt.Fprintf(out, "binfmt_misc %s at %s (inspected the host directly)\n", state, st.Mount)
+	source := "inspected the host directly"
+	if st.Source == "daemon" {
+		source = "from the mabd daemon at " + socket
+	}
+	fmt.Fprintf(out, "binfmt_misc %s at %s (%s)\n", state, st.Mount, source)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tVERIFIED\tINTERPRETER\tDETAIL")
 	hidden := 0

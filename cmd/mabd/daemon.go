@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"mabd/daemon"
+)
+
+func newDaemon() *cobra.Command {
+	var (
+		configPath, mount, socket, stateDir, bkSocket string
+		noBuildkit, checkOnly                         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon [--config FILE] [--check-config]",
+		Short: "Run mabd as a service: register, verify, keep the handlers right, serve the control API",
+		Long: `Run the daemon: ensure binfmt_misc is mounted, register the configured
+handlers, verify them, then report ready (sd_notify READY=1 under systemd) and
+keep them registered: a reconcile pass every reconcile_interval restores
+entries that disappear, change or are disabled. SIGHUP reloads the
+configuration (a broken one keeps the old one running); SIGTERM stops.
+The control API answers on a unix socket (or the one systemd passes).
+Flags override the configuration file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			override := func(c *daemon.Config) {
+				if f.Changed("binfmt-mount") {
+					c.BinfmtMount = mount
+				}
+				if f.Changed("socket") {
+					c.Control.Socket = socket
+				}
+				if f.Changed("state-dir") {
+					c.StateDir = stateDir
+				}
+				if f.Changed("buildkit-socket") {
+					c.BuildKit.Socket = bkSocket
+				}
+				if noBuildkit {
+					c.BuildKit.Enabled = false
+				}
+			}
+			d, err := daemon.New(daemon.Options{ConfigPath: configPath, Explicit: f.Changed("config"), Override: override})
+			if err != nil {
+				return err
+			}
+			if checkOnly {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: configuration ok\n", configPath)
+				return nil
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", daemon.DefaultConfigPath, "configuration file (TOML)")
+	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 ok, 2 bad)")
+	f.StringVar(&mount, "binfmt-mount", "", "binfmt_misc mount (overrides binfmt_mount)")
+	f.StringVar(&socket, "socket", "", "control API socket (overrides [control] socket)")
+	f.StringVar(&stateDir, "state-dir", "", "state directory (overrides state_dir)")
+	f.StringVar(&bkSocket, "buildkit-socket", "", "BuildKit socket (overrides [buildkit] socket)")
+	f.BoolVar(&noBuildkit, "no-buildkit", false, "do not run BuildKit")
+	return cmd
+}

@@ -1,0 +1,566 @@
+package main
+
+// The daemon under a harness that plays systemd with the real protocols:
+// a NOTIFY_SOCKET datagram socket the test reads, WATCHDOG_USEC, signals,
+// and systemd-socket-activate. Each test runs in a private binfmt_misc
+// instance, without BuildKit.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"mabd/binfmt"
+	"mabd/daemon"
+	"mabd/testing/sandbox"
+)
+
+// notifySocket is the systemd side of sd_notify: it collects datagrams.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+	msgs chan string
+}
+
+func newNotifySocket(t *testing.T, dir string) *notifySocket {
+	t.Helper()
+	p := filepath.Join(dir, "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &notifySocket{path: p, conn: c, msgs: make(chan string, 1024)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := c.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			n.msgs <- string(buf[:k])
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return n
+}
+
+// wait returns the first datagram containing want, failing after timeout.
+func (n *notifySocket) wait(t *testing.T, want string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-n.msgs:
+			if !ok {
+				t.Fatalf("notify socket closed before %q", want)
+			}
+			if strings.Contains(m, want) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %q from the daemon within %v", want, timeout)
+		}
+	}
+}
+
+// shortDir returns a fresh directory with a short path, for unix sockets
+// (whose paths are limited to 107 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/tmp", "mabd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// runningDaemon is a `mabd daemon` process started by a test.
+type runningDaemon struct {
+	cmd    *exec.Cmd
+	socket string
+	log    *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDaemon writes config to dir/mabd.toml and starts the daemon on the
+// private mount with its control socket in dir.
+func startDaemon(t *testing.T, bin, dir, mount, config string, env ...string) *runningDaemon {
+	t.Helper()
+	cfg := filepath.Join(dir, "mabd.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "mabd.sock")
+	cmd := exec.Command(bin, "daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &runningDaemon{cmd: cmd, socket: sock, log: log, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+		}
+		t.Logf("daemon log:\n%s", log.String())
+	})
+	return d
+}
+
+// logSays waits until the daemon's log contains s (its output is copied
+// from a pipe, a moment after the daemon writes it).
+func (d *runningDaemon) logSays(s string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(d.log.String(), s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *runningDaemon) client() *daemon.Client { return daemon.NewClient(d.socket) }
+
+func (d *runningDaemon) waitAnswers(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !d.client().Answers(context.Background(), time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never answered on %s", d.socket)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var daemonBin struct {
+	once sync.Once
+	path string
+}
+
+// mabdBinary builds the mabd binary once per test process.
+func mabdBinary(t *testing.T) string {
+	t.Helper()
+	daemonBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "mabd-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755)
+		daemonBin.path = buildMabd(t, dir)
+	})
+	if daemonBin.path == "" {
+		t.Fatal("building mabd failed earlier")
+	}
+	return daemonBin.path
+}
+
+const testConfig = `architectures = ["arm64", "riscv64", "s390x"]
+reconcile_interval = "2s"
+[verify]
+interval = "0"
+`
+
+func TestDaemonLifecycleUnderSystemdProtocols(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		n := newNotifySocket(t, dir)
+		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=1000000")
+		ready := n.wait(t, "READY=1", 60*time.Second)
+		// READY=1 comes only once the handlers exist and were verified.
+		es, err := binfmt.Mount{Dir: mount}.Entries()
+		if err != nil || len(es) != 3 {
+			t.Fatalf("at READY=1 the instance holds %d entries (%v), want 3", len(es), err)
+		}
+		if !strings.Contains(ready, "STATUS=5 platforms ok, 0 failing") {
+			t.Errorf("READY datagram %q lacks the summary (3 emulated + 2 native platforms)", ready)
+		}
+		n.wait(t, "WATCHDOG=1", 5*time.Second)
+		n.wait(t, "WATCHDOG=1", 5*time.Second)
+
+		st, err := d.client().Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Source != "daemon" || !st.Healthy() || st.Daemon.PID != d.cmd.Process.Pid || st.Daemon.LastVerification == nil {
+			t.Fatalf("status from the daemon: source %s health %s pid %d verification %v", st.Source, st.Health, st.Daemon.PID, st.Daemon.LastVerification != nil)
+		}
+		// mabd status asks the daemon and says so.
+		code, out, _ := mabd(t, "status", "--socket", d.socket)
+		if code != 0 || !strings.Contains(out, "from the mabd daemon at "+d.socket) {
+			t.Fatalf("mabd status via the daemon: exit %d\n%s", code, out)
+		}
+
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		n.wait(t, "STOPPING=1", 10*time.Second)
+		select {
+		case err := <-d.done:
+			if err != nil {
+				t.Fatalf("daemon exited with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("daemon did not exit after SIGTERM")
+		}
+		if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
+			t.Errorf("control socket left behind: %v", err)
+		}
+		// Handlers stay registered after stop: builds rely on them.
+		if es, _ := (binfmt.Mount{Dir: mount}).Entries(); len(es) != 3 {
+			t.Errorf("after stop %d entries, want 3 (unregister_on_stop is off)", len(es))
+		}
+	})
+}
+
+// restored waits until the three handlers are registered and enabled, and
+// returns how long that took.
+func restored(t *testing.T, m binfmt.Mount, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		es, _ := m.Entries()
+		ok := len(es) == 3
+		for _, e := range es {
+			ok = ok && e.Enabled && e.Flags.Has(binfmt.FixBinary)
+		}
+		if ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("handlers not restored within %v: %v", limit, es)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDaemonSelfHeals(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		n := newNotifySocket(t, dir)
+		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
+		n.wait(t, "READY=1", 60*time.Second)
+		m := binfmt.Mount{Dir: mount}
+		// The limit is the 2 s interval plus scheduling slack on a loaded
+		// machine; the measured time is logged.
+		const limit = 3 * time.Second
+		for i := 0; i < 5; i++ {
+			if err := m.RemoveAll(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("table wiped (%d): restored after %v", i+1, restored(t, m, limit))
+		}
+		if err := m.Remove("qemu-riscv64"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("one entry removed: restored after %v", restored(t, m, limit))
+		if err := m.Disable("qemu-s390x"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("one entry disabled: restored after %v", restored(t, m, limit))
+		// An entry of ours changed (F dropped) is put back.
+		e, _ := m.Entry("qemu-aarch64")
+		if err := m.Remove(e.Name); err != nil {
+			t.Fatal(err)
+		}
+		e.Flags = binfmt.PreserveArgv0
+		if err := m.Register(e.Spec); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("one entry changed: restored after %v", restored(t, m, limit))
+
+		st, err := d.client().Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Daemon.Repairs < 3*5+3 {
+			t.Errorf("status counts %d repairs, want at least %d", st.Daemon.Repairs, 3*5+3)
+		}
+		if !d.logSays("repaired handler", 5*time.Second) {
+			t.Errorf("the log does not say what was repaired")
+		}
+		resp, err := d.client().Reconcile(context.Background())
+		if err != nil || len(resp.Repairs) != 0 {
+			t.Errorf("POST /v1/reconcile on a healthy table: %+v, %v", resp, err)
+		}
+		// The repairs are counted in the Prometheus metrics too, and a
+		// verification on request (POST /v1/verify) shows every platform ok.
+		if v, err := d.client().Verify(context.Background()); err != nil || !v.OK() {
+			t.Fatalf("POST /v1/verify: %+v, %v", v, err)
+		}
+		out, err := exec.Command("curl", "-sS", "--unix-socket", d.socket, "http://mabd/metrics").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `mabd_repairs_total{action="registered"}`) || !strings.Contains(string(out), `mabd_platform_verified{platform="linux/arm64",qemu_arch="aarch64"} 1`) {
+			var ours []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "mabd_") {
+					ours = append(ours, l)
+				}
+			}
+			t.Errorf("GET /metrics: %v\n%s", err, strings.Join(ours, "\n"))
+		}
+	})
+}
+
+func TestDaemonConflictPolicies(t *testing.T) {
+	bin := mabdBinary(t)
+	for _, policy := range []string{"keep", "replace"} {
+		t.Run(policy, func(t *testing.T) {
+			sandbox.Run(t, func(t *testing.T, mount string) {
+				dir := shortDir(t)
+				n := newNotifySocket(t, dir)
+				d := startDaemon(t, bin, dir, mount, fmt.Sprintf("conflict = %q\n", policy)+testConfig, "NOTIFY_SOCKET="+n.path)
+				n.wait(t, "READY=1", 60*time.Second)
+				m := binfmt.Mount{Dir: mount}
+				deb, _ := binfmt.Parse(debianAarch64)
+				if err := m.Remove("qemu-aarch64"); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Register(deb); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(5 * time.Second) // two reconcile passes
+				e, _ := m.Entry("qemu-aarch64")
+				st, err := d.client().Status(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch policy {
+				case "keep":
+					if !e.Spec.Equal(deb) {
+						t.Fatalf("with keep the daemon replaced the conflicting entry: %+v", e.Spec)
+					}
+					if handler(t, st.Status, "aarch64").State != daemon.StateConflict || st.Healthy() || len(st.Daemon.Conflicts) != 1 {
+						t.Fatalf("with keep, status does not show the conflict: %+v", st.Daemon.Conflicts)
+					}
+				case "replace":
+					if e.Interpreter != "/usr/bin/qemu-aarch64-static" {
+						t.Fatalf("with replace the conflicting entry stayed: %+v", e.Spec)
+					}
+					if st.Daemon.Repairs < 1 || !st.Healthy() {
+						t.Fatalf("with replace: repairs %d, health %s", st.Daemon.Repairs, st.Health)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestDaemonConfigErrors(t *testing.T) {
+	bin := mabdBinary(t)
+	dir := t.TempDir()
+	tests := []struct {
+		name, config string
+		says         []string
+	}{
+		{"typo", "architecturs = [\"arm64\"]\n", []string{":1", "architecturs"}},
+		{"wrong type", "reconcile_interval = \"2s\"\npersist = \"yes\"\n", []string{":2", "persist"}},
+		{"bad value", "\n\nconflict = \"fight\"\n", []string{":3", "conflict"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, tt.name+".toml")
+			if err := os.WriteFile(cfg, []byte(tt.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{"daemon", "--check-config", "--config", cfg}, {"daemon", "--config", cfg, "--binfmt-mount", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s")}} {
+				out, err := exec.Command(bin, args...).CombinedOutput()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+					t.Fatalf("mabd %v: %v, want exit 2\n%s", args, err, out)
+				}
+				for _, s := range tt.says {
+					if !strings.Contains(string(out), s) {
+						t.Errorf("mabd %v does not say %q:\n%s", args, s, out)
+					}
+				}
+			}
+		})
+	}
+	out, err := exec.Command(bin, "daemon", "--check-config", "--config", filepath.Join(dir, "missing.toml")).CombinedOutput()
+	if err == nil {
+		t.Errorf("a missing explicit config was accepted: %s", out)
+	}
+}
+
+func TestDaemonReloadKeepsOldConfigWhenBroken(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		n := newNotifySocket(t, dir)
+		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
+		n.wait(t, "READY=1", 60*time.Second)
+		cfg := filepath.Join(dir, "mabd.toml")
+		// A broken config: the old one keeps running, the log says why.
+		if err := os.WriteFile(cfg, []byte("architectures = 3\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+		n.wait(t, "RELOADING=1", 10*time.Second)
+		n.wait(t, "READY=1", 10*time.Second)
+		if !d.logSays("keeping the running configuration", 5*time.Second) {
+			t.Errorf("the log does not say the broken config was refused")
+		}
+		// A good one: only the difference is applied.
+		if err := os.WriteFile(cfg, []byte("architectures = [\"arm64\", \"riscv64\", \"ppc64le\"]\n[verify]\ninterval = \"0\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := binfmt.Mount{Dir: mount}.Entry("qemu-aarch64")
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+		n.wait(t, "RELOADING=1", 10*time.Second)
+		n.wait(t, "READY=1", 30*time.Second)
+		es, _ := binfmt.Mount{Dir: mount}.Entries()
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name)
+		}
+		if strings.Join(names, ",") != "qemu-aarch64,qemu-ppc64le,qemu-riscv64" {
+			t.Fatalf("after reload: %v", names)
+		}
+		after, _ := binfmt.Mount{Dir: mount}.Entry("qemu-aarch64")
+		if !after.Spec.Equal(before.Spec) {
+			t.Errorf("an unchanged handler was touched")
+		}
+	})
+}
+
+func TestDaemonSocketActivation(t *testing.T) {
+	bin := mabdBinary(t)
+	act, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatal("systemd-socket-activate not found: install systemd (make deps)")
+	}
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		cfg := filepath.Join(dir, "mabd.toml")
+		if err := os.WriteFile(cfg, []byte(testConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "activated.sock")
+		cmd := exec.Command(act, "-l", sock, bin, "daemon", "--config", cfg, "--binfmt-mount", mount, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit", "--socket", filepath.Join(dir, "unused.sock"))
+		log := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+			t.Logf("log:\n%s", log.String())
+		}()
+		c := daemon.NewClient(sock)
+		var st *daemon.DaemonStatus
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			st, err = c.Status(ctx)
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || st.Source != "daemon" {
+			t.Fatalf("GET /v1/status on the activated socket: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "unused.sock")); !os.IsNotExist(err) {
+			t.Errorf("the daemon opened its own socket although systemd passed one")
+		}
+	})
+}
+
+func TestDaemonServesManyClientsAndRefusesGarbage(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		n := newNotifySocket(t, dir)
+		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
+		n.wait(t, "READY=1", 60*time.Second)
+		// Garbage, an oversized header and a slow client: 4xx or closed,
+		// and the daemon keeps serving.
+		for _, raw := range []string{"GARBAGE\r\n\r\n", "GET /v1/status HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", "POST /v1/status HTTP/1.1\r\nHost: x\r\n\r\n", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"} {
+			c, err := net.Dial("unix", d.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = c.Write([]byte(raw))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if line != "" && !strings.Contains(line, " 4") {
+				t.Errorf("request %.30q got %q, want a 4xx or a closed connection", raw, line)
+			}
+		}
+		slow, err := net.Dial("unix", d.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slow.Close()
+		_, _ = slow.Write([]byte("GET /v1/sta"))
+
+		// 200 concurrent clients for 10 s: no errors.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var requests, failures int
+		var firstErr error
+		for i := 0; i < 200; i++ {
+			wg.Go(func() {
+				c := daemon.NewClient(d.socket)
+				for ctx.Err() == nil {
+					rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+					_, err := c.Status(rctx)
+					rcancel()
+					mu.Lock()
+					requests++
+					if err != nil {
+						failures++
+						if firstErr == nil {
+							firstErr = err
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("%d status requests from 200 clients in 10 s", requests)
+		if failures > 0 {
+			t.Fatalf("%d of %d requests failed; first: %v", failures, requests, firstErr)
+		}
+	})
+}

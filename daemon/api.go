@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The control API, HTTP+JSON on a unix socket:
+//
+//	GET  /v1/status     the object of `mabd status --json`, plus "daemon"
+//	POST /v1/verify     run the probes now; the object of `mabd verify --json`
+//	POST /v1/reconcile  reconcile now; what was repaired
+//	GET  /healthz       200 healthy, 503 degraded
+//	GET  /metrics       Prometheus text format
+
+// Limits of the control API. A request must send its headers within
+// readHeaderTimeout; bodies are not read (every request is bodiless).
+const (
+	readHeaderTimeout = 5 * time.Second
+	maxHeaderBytes    = 16 << 10
+	handlerTimeout    = 2 * time.Minute
+)
+
+func (d *Daemon) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := d.Status(r.Context())
+		reply(w, st, err)
+	})
+	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+		v, err := d.VerifyNow(r.Context())
+		reply(w, v, err)
+	})
+	mux.HandleFunc("POST /v1/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		rec, err := d.ReconcileNow(r.Context())
+		reply(w, rec, err)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		st, err := d.Status(r.Context())
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		code := http.StatusOK
+		if !st.Healthy() {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"health": st.Health, "problems": st.Problems})
+	})
+	mux.Handle("GET /metrics", d.metricsHandler())
+	return http.TimeoutHandler(limitBody(mux), handlerTimeout, `{"error":"timed out"}`)
+}
+
+// metricsHandler serves the Prometheus metrics; alone, it is what the
+// optional TCP metrics address serves.
+func (d *Daemon) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// limitBody refuses requests that carry a body: no endpoint takes one.
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != http.NoBody && r.Method != http.MethodGet) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request bodies are not accepted"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code := http.StatusInternalServerError
+		var in *InputError
+		if errors.As(err, &in) {
+			code = http.StatusBadRequest
+		}
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// serve runs the control API on l until ctx ends.
+func (d *Daemon) serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readHeaderTimeout,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// DefaultSocket is the control API's default unix socket.
+const DefaultSocket = "/run/mabd/mabd.sock"
+
+// Client talks to a running daemon's control API.
+type Client struct {
+	// Socket is the daemon's unix socket; "" means DefaultSocket.
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	return &Client{Socket: socket, http: &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+			MaxIdleConnsPerHost: 4,
+		},
+	}}
+}
+
+// Answers reports whether a daemon answers on the socket within timeout.
+func (c *Client) Answers(ctx context.Context, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := c.do(ctx, http.MethodGet, "/healthz", nil)
+	return err == nil
+}
+
+// Status returns GET /v1/status.
+func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
+	var st DaemonStatus
+	_, err := c.do(ctx, http.MethodGet, "/v1/status", &st)
+	return &st, err
+}
+
+// Verify runs POST /v1/verify.
+func (c *Client) Verify(ctx context.Context) (*Verification, error) {
+	var v Verification
+	_, err := c.do(ctx, http.MethodPost, "/v1/verify", &v)
+	return &v, err
+}
+
+// Reconcile runs POST /v1/reconcile.
+func (c *Client) Reconcile(ctx context.Context) (*Reconciled, error) {
+	var r Reconciled
+	_, err := c.do(ctx, http.MethodPost, "/v1/reconcile", &r)
+	return &r, err
+}
+
+// do sends a bodiless request and decodes a JSON answer into out. A 503 of
+// /healthz is an answer, not an error.
+func (c *Client) do(ctx context.Context, method, path string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://mabd"+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("mabd daemon at %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
+	}
+	if resp.StatusCode != http.StatusOK && !(path == "/healthz" && resp.StatusCode == http.StatusServiceUnavailable) {
+		var e struct{ Error string }
+		_ = json.Unmarshal(b, &e)
+		return resp.StatusCode, fmt.Errorf("mabd daemon at %s: %s %s: %s: %s", c.Socket, method, path, resp.Status, e.Error)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}

@@ -1,0 +1,1021 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+
+	"mabd/binfmt"
+	"mabd/emulator"
+)
+
+// DefaultConfigPath is the daemon's configuration file. When it does not
+// exist (and no --config names another) the daemon runs on the defaults of
+// DefaultConfig.
+const DefaultConfigPath = "/etc/mabd/mabd.toml"
+
+// Defaults of the configuration that have no constant elsewhere.
+const (
+	defaultControlSocket  = "/run/mabd/mabd.sock"
+	defaultBuildKitSocket = "/run/mabd/buildkitd.sock"
+	defaultBuildKitRoot   = "/var/lib/mabd/buildkit"
+)
+
+// Bounds checked by Validate.
+const (
+	// MinReconcileInterval is the shortest reconcile_interval.
+	MinReconcileInterval = 100 * time.Millisecond
+	// MinVerifyInterval is the shortest [verify] interval other than 0.
+	MinVerifyInterval = time.Second
+)
+
+// Config is mabd's daemon configuration, read from a TOML file
+// (DefaultConfigPath). Every key is optional; DefaultConfig gives the
+// values of absent keys. packaging/mabd.toml documents each key.
+type Config struct {
+	// Architectures are the handlers to keep registered: ["all"] (every
+	// architecture whose emulator is installed, except the host's own) or
+	// names as `mabd install` takes them. In TOML, "all" or a list.
+	Architectures Architectures `toml:"architectures"`
+	// Flags are the handler flags; "" means F, plus P when the emulator
+	// honours it (that is "FP" on QEMU ≥ 6.0).
+	Flags string `toml:"flags"`
+	// Conflict says what to do with an entry of the same name that is not
+	// what mabd would register: "keep" it (and report the conflict) or
+	// "replace" it.
+	Conflict string `toml:"conflict"`
+	// EmulatorDirs are searched for qemu-<arch>-static and qemu-<arch>.
+	EmulatorDirs []string `toml:"emulator_dirs"`
+	// Persist also writes binfmt.d files (into PersistDir) so that
+	// systemd-binfmt registers the handlers at boot.
+	Persist bool `toml:"persist"`
+	// PersistDir is where Persist writes qemu-<arch>.conf.
+	PersistDir string `toml:"persist_dir"`
+	// ReconcileInterval is how often the daemon compares the binfmt_misc
+	// table with the configuration and repairs it.
+	ReconcileInterval Duration `toml:"reconcile_interval"`
+	// UnregisterOnStop removes mabd's handlers when the daemon stops.
+	UnregisterOnStop bool `toml:"unregister_on_stop"`
+	// BinfmtMount is the binfmt_misc instance the daemon manages.
+	BinfmtMount string `toml:"binfmt_mount"`
+	// StateDir holds what mabd remembers between runs.
+	StateDir string `toml:"state_dir"`
+
+	Verify   VerifyConfig   `toml:"verify"`
+	Control  ControlConfig  `toml:"control"`
+	Metrics  MetricsConfig  `toml:"metrics"`
+	Log      LogConfig      `toml:"log"`
+	BuildKit BuildKitConfig `toml:"buildkit"`
+}
+
+// VerifyConfig is the [verify] table: how the daemon proves that foreign
+// programs run.
+type VerifyConfig struct {
+	// Rootfs maps architectures to foreign root file systems whose sh is
+	// run as well as the probe (like `mabd verify --rootfs ARCH=DIR`).
+	Rootfs map[string]string `toml:"rootfs"`
+	// Interval is how often to verify; 0 means only at start and after
+	// repairs.
+	Interval Duration `toml:"interval"`
+	// Timeout bounds each probe.
+	Timeout Duration `toml:"timeout"`
+}
+
+// ControlConfig is the [control] table: the control API's unix socket.
+// It is comparable, so that a reload can tell whether it changed.
+type ControlConfig struct {
+	// Socket is the unix socket's path (unless systemd passes one).
+	Socket string `toml:"socket"`
+	// Mode is the socket's permission bits; in TOML an octal string.
+	Mode FileMode `toml:"mode"`
+	// Group owns the socket; "" means root's group.
+	Group string `toml:"group"`
+}
+
+// MetricsConfig is the [metrics] table: the Prometheus endpoint.
+type MetricsConfig struct {
+	// Address is host:port to serve /metrics on; "" means no endpoint.
+	Address string `toml:"address"`
+}
+
+// LogConfig is the [log] table.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `toml:"level"`
+	// Format is auto (journal under systemd, console on a terminal, json
+	// otherwise), console, json or journal.
+	Format string `toml:"format"`
+}
+
+// BuildKitConfig is the [buildkit] table: the BuildKit daemon mabd runs.
+type BuildKitConfig struct {
+	// Enabled runs buildkitd.
+	Enabled bool `toml:"enabled"`
+	// Socket is buildkitd's unix socket.
+	Socket string `toml:"socket"`
+	// SocketGroup owns the socket; "" means root's group.
+	SocketGroup string `toml:"socket_group"`
+	// Root is buildkitd's state directory (cache and snapshots).
+	Root string `toml:"root"`
+	// Binary is buildkitd's path; "" means buildkitd next to mabd, then in
+	// PATH.
+	Binary string `toml:"binary"`
+	// KeepStorage is how much build cache to keep, like "10GB" (see
+	// ParseSize); "" means sized to the disk.
+	KeepStorage string `toml:"keep_storage"`
+	// TCPAddress is host:port (or tcp://host:port) for a mutual-TLS TCP
+	// listener; "" means none. It needs TLSCert, TLSKey and TLSCA.
+	TCPAddress string `toml:"tcp_address"`
+	// TLSCert and TLSKey are the server's certificate and key (PEM).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// TLSCA is the CA (PEM) that client certificates must chain to.
+	TLSCA string `toml:"tls_ca"`
+	// StopTimeout is how long buildkitd has to exit after SIGTERM before
+	// it is killed.
+	StopTimeout Duration `toml:"stop_timeout"`
+}
+
+// KeepStorageBytes returns KeepStorage in bytes: 0 for "" (sized to the
+// disk) or a size that does not parse (Validate rejects it).
+func (b BuildKitConfig) KeepStorageBytes() int64 {
+	n, err := ParseSize(b.KeepStorage)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// DefaultConfig returns the configuration the daemon runs on when the
+// file is absent, and the values of the keys a file leaves out.
+func DefaultConfig() Config {
+	return Config{
+		Architectures:     Architectures{"all"},
+		Flags:             "",
+		Conflict:          "keep",
+		EmulatorDirs:      append([]string(nil), emulator.DefaultDirs...),
+		Persist:           false,
+		PersistDir:        binfmt.DefaultPersistDir,
+		ReconcileInterval: Duration{2 * time.Second},
+		UnregisterOnStop:  false,
+		BinfmtMount:       binfmt.DefaultDir,
+		StateDir:          DefaultStateDir,
+		Verify: VerifyConfig{
+			Interval: Duration{time.Hour},
+			Timeout:  Duration{10 * time.Second},
+		},
+		Control: ControlConfig{
+			Socket: defaultControlSocket,
+			Mode:   0o660,
+		},
+		Log: LogConfig{Level: "info", Format: "auto"},
+		BuildKit: BuildKitConfig{
+			Enabled:     true,
+			Socket:      defaultBuildKitSocket,
+			Root:        defaultBuildKitRoot,
+			StopTimeout: Duration{10 * time.Second},
+		},
+	}
+}
+
+// Duration is a time.Duration written in TOML as a string that
+// time.ParseDuration reads: "2s", "500ms", "1h30m". The integer 0 is
+// accepted too.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration such as "2s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := parseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as time.Duration.String does ("1h0m0s").
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func parseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (like \"2s\")", s)
+	}
+	return v, nil
+}
+
+// FileMode is a file's permission bits, written in TOML as an octal string
+// ("0660") or an octal integer (0o660).
+type FileMode uint32
+
+// UnmarshalText parses an octal mode such as "0660".
+func (m *FileMode) UnmarshalText(b []byte) error {
+	v, err := parseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// MarshalText writes the mode as four octal digits.
+func (m FileMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// String returns the mode as four octal digits, like "0660".
+func (m FileMode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
+
+func parseMode(s string) (FileMode, error) {
+	digits := strings.TrimPrefix(s, "0o")
+	v, err := strconv.ParseUint(digits, 8, 32)
+	if err != nil || digits == "" || digits[0] == '+' || v > 0o777 {
+		return 0, fmt.Errorf("%q is not a file mode: give permission bits in octal, like \"0660\"", s)
+	}
+	return FileMode(v), nil
+}
+
+// Architectures is the architectures key: "all" or a list of names. In
+// TOML it is a string (one name or "all") or a list of strings.
+type Architectures []string
+
+// UnmarshalText reads the string form: one name, usually "all".
+func (a *Architectures) UnmarshalText(b []byte) error {
+	*a = Architectures{string(b)}
+	return nil
+}
+
+// ParseSize reads a size such as "10GB", "512MiB", "1.5 TB" or "1048576":
+// a number and an optional unit, B, K, M, G, T or P with an optional i and
+// B, case-insensitive. Like Docker and BuildKit, units are powers of 1024
+// (1KB = 1KiB = 1024 bytes).
+func ParseSize(s string) (int64, error) {
+	bad := fmt.Errorf("%q is not a size (like \"10GB\" or \"512MiB\")", s)
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	if num == "" || num[0] == '.' || num[len(num)-1] == '.' {
+		return 0, bad
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, bad
+	}
+	shift := -1
+	if unit == "" || unit == "b" {
+		shift = 0
+	}
+	for n, p := range []string{"k", "m", "g", "t", "p"} {
+		if unit == p || unit == p+"b" || unit == p+"i" || unit == p+"ib" {
+			shift = 10 * (n + 1)
+		}
+	}
+	if shift < 0 {
+		return 0, bad
+	}
+	v := f * float64(uint64(1)<<shift)
+	if v >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return int64(v), nil
+}
+
+// ConfigError is a bad configuration: the file and line (0 when unknown)
+// of the key, the key (dotted for tables: "verify.interval") and what is
+// wrong. LoadConfig's and Validate's errors are ConfigErrors, or several
+// joined with errors.Join; find the first with errors.As.
+type ConfigError struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+
+	// bare: Msg names the key already (unknown keys), so Error does not
+	// prefix it.
+	bare bool
+}
+
+// Error formats the error as FILE:LINE: key "KEY": MSG, leaving out what
+// is unknown.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		fmt.Fprintf(&b, "%s: ", e.File)
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Key != "" && !e.bare {
+		fmt.Fprintf(&b, "key %q: ", e.Key)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadConfig reads the configuration file at path ("" means
+// DefaultConfigPath) over DefaultConfig and validates it. A missing file
+// gives the defaults, unless explicit (the user named the file, with
+// --config): then it is an error. Unknown keys, values of the wrong type,
+// bad values and TOML syntax errors are ConfigErrors naming the file, line
+// and key.
+func LoadConfig(path string, explicit bool) (Config, error) {
+	if path == "" {
+		path = DefaultConfigPath
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !explicit {
+			return DefaultConfig(), nil
+		}
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return parseConfig(path, data)
+}
+
+// parseConfig decodes and validates data, the content of the file path.
+func parseConfig(path string, data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	keys := indexKeys(data)
+	// Keys and types are checked on the document itself, so that a
+	// mistyped value is reported with its key and line (the decoder would
+	// take architectures = 3 for ["3"], or a bare integer as nanoseconds),
+	// and a key spelled with other capitals is unknown (the decoder would
+	// take Persist for persist).
+	pre := checkKeys(keys)
+	derr := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(&cfg)
+	errs := firstErrors(append(pre, decodeErrors(derr)...))
+	if len(errs) == 0 {
+		errs = cfg.validate()
+		lines := map[string]int{}
+		for _, k := range keys {
+			if _, ok := lines[k.dotted()]; !ok {
+				lines[k.dotted()] = k.line
+			}
+		}
+		for _, e := range errs {
+			e.Line = lines[e.Key]
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			e.File = path
+		}
+		return Config{}, joinConfigErrors(errs)
+	}
+	return cfg, nil
+}
+
+// firstErrors picks what to report: the error that comes first in the
+// file (one of unknown line last) or, when that is an unknown key, all
+// the unknown keys.
+func firstErrors(errs []*ConfigError) []*ConfigError {
+	if len(errs) == 0 {
+		return nil
+	}
+	after := func(a, b *ConfigError) bool { // a comes after b
+		return b.Line > 0 && (a.Line == 0 || a.Line > b.Line)
+	}
+	first := errs[0]
+	for _, e := range errs[1:] {
+		if after(first, e) {
+			first = e
+		}
+	}
+	if !first.bare {
+		return []*ConfigError{first}
+	}
+	var unknown []*ConfigError
+	seen := map[string]bool{}
+	for _, e := range errs {
+		if e.bare && !seen[e.Key] {
+			seen[e.Key] = true
+			unknown = append(unknown, e)
+		}
+	}
+	slices.SortStableFunc(unknown, func(a, b *ConfigError) int {
+		switch {
+		case after(a, b):
+			return 1
+		case after(b, a):
+			return -1
+		}
+		return 0
+	})
+	return unknown
+}
+
+func joinConfigErrors(errs []*ConfigError) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	es := make([]error, len(errs))
+	for i, e := range errs {
+		es[i] = e
+	}
+	return errors.Join(es...)
+}
+
+// decodeErrors turns what go-toml's decoder returned into ConfigErrors.
+func decodeErrors(err error) []*ConfigError {
+	if err == nil {
+		return nil
+	}
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var out []*ConfigError
+		for i := range strict.Errors {
+			e := &strict.Errors[i]
+			line, _ := e.Position()
+			out = append(out, unknownKey(e.Key(), line, strings.Contains(e.Error(), "table")))
+		}
+		return out
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		key := []string(de.Key())
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		ce := &ConfigError{Line: line, Key: strings.Join(key, "."), Msg: msg}
+		switch {
+		case strings.Contains(msg, "already"):
+			ce.Msg = "defined more than once (each key and table may appear once)"
+		case len(key) == 0:
+			ce.Msg = "invalid TOML: " + msg
+		case strings.HasPrefix(msg, "cannot "):
+			if t, ok := schemaAt(key); ok {
+				ce.Msg = "must be " + describe(key, t)
+			}
+		}
+		return []*ConfigError{ce}
+	}
+	return []*ConfigError{{Msg: err.Error()}}
+}
+
+// unknownKey says that key is no key (or, with table, no table) of the
+// configuration, suggesting the nearest one.
+func unknownKey(key []string, line int, table bool) *ConfigError {
+	name := strings.Join(key, ".")
+	msg := fmt.Sprintf("unknown key %q", name)
+	if table {
+		msg = fmt.Sprintf("unknown table [%s]", name)
+	}
+	if s := suggest(key); s != "" {
+		msg += " (" + s + ")"
+	}
+	return &ConfigError{Line: line, Key: name, Msg: msg, bare: true}
+}
+
+// suggest names the known key nearest to key: a typo of a key of the
+// same table, or the same name in another table (a top-level key written
+// after a [table] belongs to that table).
+func suggest(key []string) string {
+	if len(key) == 0 {
+		return ""
+	}
+	parent, name := key[:len(key)-1], normalizeKey(key[len(key)-1])
+	pt, ok := schemaAt(parent)
+	if !ok || pt.Kind() != reflect.Struct || leafType(pt) {
+		return ""
+	}
+	best, bestD := "", -1
+	for _, f := range tomlFields(pt) {
+		d := editDistance(name, f)
+		if d <= maxTypo(name) && (bestD < 0 || d < bestD) {
+			best, bestD = f, d
+		}
+	}
+	if best != "" {
+		return "did you mean " + showPath(append(slices.Clone(parent), best)) + "?"
+	}
+	var elsewhere []string
+	for _, p := range knownPaths() {
+		if p[len(p)-1] == name && !slices.Equal(p[:len(p)-1], parent) {
+			elsewhere = append(elsewhere, showPath(p))
+		}
+	}
+	switch {
+	case len(elsewhere) == 1 && len(parent) > 0 && !strings.Contains(elsewhere[0], "."):
+		return "did you mean " + elsewhere[0] + "? top-level keys go before the first [table]"
+	case len(elsewhere) > 0:
+		return "did you mean " + strings.Join(elsewhere, " or ") + "?"
+	}
+	return ""
+}
+
+// showPath writes a known key as "verify.interval" and a table as
+// [verify].
+func showPath(p []string) string {
+	if t, _ := schemaAt(p); t != nil && !leafType(t) {
+		return "[" + strings.Join(p, ".") + "]"
+	}
+	return strconv.Quote(strings.Join(p, "."))
+}
+
+// normalizeKey folds the usual slips of a key's spelling: case and
+// dashes for underscores.
+func normalizeKey(s string) string {
+	return strings.ReplaceAll(strings.ToLower(s), "-", "_")
+}
+
+// maxTypo is how many edits make a typo of a name of n letters.
+func maxTypo(name string) int {
+	switch n := len(name); {
+	case n <= 3:
+		return 0
+	case n <= 5:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// editDistance is the optimal string alignment distance between a and
+// b, in bytes: the edits are inserting, deleting or replacing a letter,
+// and swapping two adjacent ones.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// The configuration's schema is Config's type, read through the toml
+// tags.
+
+var (
+	durationType      = reflect.TypeFor[Duration]()
+	fileModeType      = reflect.TypeFor[FileMode]()
+	architecturesType = reflect.TypeFor[Architectures]()
+)
+
+// leafType reports whether t is a value rather than a table (Duration
+// is a struct).
+func leafType(t reflect.Type) bool {
+	return t.Kind() != reflect.Struct && t.Kind() != reflect.Map || t == durationType
+}
+
+// tomlFields lists the keys of a table type.
+func tomlFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// schemaAt returns the type of the value at path (the root for none);
+// false when the configuration has no such key. Any name is a key of a map
+// (the [verify.rootfs] table).
+func schemaAt(path []string) (reflect.Type, bool) {
+	t := reflect.TypeFor[Config]()
+	for _, part := range path {
+		switch {
+		case leafType(t):
+			return nil, false
+		case t.Kind() == reflect.Map:
+			t = t.Elem()
+		default:
+			found := false
+			for i := range t.NumField() {
+				if name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); name == part {
+					t, found = t.Field(i).Type, true
+					break
+				}
+			}
+			if !found {
+				return nil, false
+			}
+		}
+	}
+	return t, true
+}
+
+// knownPaths lists every key and table of the configuration.
+func knownPaths() [][]string {
+	var out [][]string
+	var walk func(prefix []string, t reflect.Type)
+	walk = func(prefix []string, t reflect.Type) {
+		for _, name := range tomlFields(t) {
+			p := append(append([]string(nil), prefix...), name)
+			out = append(out, p)
+			if ft, _ := schemaAt(p); ft.Kind() == reflect.Struct && !leafType(ft) {
+				walk(p, ft)
+			}
+		}
+	}
+	walk(nil, reflect.TypeFor[Config]())
+	return out
+}
+
+// describe says what a value of type t at path must be.
+func describe(path []string, t reflect.Type) string {
+	switch t {
+	case durationType:
+		return `a duration string like "2s"`
+	case fileModeType:
+		return `an octal mode string like "0660"`
+	case architecturesType:
+		return `"all" or a list of architectures like ["arm64", "riscv64"]`
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list of strings"
+	case reflect.Map:
+		return `a table of ARCH = "DIR"`
+	default:
+		return "a table ([" + strings.Join(path, ".") + "])"
+	}
+}
+
+// keyPos is a key of the document: where it is and what its value is.
+type keyPos struct {
+	path  []string
+	line  int
+	kind  unstable.Kind   // the value's; Table for tables, even implicit ones
+	elems []unstable.Kind // an array's elements
+	value string          // a string's value, an integer's text
+}
+
+func (k keyPos) dotted() string { return strings.Join(k.path, ".") }
+
+// indexKeys lists the document's keys and tables, in order, with their
+// lines: tables (also those that dotted keys and table headers imply)
+// and the key-values of tables and inline tables. It stops at a syntax
+// error, which the decoder reports.
+func indexKeys(data []byte) []keyPos {
+	var p unstable.Parser
+	p.Reset(data)
+	lineOf := func(n *unstable.Node) int {
+		off := int(n.Raw.Offset)
+		if off > len(data) {
+			off = len(data)
+		}
+		return 1 + bytes.Count(data[:off], []byte("\n"))
+	}
+	var out []keyPos
+	// key appends the parts of n's key to prefix, with the implied tables.
+	key := func(prefix []string, n *unstable.Node) ([]string, int) {
+		path := append([]string(nil), prefix...)
+		line := 0
+		it := n.Key()
+		for it.Next() {
+			if line > 0 {
+				out = append(out, keyPos{path: append([]string(nil), path...), line: line, kind: unstable.Table})
+			}
+			path = append(path, string(it.Node().Data))
+			line = lineOf(it.Node())
+		}
+		return path, line
+	}
+	var keyValue func(prefix []string, n *unstable.Node)
+	keyValue = func(prefix []string, n *unstable.Node) {
+		path, line := key(prefix, n)
+		v := n.Value()
+		k := keyPos{path: path, line: line, kind: v.Kind}
+		switch v.Kind {
+		case unstable.String, unstable.Integer:
+			k.value = string(v.Data)
+		case unstable.Array:
+			for it := v.Children(); it.Next(); {
+				k.elems = append(k.elems, it.Node().Kind)
+			}
+		case unstable.InlineTable:
+			k.kind = unstable.Table
+		}
+		out = append(out, k)
+		if v.Kind == unstable.InlineTable {
+			for it := v.Children(); it.Next(); {
+				if it.Node().Kind == unstable.KeyValue {
+					keyValue(path, it.Node())
+				}
+			}
+		}
+	}
+	var table []string
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			path, line := key(nil, e)
+			out = append(out, keyPos{path: path, line: line, kind: e.Kind})
+			table = path
+		case unstable.KeyValue:
+			keyValue(table, e)
+		}
+	}
+	return out
+}
+
+// kindName names a TOML value kind for messages.
+func kindName(k unstable.Kind) string {
+	switch k {
+	case unstable.String:
+		return "a string"
+	case unstable.Integer:
+		return "an integer"
+	case unstable.Float:
+		return "a float"
+	case unstable.Bool:
+		return "a boolean"
+	case unstable.Array:
+		return "a list"
+	case unstable.Table, unstable.InlineTable:
+		return "a table"
+	case unstable.ArrayTable:
+		return "an array of tables"
+	default:
+		return "a date or time"
+	}
+}
+
+// checkKeys reports, in the order of the document, the keys the
+// configuration does not have (the first unknown part of a path only)
+// and those whose value has the wrong type, or whose duration or mode
+// string does not parse.
+func checkKeys(keys []keyPos) []*ConfigError {
+	var errs []*ConfigError
+	for _, k := range keys {
+		if len(k.path) == 0 {
+			continue
+		}
+		t, ok := schemaAt(k.path)
+		if !ok {
+			parent, known := schemaAt(k.path[:len(k.path)-1])
+			if known && !leafType(parent) && parent.Kind() == reflect.Struct {
+				table := k.kind == unstable.Table || k.kind == unstable.ArrayTable
+				errs = append(errs, unknownKey(k.path, k.line, table))
+			}
+			continue
+		}
+		if msg := checkType(k, t); msg != "" {
+			errs = append(errs, &ConfigError{Line: k.line, Key: k.dotted(), Msg: msg})
+		}
+	}
+	return errs
+}
+
+// checkType says what is wrong with k's value for type t, "" if nothing.
+func checkType(k keyPos, t reflect.Type) string {
+	mustBe := func() string {
+		return "must be " + describe(k.path, t) + ", not " + kindName(k.kind)
+	}
+	listOfStrings := func() string {
+		for _, e := range k.elems {
+			if e != unstable.String {
+				return "must be " + describe(k.path, t) + ", not a list holding " + kindName(e)
+			}
+		}
+		return ""
+	}
+	switch {
+	case t == durationType:
+		if k.kind == unstable.Integer && k.value == "0" {
+			return ""
+		}
+		if k.kind != unstable.String {
+			return mustBe()
+		}
+		if _, err := parseDuration(k.value); err != nil {
+			return err.Error()
+		}
+	case t == fileModeType:
+		if k.kind == unstable.Integer && strings.HasPrefix(k.value, "0o") {
+			return ""
+		}
+		if k.kind != unstable.String {
+			return mustBe()
+		}
+		if _, err := parseMode(k.value); err != nil {
+			return err.Error()
+		}
+	case t == architecturesType:
+		switch k.kind {
+		case unstable.String:
+		case unstable.Array:
+			return listOfStrings()
+		default:
+			return mustBe()
+		}
+	case t.Kind() == reflect.Bool:
+		if k.kind != unstable.Bool {
+			return mustBe()
+		}
+	case t.Kind() == reflect.String:
+		if k.kind != unstable.String {
+			return mustBe()
+		}
+	case t.Kind() == reflect.Slice:
+		if k.kind != unstable.Array {
+			return mustBe()
+		}
+		return listOfStrings()
+	default: // tables
+		if k.kind != unstable.Table {
+			return mustBe()
+		}
+	}
+	return ""
+}
+
+// Validate checks the values: architectures, flags, paths (absolute),
+// durations, enumerations, addresses, groups (they must exist) and the
+// TLS files a TCP listener needs. Its errors are ConfigErrors without file
+// and line (LoadConfig adds them), joined when there are several.
+func (c Config) Validate() error {
+	return joinConfigErrors(c.validate())
+}
+
+func (c Config) validate() []*ConfigError {
+	var errs []*ConfigError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	abs := func(key, p string, optional bool) {
+		switch {
+		case p == "" && optional:
+		case p == "":
+			bad(key, "must not be empty: give an absolute path")
+		case !filepath.IsAbs(p):
+			bad(key, "%q must be an absolute path", p)
+		}
+	}
+	group := func(key, g string) {
+		if g == "" {
+			return
+		}
+		if _, err := strconv.ParseUint(g, 10, 32); err == nil {
+			return // a numeric group ID needs no entry
+		}
+		if _, err := user.LookupGroup(g); err != nil {
+			bad(key, "group %q does not exist", g)
+		}
+	}
+	address := func(key, a string) {
+		if a == "" {
+			return
+		}
+		host, port, err := net.SplitHostPort(strings.TrimPrefix(a, "tcp://"))
+		if err != nil {
+			bad(key, "%q is not host:port, like \"127.0.0.1:9090\"", a)
+			return
+		}
+		if host == "" {
+			bad(key, "%q names no host: give a loopback or explicit address, like \"127.0.0.1:%s\" (\"0.0.0.0:%s\" for every interface)", a, port, port)
+			return
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			bad(key, "%q: the port must be a number from 1 to 65535", a)
+		}
+	}
+	atLeast := func(key string, d Duration, lo time.Duration) {
+		if d.Duration < lo {
+			bad(key, "%s is too short: the minimum is %s", d, lo)
+		}
+	}
+
+	switch {
+	case len(c.Architectures) == 0:
+		bad("architectures", `name at least one architecture, or say "all"`)
+	case len(c.Architectures) > 1 && slices.Contains(c.Architectures, "all"):
+		bad("architectures", `"all" stands alone: it already includes every architecture whose emulator is installed`)
+	case c.Architectures[0] != "all":
+		for _, a := range c.Architectures {
+			if _, err := emulator.LookupArch(a); err != nil {
+				bad("architectures", "%v", err)
+			}
+		}
+	}
+	if c.Flags != "" {
+		if _, err := binfmt.ParseFlags(c.Flags); err != nil {
+			bad("flags", "%v", err)
+		}
+	}
+	if c.Conflict != "keep" && c.Conflict != "replace" {
+		bad("conflict", `%q must be "keep" or "replace"`, c.Conflict)
+	}
+	if len(c.EmulatorDirs) == 0 {
+		bad("emulator_dirs", "name at least one directory (the default is %q)", emulator.DefaultDirs)
+	}
+	for _, d := range c.EmulatorDirs {
+		abs("emulator_dirs", d, false)
+	}
+	abs("persist_dir", c.PersistDir, false)
+	atLeast("reconcile_interval", c.ReconcileInterval, MinReconcileInterval)
+	abs("binfmt_mount", c.BinfmtMount, false)
+	abs("state_dir", c.StateDir, false)
+
+	for name, dir := range c.Verify.Rootfs {
+		key := "verify.rootfs." + name
+		if _, err := emulator.LookupArch(name); err != nil {
+			bad(key, "%v", err)
+		}
+		abs(key, dir, false)
+	}
+	if c.Verify.Interval.Duration != 0 {
+		if c.Verify.Interval.Duration < 0 {
+			bad("verify.interval", "%s is negative: give 0 to verify only at start and after repairs", c.Verify.Interval)
+		} else {
+			atLeast("verify.interval", c.Verify.Interval, MinVerifyInterval)
+		}
+	}
+	if c.Verify.Timeout.Duration <= 0 {
+		bad("verify.timeout", "must be more than 0")
+	}
+
+	abs("control.socket", c.Control.Socket, false)
+	if c.Control.Mode&^0o777 != 0 {
+		bad("control.mode", "%s has bits beyond the permissions (0777)", c.Control.Mode)
+	}
+	group("control.group", c.Control.Group)
+
+	address("metrics.address", c.Metrics.Address)
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", `%q must be "debug", "info", "warn" or "error"`, c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "console", "json", "journal":
+	default:
+		bad("log.format", `%q must be "auto", "console", "json" or "journal"`, c.Log.Format)
+	}
+
+	b := c.BuildKit
+	abs("buildkit.socket", b.Socket, false)
+	if b.Enabled && b.Socket != "" && b.Socket == c.Control.Socket {
+		bad("buildkit.socket", "%q is the control socket too: give BuildKit its own", b.Socket)
+	}
+	group("buildkit.socket_group", b.SocketGroup)
+	abs("buildkit.root", b.Root, false)
+	abs("buildkit.binary", b.Binary, true)
+	if b.KeepStorage != "" {
+		if n, err := ParseSize(b.KeepStorage); err != nil {
+			bad("buildkit.keep_storage", "%v", err)
+		} else if n <= 0 {
+			bad("buildkit.keep_storage", "%q: give more than 0, or \"\" to size the cache to the disk", b.KeepStorage)
+		}
+	}
+	address("buildkit.tcp_address", b.TCPAddress)
+	if b.TCPAddress != "" {
+		var missing []string
+		for _, f := range []struct{ name, v string }{{"tls_cert", b.TLSCert}, {"tls_key", b.TLSKey}, {"tls_ca", b.TLSCA}} {
+			if f.v == "" {
+				missing = append(missing, f.name)
+			}
+		}
+		if len(missing) > 0 {
+			bad("buildkit.tcp_address", "needs tls_cert, tls_key and tls_ca (BuildKit is served over TCP with mutual TLS only, never plain); missing %s", strings.Join(missing, ", "))
+		}
+	}
+	abs("buildkit.tls_cert", b.TLSCert, true)
+	abs("buildkit.tls_key", b.TLSKey, true)
+	abs("buildkit.tls_ca", b.TLSCA, true)
+	if b.StopTimeout.Duration <= 0 {
+		bad("buildkit.stop_timeout", "must be more than 0")
+	}
+	return errs
+}

@@ -1,0 +1,526 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"mabd/binfmt"
+	"mabd/emulator"
+	"mabd/systemd"
+)
+
+// Daemon is `mabd daemon`: it makes the host's binfmt_misc table match
+// the configuration at start, proves it works, reports ready, and keeps it
+// so while tools and people change the table under it.
+type Daemon struct {
+	log      *zap.Logger
+	notify   *systemd.Notifier
+	metrics  *metrics
+	started  time.Time
+	cfgPath    string
+	explicit   bool
+	overrideFn func(*Config)
+
+	// reconcileMu serialises passes over the table (loop, API, reload).
+	reconcileMu sync.Mutex
+	// verifyMu serialises verifications.
+	verifyMu sync.Mutex
+
+	mu         sync.Mutex // guards the fields below
+	cfg        Config
+	specs      []binfmt.Spec
+	planNotes  []string
+	repairs    int64
+	reconciles int64
+	lastPass   time.Time
+	conflicts  []string
+	failures   []string
+	lastVerify *Verification
+	activated  bool
+}
+
+// Options are what the command line gives the daemon besides the config.
+type Options struct {
+	// ConfigPath is the configuration file; Explicit says the user named
+	// it (then it must exist).
+	ConfigPath string
+	Explicit   bool
+	// Override changes the loaded configuration (command-line flags); it
+	// is applied at start and at every reload.
+	Override func(*Config)
+}
+
+// New loads the configuration and returns a daemon ready to Run. A bad
+// configuration is an *InputError naming the file, line and key.
+func New(opt Options) (*Daemon, error) {
+	cfg, err := loadConfig(opt)
+	if err != nil {
+		return nil, err
+	}
+	log, err := systemd.NewLogger(cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return nil, &InputError{Err: err}
+	}
+	d := &Daemon{log: log, notify: systemd.NewNotifier(), started: time.Now(), cfgPath: opt.ConfigPath, explicit: opt.Explicit, overrideFn: opt.Override, cfg: cfg}
+	d.metrics = newMetrics(d)
+	return d, nil
+}
+
+func loadConfig(opt Options) (Config, error) {
+	cfg, err := LoadConfig(opt.ConfigPath, opt.Explicit)
+	if err != nil {
+		return Config{}, &InputError{Err: err}
+	}
+	if opt.Override != nil {
+		opt.Override(&cfg)
+		if err := cfg.Validate(); err != nil {
+			return Config{}, &InputError{Err: err}
+		}
+	}
+	return cfg, nil
+}
+
+func (d *Daemon) config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) uptime() time.Duration { return time.Since(d.started) }
+
+func (d *Daemon) host(cfg Config) Host {
+	return Host{Mount: binfmt.Mount{Dir: cfg.BinfmtMount}, EmulatorDirs: cfg.EmulatorDirs, PersistDir: cfg.PersistDir, StateDir: cfg.StateDir}
+}
+
+// plan resolves the configuration to the handler specs to keep registered.
+func (d *Daemon) plan(ctx context.Context, cfg Config) ([]binfmt.Spec, []string, error) {
+	specs, res, err := d.host(cfg).Plan(ctx, InstallOptions{Arches: cfg.Architectures, Flags: cfg.Flags})
+	if err != nil {
+		return nil, nil, err
+	}
+	var notes []string
+	for _, n := range res.Refused {
+		notes = append(notes, "qemu-"+n.Arch+": refused: "+n.Reason)
+	}
+	for _, w := range res.Warnings {
+		d.log.Warn(w)
+	}
+	return specs, notes, nil
+}
+
+// Run runs the daemon until ctx ends or SIGTERM/SIGINT: ensure binfmt_misc
+// is mounted, register per the configuration, verify, serve the control
+// API, report READY=1, then reconcile every interval, verify every verify
+// interval and after repairs, reload on SIGHUP. It returns nil after a
+// clean stop.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	cfg := d.config()
+	d.log.Info("starting", zap.String("config", d.cfgPath), zap.String("binfmt_mount", cfg.BinfmtMount), zap.Int("pid", os.Getpid()))
+	if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err != nil {
+		return fmt.Errorf("ensure binfmt_misc is mounted: %w", err)
+	} else if mounted {
+		d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
+	}
+	specs, notes, err := d.plan(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.specs, d.planNotes = specs, notes
+	d.mu.Unlock()
+	d.reconcile("start")
+	d.persist(cfg, specs)
+
+	listeners, err := d.listen(cfg)
+	if err != nil {
+		return err
+	}
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	var served sync.WaitGroup
+	h := d.handler()
+	for _, l := range listeners {
+		lh := h
+		if _, ok := l.(metricsOnly); ok {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", d.metricsHandler())
+			lh = mux
+		}
+		served.Go(func() {
+			if err := d.serve(serveCtx, l, lh); err != nil {
+				d.log.Error("control API stopped", zap.String("addr", l.Addr().String()), zap.Error(err))
+			}
+		})
+	}
+	defer func() {
+		stopServing()
+		served.Wait()
+		if !d.activated {
+			os.Remove(cfg.Control.Socket)
+		}
+	}()
+
+	v, err := d.VerifyNow(ctx)
+	if err != nil {
+		d.log.Error("verification failed to run", zap.Error(err))
+	}
+	summary := d.summary(v)
+	if _, err := d.notify.Ready(summary); err != nil {
+		d.log.Warn("sd_notify READY", zap.Error(err))
+	}
+	d.log.Info("ready", zap.String("status", summary))
+
+	err = d.loop(ctx, hup)
+
+	_, _ = d.notify.Stopping()
+	d.log.Info("stopping")
+	cfg = d.config()
+	if cfg.UnregisterOnStop {
+		d.mu.Lock()
+		specs := d.specs
+		d.mu.Unlock()
+		removed, rerr := RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, specs)
+		d.log.Info("unregistered handlers on stop", zap.Strings("removed", removed), zap.Error(rerr))
+	}
+	return err
+}
+
+// loop is the daemon's work loop. The watchdog is pinged from here, so a
+// stuck loop stops the pings and systemd restarts the daemon.
+func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
+	cfg := d.config()
+	tick := time.NewTicker(cfg.ReconcileInterval.Duration)
+	defer tick.Stop()
+	var wdC <-chan time.Time
+	if iv, ok := systemd.WatchdogInterval(); ok {
+		wd := time.NewTicker(iv)
+		defer wd.Stop()
+		wdC = wd.C
+		_, _ = d.notify.Watchdog()
+	}
+	verifyC := make(<-chan time.Time)
+	var vt *time.Ticker
+	resetVerify := func(iv time.Duration) {
+		if vt != nil {
+			vt.Stop()
+			vt = nil
+		}
+		verifyC = make(<-chan time.Time)
+		if iv > 0 {
+			vt = time.NewTicker(iv)
+			verifyC = vt.C
+		}
+	}
+	resetVerify(cfg.Verify.Interval.Duration)
+	defer func() { resetVerify(0) }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wdC:
+			_, _ = d.notify.Watchdog()
+		case <-tick.C:
+			if r := d.reconcile("loop"); len(r.Repairs) > 0 {
+				go d.reverify(ctx)
+			}
+		case <-verifyC:
+			go d.reverify(ctx)
+		case <-hup:
+			d.reload(ctx)
+			cfg = d.config()
+			tick.Reset(cfg.ReconcileInterval.Duration)
+			resetVerify(cfg.Verify.Interval.Duration)
+		}
+	}
+}
+
+func (d *Daemon) reverify(ctx context.Context) {
+	if v, err := d.VerifyNow(ctx); err == nil {
+		_, _ = d.notify.Status(d.summary(v))
+	}
+}
+
+// reconcile runs one pass, logs and counts what it repaired.
+func (d *Daemon) reconcile(why string) Reconciled {
+	d.reconcileMu.Lock()
+	defer d.reconcileMu.Unlock()
+	cfg := d.config()
+	d.mu.Lock()
+	specs := d.specs
+	d.mu.Unlock()
+	m := binfmt.Mount{Dir: cfg.BinfmtMount}
+	r := Reconcile(m, specs, cfg.Conflict == "replace")
+	for _, rep := range r.Repairs {
+		if why == "start" {
+			d.log.Info("handler "+rep.Action, zap.String("handler", rep.Name), zap.String("why", rep.Why))
+			continue
+		}
+		d.metrics.repairs.WithLabelValues(rep.Action).Inc()
+		d.log.Warn("repaired handler", zap.String("handler", rep.Name), zap.String("action", rep.Action), zap.String("why", rep.Why))
+	}
+	d.mu.Lock()
+	if why != "start" {
+		d.repairs += int64(len(r.Repairs))
+	}
+	d.reconciles++
+	d.lastPass = time.Now()
+	newConflicts := !equalStrings(d.conflicts, r.Conflicts)
+	d.conflicts, d.failures = r.Conflicts, r.Failures
+	d.mu.Unlock()
+	d.metrics.reconciles.Inc()
+	d.metrics.conflicts.Set(float64(len(r.Conflicts)))
+	if newConflicts {
+		for _, c := range r.Conflicts {
+			d.log.Warn("conflict", zap.String("detail", c))
+		}
+	}
+	for _, f := range r.Failures {
+		d.log.Error("reconcile failed", zap.String("detail", f))
+	}
+	return r
+}
+
+func equalStrings(a, b []string) bool {
+	return strings.Join(a, "\n") == strings.Join(b, "\n")
+}
+
+// ReconcileNow runs a reconcile pass on request (POST /v1/reconcile).
+func (d *Daemon) ReconcileNow(ctx context.Context) (Reconciled, error) {
+	r := d.reconcile("request")
+	if len(r.Repairs) > 0 {
+		go d.reverify(context.WithoutCancel(ctx))
+	}
+	return r, nil
+}
+
+// VerifyNow verifies the configured architectures and the host's own, saves
+// and returns the result.
+func (d *Daemon) VerifyNow(ctx context.Context) (*Verification, error) {
+	d.verifyMu.Lock()
+	defer d.verifyMu.Unlock()
+	cfg := d.config()
+	d.mu.Lock()
+	specs := d.specs
+	d.mu.Unlock()
+	var names []string
+	for _, s := range specs {
+		a, ok := binfmt.ArchByName(s.Name)
+		if ok && emulator.HasProbe(a.Name) {
+			names = append(names, a.Name)
+		}
+	}
+	names = append(names, binfmt.Native("")...)
+	var rootfs []string
+	for arch, dir := range cfg.Verify.Rootfs {
+		rootfs = append(rootfs, arch+"="+dir)
+	}
+	sort.Strings(rootfs)
+	v, err := d.host(cfg).Verify(ctx, VerifyOptions{Arches: names, Rootfs: rootfs, Timeout: cfg.Verify.Timeout.Duration})
+	if v != nil {
+		d.mu.Lock()
+		d.lastVerify = v
+		d.mu.Unlock()
+		d.metrics.observeVerification(v)
+		for _, r := range v.Results {
+			if r.State == "failed" {
+				d.log.Warn("verification failed", zap.String("platform", r.Platform), zap.String("qemu_arch", r.QEMUArch), zap.String("reason", r.Reason), zap.String("fix", r.Fix))
+			}
+		}
+	}
+	return v, err
+}
+
+// summary is the one-line STATUS= for systemd.
+func (d *Daemon) summary(v *Verification) string {
+	if v == nil {
+		return "verification did not run"
+	}
+	ok, failed := 0, 0
+	for _, r := range v.Results {
+		if r.State == "failed" {
+			failed++
+		} else {
+			ok++
+		}
+	}
+	d.mu.Lock()
+	conflicts := len(d.conflicts)
+	d.mu.Unlock()
+	s := fmt.Sprintf("%d platforms ok, %d failing", ok, failed)
+	if conflicts > 0 {
+		s += fmt.Sprintf(", %d conflicts", conflicts)
+	}
+	return s
+}
+
+// reload re-reads the configuration (SIGHUP) and applies only the
+// difference. A broken configuration keeps the old one running.
+func (d *Daemon) reload(ctx context.Context) {
+	_, _ = d.notify.Reloading()
+	defer func() {
+		v := d.lastVerification()
+		_, _ = d.notify.Ready(d.summary(v))
+	}()
+	old := d.config()
+	cfg, err := loadConfig(Options{ConfigPath: d.cfgPath, Explicit: d.explicit, Override: d.override})
+	if err != nil {
+		d.log.Error("reload: keeping the running configuration", zap.Error(err))
+		return
+	}
+	if cfg.BinfmtMount != old.BinfmtMount || cfg.Control != old.Control {
+		d.log.Warn("reload: binfmt_mount and [control] apply at the next start")
+		cfg.BinfmtMount, cfg.Control = old.BinfmtMount, old.Control
+	}
+	specs, notes, err := d.plan(ctx, cfg)
+	if err != nil {
+		d.log.Error("reload: keeping the running configuration", zap.Error(err))
+		return
+	}
+	d.mu.Lock()
+	oldSpecs := d.specs
+	d.cfg, d.specs, d.planNotes = cfg, specs, notes
+	d.mu.Unlock()
+	keep := map[string]bool{}
+	for _, s := range specs {
+		keep[s.Name] = true
+	}
+	var gone []binfmt.Spec
+	for _, s := range oldSpecs {
+		if !keep[s.Name] {
+			gone = append(gone, s)
+		}
+	}
+	removed, err := RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, gone)
+	if err != nil {
+		d.log.Error("reload: remove handlers no longer configured", zap.Error(err))
+	}
+	r := d.reconcile("start")
+	d.persist(cfg, specs)
+	d.log.Info("reloaded", zap.Int("handlers", len(specs)), zap.Strings("removed", removed), zap.Int("changed", len(r.Repairs)))
+	if len(removed) > 0 || len(r.Repairs) > 0 {
+		go d.reverify(ctx)
+	}
+}
+
+// override applies the command-line flags again at reload.
+func (d *Daemon) override(c *Config) {
+	if d.overrideFn != nil {
+		d.overrideFn(c)
+	}
+}
+
+func (d *Daemon) lastVerification() *Verification {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastVerify
+}
+
+func (d *Daemon) persist(cfg Config, specs []binfmt.Spec) {
+	if !cfg.Persist {
+		return
+	}
+	for _, s := range specs {
+		if _, err := binfmt.Persist(cfg.PersistDir, s); err != nil {
+			d.log.Error("persist", zap.String("handler", s.Name), zap.Error(err))
+		}
+	}
+}
+
+// listen returns the control API's listeners: the sockets systemd passed
+// (socket activation), or the configured unix socket, plus the metrics
+// address if one is configured.
+func (d *Daemon) listen(cfg Config) ([]net.Listener, error) {
+	ls, err := systemd.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	if len(ls) > 0 {
+		d.activated = true
+		d.log.Info("control API on sockets passed by systemd", zap.Int("count", len(ls)))
+	} else {
+		l, err := systemd.UnixListener(cfg.Control.Socket, os.FileMode(cfg.Control.Mode), cfg.Control.Group)
+		if err != nil {
+			return nil, err
+		}
+		d.log.Info("control API", zap.String("socket", cfg.Control.Socket))
+		ls = append(ls, l)
+	}
+	if cfg.Metrics.Address != "" {
+		l, err := net.Listen("tcp", cfg.Metrics.Address)
+		if err != nil {
+			for _, x := range ls {
+				x.Close()
+			}
+			return nil, fmt.Errorf("metrics address: %w", err)
+		}
+		d.log.Info("metrics", zap.String("address", l.Addr().String()))
+		ls = append(ls, metricsOnly{l})
+	}
+	return ls, nil
+}
+
+// metricsOnly marks the TCP listener that serves only /metrics.
+type metricsOnly struct{ net.Listener }
+
+// DaemonInfo is what GET /v1/status adds to the host's status.
+type DaemonInfo struct {
+	PID              int           `json:"pid"`
+	StartedAt        time.Time     `json:"started_at"`
+	UptimeSeconds    float64       `json:"uptime_seconds"`
+	Config           string        `json:"config"`
+	Repairs          int64         `json:"repairs"`
+	Reconciles       int64         `json:"reconciles"`
+	LastReconcile    time.Time     `json:"last_reconcile"`
+	Conflicts        []string      `json:"conflicts"`
+	Failures         []string      `json:"failures"`
+	Notes            []string      `json:"notes,omitempty"`
+	LastVerification *Verification `json:"last_verification"`
+}
+
+// DaemonStatus is GET /v1/status: the object of `mabd status --json`,
+// with "source": "daemon" and the daemon's own state.
+type DaemonStatus struct {
+	Status
+	Daemon DaemonInfo `json:"daemon"`
+}
+
+// Status returns the host's status as the daemon sees it, with health
+// counting only the configured architectures.
+func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
+	cfg := d.config()
+	d.mu.Lock()
+	specs := d.specs
+	info := DaemonInfo{PID: os.Getpid(), StartedAt: d.started, UptimeSeconds: d.uptime().Seconds(), Config: d.cfgPath,
+		Repairs: d.repairs, Reconciles: d.reconciles, LastReconcile: d.lastPass,
+		Conflicts: d.conflicts, Failures: d.failures, Notes: d.planNotes, LastVerification: d.lastVerify}
+	d.mu.Unlock()
+	only := make([]string, 0, len(specs))
+	for _, s := range specs {
+		only = append(only, strings.TrimPrefix(s.Name, "qemu-"))
+	}
+	if len(only) == 0 {
+		only = binfmt.Native("")
+	}
+	st, err := d.host(cfg).Status(ctx, only)
+	if err != nil {
+		return nil, err
+	}
+	st.Source = "daemon"
+	return &DaemonStatus{Status: *st, Daemon: info}, nil
+}
