@@ -24,10 +24,10 @@ import (
 // the configuration at start, proves it works, reports ready, and keeps it
 // so while tools and people change the table under it.
 type Daemon struct {
-	log      *zap.Logger
-	notify   *systemd.Notifier
-	metrics  *metrics
-	started  time.Time
+	log        *zap.Logger
+	notify     *systemd.Notifier
+	metrics    *metrics
+	started    time.Time
 	cfgPath    string
 	explicit   bool
 	overrideFn func(*Config)
