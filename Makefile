@@ -15,6 +15,7 @@ all: build
 # deps installs the apt packages and fetches the foreign busybox fixtures.
 deps:
 	bash scripts/deps.sh
+	bash scripts/buildkit-deps.sh
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd ./cmd/mabd

@@ -1,0 +1,256 @@
+package builder
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
+	"github.com/containerd/platforms"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of [Options].
+const (
+	DefaultRoot        = "/var/lib/mabd/buildkit"
+	DefaultSocket      = "/run/mabd/buildkitd.sock"
+	DefaultSocketMode  = os.FileMode(0o660)
+	DefaultStopTimeout = 10 * time.Second
+	// DefaultAddress is the address clients reach DefaultSocket at.
+	DefaultAddress = "unix://" + DefaultSocket
+	// MaxKeepStorage caps the KeepStorage sized to the disk.
+	MaxKeepStorage int64 = 20e9
+	// ConfigName is the name of the configuration Start writes into Root.
+	ConfigName = "buildkitd.toml"
+)
+
+// Snapshotters the supervisor chooses between.
+const (
+	SnapshotterOverlay = "overlayfs"
+	SnapshotterNative  = "native"
+)
+
+// Options configure a [Supervisor]. The zero value of every field has a
+// sensible default.
+type Options struct {
+	// Binary is buildkitd; "" means "buildkitd" from $PATH.
+	Binary string
+	// Root is BuildKit's state directory: cache, snapshots, its config; ""
+	// means DefaultRoot. The overlayfs snapshotter needs a file system that
+	// can be overlayfs's upper layer (ext4, xfs with d_type, …).
+	Root string
+	// Socket is the unix socket buildkitd listens on; "" means
+	// DefaultSocket. Its path must be shorter than 108 bytes.
+	Socket string
+	// SocketMode is the socket's permission bits; 0 means 0660.
+	SocketMode os.FileMode
+	// SocketGroup is the group (a name or a numeric id) the socket is given;
+	// "" leaves root's.
+	SocketGroup string
+	// Platforms are the worker's platforms ("linux/amd64", "linux/arm64");
+	// nil lets BuildKit detect them from the host's binfmt_misc handlers.
+	// Foreign ones need their emulator registered in the host's table.
+	Platforms []string
+	// KeepStorage is how many bytes of build cache garbage collection
+	// keeps; 0 means 10% of the file system of Root, at most
+	// MaxKeepStorage.
+	KeepStorage int64
+	// TCPAddress, when not "", is an extra listener ("tcp://0.0.0.0:1234"
+	// or "host:port") with mutual TLS: TLSCert and TLSKey are the server's
+	// certificate and key, TLSCA the CA that clients' certificates must be
+	// signed by. All three are required with it.
+	TCPAddress, TLSCert, TLSKey, TLSCA string
+	// InsecureRegistries are registries ("host:port") buildkitd reaches
+	// over plain HTTP or unverified TLS. Registries on localhost and
+	// 127.0.0.1 are reached over HTTP without being listed.
+	InsecureRegistries []string
+	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL; 0
+	// means DefaultStopTimeout.
+	StopTimeout time.Duration
+	// ReadyTimeout bounds how long a (re)started buildkitd may take to
+	// answer; 0 means one minute.
+	ReadyTimeout time.Duration
+	// Logger gets the supervisor's events and buildkitd's output (at debug
+	// level; warnings and errors at warn); nil discards them.
+	Logger *zap.Logger
+}
+
+// withDefaults fills in the defaults and checks the options.
+func (o Options) withDefaults() (Options, error) {
+	if o.Binary == "" {
+		o.Binary = "buildkitd"
+	}
+	if o.Root == "" {
+		o.Root = DefaultRoot
+	}
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.SocketMode == 0 {
+		o.SocketMode = DefaultSocketMode
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	var err error
+	if o.Root, err = filepath.Abs(o.Root); err != nil {
+		return o, err
+	}
+	if o.Socket, err = filepath.Abs(o.Socket); err != nil {
+		return o, err
+	}
+	if len(o.Socket) >= 108 {
+		return o, fmt.Errorf("socket path %s is too long for a unix socket (%d bytes, the limit is 107)", o.Socket, len(o.Socket))
+	}
+	if o.KeepStorage < 0 {
+		return o, fmt.Errorf("KeepStorage %d is negative", o.KeepStorage)
+	}
+	if o.Platforms, err = NormalizePlatforms(o.Platforms); err != nil {
+		return o, err
+	}
+	if o.TCPAddress != "" {
+		if o.TLSCert == "" || o.TLSKey == "" || o.TLSCA == "" {
+			return o, errors.New("a TCP address needs mutual TLS: give the server's certificate, its key and the clients' CA")
+		}
+		if !strings.Contains(o.TCPAddress, "://") {
+			o.TCPAddress = "tcp://" + o.TCPAddress
+		}
+		if !strings.HasPrefix(o.TCPAddress, "tcp://") {
+			return o, fmt.Errorf("TCP address %q: want tcp://HOST:PORT", o.TCPAddress)
+		}
+		for _, p := range []*string{&o.TLSCert, &o.TLSKey, &o.TLSCA} {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return o, err
+			}
+		}
+	}
+	return o, nil
+}
+
+// NormalizePlatforms parses OCI platforms ("linux/arm64", "arm64",
+// "linux/arm/v7") and returns them normalised and formatted, without
+// duplicates, in their order.
+func NormalizePlatforms(ps []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range ps {
+		for _, s := range strings.Split(s, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			p, err := platforms.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("platform %q: %w", s, err)
+			}
+			f := platforms.Format(platforms.Normalize(p))
+			if !seen[f] {
+				seen[f] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out, nil
+}
+
+// DetectSnapshotter returns SnapshotterOverlay when overlayfs works with
+// upper and work directories under root (it mounts one there to find out)
+// and SnapshotterNative otherwise, with the reason.
+func DetectSnapshotter(root string) (name string, why error) {
+	if err := overlayutils.Supported(root); err != nil {
+		return SnapshotterNative, err
+	}
+	return SnapshotterOverlay, nil
+}
+
+// DefaultKeepStorage is 10% of the size of the file system holding dir, at
+// most MaxKeepStorage.
+func DefaultKeepStorage(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	size := int64(st.Blocks) * int64(st.Bsize)
+	return min(size/10, MaxKeepStorage), nil
+}
+
+// configTOML renders buildkitd.toml for o (defaults applied).
+func configTOML(o Options, snapshotter string, keep int64) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# buildkitd configuration written by mabd (builder.Supervisor):\n")
+	w("# do not edit, it is rewritten whenever the builder starts.\n")
+	w("root = %s\n\n", tomlString(o.Root))
+	w("[log]\n  format = \"text\"\n\n")
+	w("[grpc]\n")
+	addrs := []string{tomlString("unix://" + o.Socket)}
+	if o.TCPAddress != "" {
+		addrs = append(addrs, tomlString(o.TCPAddress))
+	}
+	w("  address = [%s]\n", strings.Join(addrs, ", "))
+	if o.TCPAddress != "" {
+		w("  [grpc.tls]\n    cert = %s\n    key = %s\n    ca = %s\n", tomlString(o.TLSCert), tomlString(o.TLSKey), tomlString(o.TLSCA))
+	}
+	w("\n[worker.oci]\n")
+	w("  enabled = true\n")
+	w("  snapshotter = %s\n", tomlString(snapshotter))
+	if len(o.Platforms) > 0 {
+		ps := make([]string, len(o.Platforms))
+		for i, p := range o.Platforms {
+			ps[i] = tomlString(p)
+		}
+		w("  platforms = [%s]\n", strings.Join(ps, ", "))
+	}
+	w("  gc = true\n")
+	w("  # build cache kept by garbage collection, in bytes\n")
+	w("  gckeepstorage = %d\n", keep)
+	w("\n[worker.containerd]\n  enabled = false\n")
+	for _, r := range o.InsecureRegistries {
+		w("\n[registry.%s]\n  http = true\n  insecure = true\n", tomlString(r))
+	}
+	return b.String()
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			b.WriteString(`\u` + fmt.Sprintf("%04x", r))
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// writeConfig writes the configuration file atomically and returns its path.
+func writeConfig(o Options, snapshotter string, keep int64) (string, error) {
+	p := filepath.Join(o.Root, ConfigName)
+	tmp := p + ".tmp." + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, []byte(configTOML(o, snapshotter, keep)), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return p, nil
+}

@@ -1,0 +1,771 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/platforms"
+	controlapi "github.com/moby/buildkit/api/services/control"
+	"github.com/moby/buildkit/client"
+	"go.uber.org/zap"
+)
+
+// Restart backoff: the first restart after an unexpected exit waits
+// minBackoff, each further one twice as long up to maxBackoff; a process
+// that stayed up resetAfter resets it.
+const (
+	minBackoff = 250 * time.Millisecond
+	maxBackoff = 10 * time.Second
+	resetAfter = 30 * time.Second
+)
+
+// ErrStopped is returned by the methods of a Supervisor that has been
+// stopped (or never started).
+var ErrStopped = errors.New("the builder is not running")
+
+// Status is what a Supervisor knows about its buildkitd.
+type Status struct {
+	// Running: buildkitd is up and answered the supervisor.
+	Running bool `json:"running"`
+	// PID is the current buildkitd's process id, 0 when there is none.
+	PID int `json:"pid,omitempty"`
+	// Version is BuildKit's version as buildkitd reports it ("v0.34.2").
+	Version string `json:"version,omitempty"`
+	// Since is when the current buildkitd became ready.
+	Since time.Time `json:"since,omitzero"`
+	// Restarts counts the restarts after buildkitd exited unexpectedly
+	// (not those SetPlatforms asks for).
+	Restarts int `json:"restarts"`
+	// Platforms are the platforms the worker reports, formatted
+	// ("linux/amd64", "linux/arm64").
+	Platforms []string `json:"platforms,omitempty"`
+	// Socket is the unix socket buildkitd listens on; Address is the
+	// address a client gives for it (unix://…).
+	Socket  string `json:"socket"`
+	Address string `json:"address"`
+	// Config is the buildkitd.toml the supervisor wrote.
+	Config string `json:"config,omitempty"`
+	// Snapshotter is the worker's snapshotter (overlayfs or native).
+	Snapshotter string `json:"snapshotter,omitempty"`
+	// KeepStorage is the build cache garbage collection keeps, in bytes.
+	KeepStorage int64 `json:"keepStorage,omitempty"`
+	// LastError says why buildkitd last exited or failed to start, with
+	// the last line it printed; "" if it never did.
+	LastError string `json:"lastError,omitempty"`
+}
+
+// Supervisor runs buildkitd as a child process and keeps it running: see
+// the package documentation. Its methods are safe for concurrent use.
+type Supervisor struct {
+	mu          sync.Mutex
+	opt         Options // as given; Platforms updated by SetPlatforms
+	o           Options // with defaults, valid after Start
+	gid         int     // the socket's group, -1 to leave it
+	snapshotter string
+	keep        int64
+	config      string
+	cur         *proc
+	st          Status
+	started     bool
+	changed     chan struct{} // closed and replaced on every state change
+
+	stopCh   chan struct{}
+	loopDone chan struct{}
+	reload   chan chan error
+	stopOnce sync.Once
+	cleanup  sync.Once
+	stopErr  error
+	loopCtx  context.Context
+	cancel   context.CancelFunc
+}
+
+// NewSupervisor returns a supervisor for opt; nothing runs until Start.
+func NewSupervisor(opt Options) *Supervisor {
+	opt.Platforms = slices.Clone(opt.Platforms)
+	return &Supervisor{opt: opt, gid: -1, changed: make(chan struct{})}
+}
+
+// proc is one buildkitd process.
+type proc struct {
+	cmd   *exec.Cmd
+	start time.Time
+	done  chan struct{} // closed when it has exited
+	err   error         // Wait's result, set before done is closed
+	out   *tailWriter
+}
+
+func (p *proc) pid() int {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// describe says how p exited and what it said last.
+func (p *proc) describe() string {
+	why := "buildkitd exited"
+	if p.err != nil {
+		why += ": " + p.err.Error()
+	} else {
+		why += " with status 0"
+	}
+	if l := p.out.last(); l != "" {
+		why += ": " + l
+	}
+	return why
+}
+
+// notify wakes whoever waits for a change of state. Called with mu held.
+func (s *Supervisor) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Start writes the configuration, starts buildkitd and waits until it
+// answers (at most Options.ReadyTimeout, or ctx's deadline), then
+// supervises it until Stop. It fails when the options are bad, when another
+// buildkitd already answers on the socket, or when buildkitd does not come
+// up; then nothing is left running.
+func (s *Supervisor) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("the builder is already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+	err := s.start(ctx)
+	if err != nil {
+		s.mu.Lock()
+		s.started = false
+		s.st.LastError = err.Error()
+		s.notify()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *Supervisor) start(ctx context.Context) error {
+	s.mu.Lock()
+	o, err := s.opt.withDefaults()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	bin, err := exec.LookPath(o.Binary)
+	if err != nil {
+		return fmt.Errorf("buildkitd: %w (build it with `make deps`, or give its path)", err)
+	}
+	o.Binary = bin
+	gid := -1
+	if o.SocketGroup != "" {
+		if gid, err = lookupGroup(o.SocketGroup); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(o.Root, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
+		return err
+	}
+	if err := clearSocket(ctx, o.Socket); err != nil {
+		return err
+	}
+	if err := rootFree(o.Root); err != nil {
+		return err
+	}
+	snap, why := DetectSnapshotter(o.Root)
+	if why != nil {
+		o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
+	}
+	keep := o.KeepStorage
+	if keep == 0 {
+		if keep, err = DefaultKeepStorage(o.Root); err != nil {
+			return err
+		}
+	}
+	cfg, err := writeConfig(o, snap, keep)
+	if err != nil {
+		return err
+	}
+	if _, err := UnmountUnder(o.Root); err != nil {
+		o.Logger.Warn("leftover mounts under the builder's root", zap.Error(err))
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.o, s.gid, s.snapshotter, s.keep, s.config = o, gid, snap, keep, cfg
+	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: cfg, Snapshotter: snap, KeepStorage: keep}
+	s.stopCh = make(chan struct{})
+	s.loopDone = make(chan struct{})
+	s.reload = make(chan chan error)
+	s.stopOnce, s.cleanup, s.stopErr = sync.Once{}, sync.Once{}, nil
+	s.loopCtx, s.cancel = loopCtx, cancel
+	s.mu.Unlock()
+
+	p, err := s.spawn()
+	if err != nil {
+		cancel()
+		return err
+	}
+	o.Logger.Info("buildkitd started", zap.Int("pid", p.pid()), zap.String("config", cfg), zap.String("snapshotter", snap), zap.Strings("platforms", o.Platforms))
+	if err := s.waitReady(ctx, p); err != nil {
+		s.terminate(p)
+		cancel()
+		os.Remove(o.Socket)
+		UnmountUnder(o.Root)
+		return err
+	}
+	go s.loop(p)
+	return nil
+}
+
+// clearSocket removes a stale socket, and fails if a buildkitd answers on
+// it or something else is in its place.
+func clearSocket(ctx context.Context, path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := listWorkers(ctx, path); err == nil {
+		return fmt.Errorf("a buildkitd already answers on %s: stop it first", path)
+	}
+	return os.Remove(path)
+}
+
+// rootFree fails when a buildkitd holds root's lock (buildkitd.lock, which
+// buildkitd flocks while it runs): its mounts must not be touched.
+func rootFree(root string) error {
+	f, err := os.OpenFile(filepath.Join(root, "buildkitd.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("another buildkitd uses %s (it holds buildkitd.lock): stop it first", root)
+	}
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// lookupGroup resolves a group name or numeric id.
+func lookupGroup(g string) (int, error) {
+	if id, err := strconv.Atoi(g); err == nil {
+		return id, nil
+	}
+	gr, err := user.LookupGroup(g)
+	if err != nil {
+		return -1, fmt.Errorf("socket group: %w", err)
+	}
+	return strconv.Atoi(gr.Gid)
+}
+
+// spawn starts a buildkitd and makes it the current process.
+func (s *Supervisor) spawn() (*proc, error) {
+	s.mu.Lock()
+	o, cfg := s.o, s.config
+	s.mu.Unlock()
+	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	out := newTailWriter(o.Logger, 20)
+	cmd := exec.Command(o.Binary, "--config", cfg)
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = out, out
+	// buildkitd stops with the supervisor, however that dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// Orphaned children holding the output pipe must not block Wait.
+	cmd.WaitDelay = 2 * time.Second
+	if err := startLocked(cmd); err != nil {
+		return nil, fmt.Errorf("start buildkitd: %w", err)
+	}
+	p := &proc{cmd: cmd, start: time.Now(), done: make(chan struct{}), out: out}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	s.mu.Lock()
+	s.cur = p
+	s.st.Running, s.st.PID, s.st.Since = false, p.pid(), time.Time{}
+	s.notify()
+	s.mu.Unlock()
+	return p, nil
+}
+
+// The kernel sends Pdeathsig when the *thread* that started the child
+// exits, and the Go runtime may end threads; so children are started from
+// one goroutine locked to its thread for the life of the process.
+var (
+	spawnOnce sync.Once
+	spawnCh   chan spawnReq
+)
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	err chan error
+}
+
+// startLocked starts cmd from the locked spawning thread.
+func startLocked(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawnCh {
+				r.err <- r.cmd.Start()
+			}
+		}()
+	})
+	r := spawnReq{cmd: cmd, err: make(chan error, 1)}
+	spawnCh <- r
+	return <-r.err
+}
+
+// childEnv is this process's environment with the sbin directories on PATH
+// (buildkitd looks for runc there).
+func childEnv() []string {
+	env := os.Environ()
+	path := os.Getenv("PATH")
+	have := map[string]bool{}
+	for _, d := range filepath.SplitList(path) {
+		have[d] = true
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		if !have[d] {
+			path += string(filepath.ListSeparator) + d
+		}
+	}
+	path = strings.TrimPrefix(path, string(filepath.ListSeparator))
+	out := env[:0:0]
+	for _, e := range env {
+		if !strings.HasPrefix(e, "PATH=") {
+			out = append(out, e)
+		}
+	}
+	return append(out, "PATH="+path)
+}
+
+// listWorkers asks the buildkitd on socket for its workers, on a fresh
+// connection.
+func listWorkers(ctx context.Context, socket string) ([]*client.WorkerInfo, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	conn.Close()
+	c, err := client.New(ctx, "unix://"+socket)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ListWorkers(ctx)
+}
+
+// waitReady waits until p answers ListWorkers, then gives the socket its
+// mode and group and records the worker's platforms and BuildKit's version.
+func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
+	s.mu.Lock()
+	o := s.o
+	gid := s.gid
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	var ws []*client.WorkerInfo
+	for {
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		w, err := listWorkers(actx, o.Socket)
+		acancel()
+		if err == nil && len(w) > 0 {
+			ws = w
+			break
+		}
+		if err == nil {
+			err = errors.New("it reports no worker")
+		}
+		last = err
+		select {
+		case <-p.done:
+			return fmt.Errorf("buildkitd did not come up: %s", p.describe())
+		case <-ctx.Done():
+			return fmt.Errorf("buildkitd did not answer on %s in time: %v (last error: %v)", o.Socket, context.Cause(ctx), last)
+		case <-tick.C:
+		}
+	}
+	if err := os.Chmod(o.Socket, o.SocketMode); err != nil {
+		return err
+	}
+	if gid >= 0 {
+		if err := os.Chown(o.Socket, -1, gid); err != nil {
+			return err
+		}
+	}
+	var ps []string
+	for _, w := range ws {
+		for _, p := range w.Platforms {
+			if f := platforms.Format(platforms.Normalize(p)); !slices.Contains(ps, f) {
+				ps = append(ps, f)
+			}
+		}
+	}
+	version := ""
+	if c, err := client.New(ctx, "unix://"+o.Socket); err == nil {
+		if info, err := c.Info(ctx); err == nil {
+			version = info.BuildkitVersion.Version
+		}
+		c.Close()
+	}
+	if version == "" && len(ws) > 0 {
+		version = ws[0].BuildkitVersion.Version
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != p || p.exited() {
+		return fmt.Errorf("buildkitd exited right after it came up: %s", p.describe())
+	}
+	s.st.Running, s.st.Since, s.st.Platforms, s.st.Version = true, time.Now(), ps, version
+	s.notify()
+	o.Logger.Info("buildkitd ready", zap.Int("pid", p.pid()), zap.String("version", version), zap.Strings("platforms", ps), zap.Duration("after", time.Since(p.start)))
+	return nil
+}
+
+// watchReady waits for a restarted p in the background; a buildkitd that
+// does not come up is killed, so that the loop restarts it.
+func (s *Supervisor) watchReady(p *proc) {
+	if err := s.waitReady(s.loopCtx, p); err != nil {
+		if s.loopCtx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		s.st.LastError = err.Error()
+		s.notify()
+		log := s.o.Logger
+		s.mu.Unlock()
+		log.Warn("restarted buildkitd did not come up; killing it", zap.Error(err))
+		p.cmd.Process.Kill()
+	}
+}
+
+// loop supervises p and its successors until Stop.
+func (s *Supervisor) loop(p *proc) {
+	defer close(s.loopDone)
+	backoff := minBackoff
+	for {
+		select {
+		case <-s.stopCh:
+			s.terminate(p)
+			return
+		case res := <-s.reload:
+			s.terminate(p)
+			np, err := s.spawn()
+			if err != nil {
+				np = deadProc(err)
+				s.setLastError(err.Error())
+			} else {
+				go s.watchReady(np)
+			}
+			p = np
+			res <- err
+		case <-p.done:
+			why := p.describe()
+			up := time.Since(p.start)
+			s.mu.Lock()
+			log := s.o.Logger
+			s.st.Running, s.st.PID, s.st.LastError = false, 0, why
+			s.notify()
+			s.mu.Unlock()
+			if up >= resetAfter {
+				backoff = minBackoff
+			}
+			log.Warn("buildkitd exited unexpectedly; restarting", zap.String("why", why), zap.Duration("uptime", up), zap.Duration("backoff", backoff))
+			select {
+			case <-s.stopCh:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			if done, err := UnmountUnder(s.o.Root); err != nil || len(done) > 0 {
+				log.Warn("unmounted what buildkitd left under its root", zap.Strings("mounts", done), zap.Error(err))
+			}
+			np, err := s.spawn()
+			s.mu.Lock()
+			s.st.Restarts++
+			n := s.st.Restarts
+			s.notify()
+			s.mu.Unlock()
+			if err != nil {
+				s.setLastError(err.Error())
+				np = deadProc(err)
+			} else {
+				log.Info("buildkitd restarted", zap.Int("pid", np.pid()), zap.Int("restarts", n))
+				go s.watchReady(np)
+			}
+			p = np
+		}
+	}
+}
+
+// deadProc stands for a buildkitd that could not be started.
+func deadProc(err error) *proc {
+	p := &proc{start: time.Now(), done: make(chan struct{}), err: err, out: newTailWriter(nil, 1)}
+	close(p.done)
+	return p
+}
+
+func (s *Supervisor) setLastError(e string) {
+	s.mu.Lock()
+	s.st.LastError = e
+	s.notify()
+	s.mu.Unlock()
+}
+
+// terminate stops p: SIGTERM, then SIGKILL after StopTimeout.
+func (s *Supervisor) terminate(p *proc) {
+	if p == nil || p.exited() {
+		return
+	}
+	s.mu.Lock()
+	timeout, log := s.o.StopTimeout, s.o.Logger
+	s.st.Running = false
+	s.notify()
+	s.mu.Unlock()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		log.Info("buildkitd stopped", zap.Int("pid", p.pid()))
+		return
+	case <-time.After(timeout):
+	}
+	log.Warn("buildkitd did not stop on SIGTERM; killing it", zap.Int("pid", p.pid()), zap.Duration("after", timeout))
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Stop stops buildkitd (SIGTERM, SIGKILL after StopTimeout), removes the
+// socket and unmounts whatever is left mounted below Root (never
+// binfmt_misc). It fails when mounts could not be removed. If ctx ends
+// first, Stop returns its error and the stopping goes on. Stopping a
+// supervisor that is not running does nothing.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		return nil
+	}
+	stopCh, loopDone, cancel := s.stopCh, s.loopDone, s.cancel
+	s.mu.Unlock()
+	s.stopOnce.Do(func() {
+		cancel()
+		close(stopCh)
+	})
+	select {
+	case <-loopDone:
+	case <-ctx.Done():
+		return fmt.Errorf("stopping the builder: %w", ctx.Err())
+	}
+	s.cleanup.Do(func() { s.stopErr = s.afterStop() })
+	return s.stopErr
+}
+
+// afterStop removes the socket and the mounts buildkitd left.
+func (s *Supervisor) afterStop() error {
+	s.mu.Lock()
+	o := s.o
+	s.cancel()
+	s.st.Running, s.st.PID = false, 0
+	s.cur = nil
+	s.started = false
+	s.notify()
+	s.mu.Unlock()
+	var errs []error
+	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	done, err := UnmountUnder(o.Root)
+	if len(done) > 0 {
+		o.Logger.Info("unmounted what buildkitd left under its root", zap.Strings("mounts", done))
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	left, err := MountsUnder(o.Root)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, m := range left {
+		if m.Point != o.Root {
+			errs = append(errs, fmt.Errorf("still mounted after stop: %s (%s)", m.Point, m.FSType))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status returns what the supervisor knows now.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	st.Platforms = slices.Clone(st.Platforms)
+	if st.Socket == "" {
+		o, _ := s.opt.withDefaults()
+		st.Socket, st.Address = o.Socket, "unix://"+o.Socket
+	}
+	return st
+}
+
+// Address is the address clients reach buildkitd at: unix://<socket>.
+func (s *Supervisor) Address() string { return s.Status().Address }
+
+// WaitReady waits until buildkitd is running and answering, e.g. after a
+// restart. It returns ErrStopped when the supervisor is stopped.
+func (s *Supervisor) WaitReady(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		running, started, ch := s.st.Running, s.started, s.changed
+		s.mu.Unlock()
+		if running {
+			return nil
+		}
+		if !started {
+			return ErrStopped
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// SetPlatforms changes the worker's platforms. When the set differs from
+// the current one, it waits (as long as ctx allows) until buildkitd runs no
+// build, asking its build history for active builds every half second,
+// then rewrites the configuration, restarts buildkitd and waits until it is
+// ready again. A build started between that check and the restart fails
+// and must be retried. When the set is the same, nothing happens. Before
+// Start, it only changes what Start will use.
+func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
+	ps, err := NormalizePlatforms(ps)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if !s.started {
+		s.opt.Platforms = ps
+		s.mu.Unlock()
+		return nil
+	}
+	same := sameSet(s.o.Platforms, ps)
+	socket, log := s.o.Socket, s.o.Logger
+	s.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := waitIdle(ctx, socket); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.opt.Platforms, s.o.Platforms = ps, ps
+	_, err = writeConfig(s.o, s.snapshotter, s.keep)
+	reload, loopDone := s.reload, s.loopDone
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	log.Info("restarting buildkitd with new platforms", zap.Strings("platforms", ps))
+	res := make(chan error, 1)
+	select {
+	case reload <- res:
+	case <-loopDone:
+		return ErrStopped
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if err := <-res; err != nil {
+		return err
+	}
+	return s.WaitReady(ctx)
+}
+
+// waitIdle waits until the buildkitd on socket reports no active build.
+func waitIdle(ctx context.Context, socket string) error {
+	for {
+		n, err := activeBuilds(ctx, socket)
+		if err != nil || n == 0 {
+			return nil // an unreachable buildkitd runs nothing
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d running builds to finish: %w", n, context.Cause(ctx))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// activeBuilds counts the builds buildkitd is running.
+func activeBuilds(ctx context.Context, socket string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, "unix://"+socket)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stream, err := c.ControlClient().ListenBuildHistory(ctx, &controlapi.BuildHistoryRequest{ActiveOnly: true, EarlyExit: true})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil // the list is complete
+		}
+		if err != nil {
+			return 0, err
+		}
+		if ev.Type == controlapi.BuildHistoryEventType_STARTED {
+			n++
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}

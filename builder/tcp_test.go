@@ -1,0 +1,135 @@
+package builder_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+
+	"mabd/builder"
+	"mabd/builder/buildertest"
+)
+
+// writeCert signs a certificate for name (and 127.0.0.1) with parent (self
+// when nil) and writes name.pem and name-key.pem into dir.
+func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		IsCA:                  isCA,
+		BasicConstraintsValid: true,
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// TestTCPMutualTLS: with a TCP address, buildkitd answers a client with a
+// certificate of the CA and refuses one without; the unix socket gets the
+// mode and group asked for.
+func TestTCPMutualTLS(t *testing.T) {
+	dir := buildertest.Dir(t)
+	pki := filepath.Join(dir, "pki")
+	if err := os.Mkdir(pki, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, caKey := writeCert(t, pki, "ca", true, nil, nil)
+	writeCert(t, pki, "server", false, ca, caKey)
+	writeCert(t, pki, "client", false, ca, caKey)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := l.Addr().String()
+	l.Close()
+
+	o := buildertest.Options(t, dir, "linux/amd64")
+	o.TCPAddress = tcp
+	o.TLSCert, o.TLSKey, o.TLSCA = filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), filepath.Join(pki, "ca.pem")
+	o.SocketMode, o.SocketGroup = 0o600, "daemon"
+	s := builder.NewSupervisor(o)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+
+	gr, err := user.LookupGroup("daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(o.Socket, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o777 != 0o600 || strconv.Itoa(int(st.Gid)) != gr.Gid {
+		t.Errorf("socket mode %o group %d, want 600 and daemon (%s)", st.Mode&0o777, st.Gid, gr.Gid)
+	}
+
+	list := func(opts ...client.ClientOpt) error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := client.New(ctx, "tcp://"+tcp, opts...)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.ListWorkers(ctx)
+		return err
+	}
+	server := client.WithServerConfig("127.0.0.1", filepath.Join(pki, "ca.pem"))
+	if err := list(server, client.WithCredentials(filepath.Join(pki, "client.pem"), filepath.Join(pki, "client-key.pem"))); err != nil {
+		t.Errorf("client with a certificate of the CA: %v", err)
+	}
+	if err := list(server); err == nil {
+		t.Error("a client without a certificate was answered")
+	}
+}

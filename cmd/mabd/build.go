@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"mabd/builder"
+)
+
+// Exit statuses of `mabd build`: 0 built, exitDegraded (1) the build
+// failed, exitError (2) bad usage or the builder could not be reached.
+func newBuild() *cobra.Command {
+	var opt builder.BuildOptions
+	cmd := &cobra.Command{
+		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] CONTEXT",
+		Short: "Build a Dockerfile for several platforms at once with mabd's BuildKit",
+		Long: `Build the Dockerfile in CONTEXT (or -f) for every --platform in one BuildKit
+solve, on the buildkitd mabd supervises (--addr), with BuildKit's progress
+display. The Dockerfile is built by BuildKit's built-in frontend, so it must
+have no "# syntax=" line.
+
+Platforms default to every platform the builder supports, one per
+architecture. A platform it does not support is refused before the build
+starts, with the command that fixes it (mabd install <arch>): foreign RUN
+steps run through the host's binfmt_misc handlers.
+
+Outputs: -t names the image; with --push it is pushed to its registry (over
+plain HTTP for --insecure-registry hosts, localhost and 127.0.0.1), without it
+kept in buildkitd's image store. --output adds BuildKit outputs:
+type=oci,dest=FILE (an OCI image-layout tarball: index.json, then one image
+index, then a manifest per platform), type=local,dest=DIR (the files, in a
+directory per platform when there are several), type=image,name=REF,push=true,
+type=docker and type=tar. With no -t and no --output the result only stays in
+the build cache. The image digest is printed on stdout.
+
+Exit status: 0 built; 1 the build failed (the failing step's output is in
+the progress display, the error names the step); 2 bad usage, unsupported
+platform or unreachable builder.`,
+		Example: `  mabd build --platform linux/amd64,linux/arm64 -t 127.0.0.1:5000/hello:v1 --push examples/hello
+  mabd build --platform linux/arm64 --output type=local,dest=out examples/hello`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opt.Context = args[0]
+			opt.ProgressOutput = cmd.ErrOrStderr()
+			// Ctrl-C cancels the solve, which stops the build in buildkitd.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := builder.Build(ctx, opt)
+			if err != nil {
+				errw := cmd.ErrOrStderr()
+				var be *builder.BuildError
+				if errors.As(err, &be) {
+					be.PrintSources(errw)
+					fmt.Fprintln(errw, "mabd build:", err)
+					return exitCode(exitDegraded)
+				}
+				fmt.Fprintln(errw, "mabd build:", err)
+				return exitCode(exitError)
+			}
+			if res.Digest != "" {
+				fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&opt.Dockerfile, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile)")
+	f.StringSliceVar(&opt.Platforms, "platform", nil, "target platforms, comma-separated (default: every platform the builder supports)")
+	f.StringArrayVarP(&opt.Tags, "tag", "t", nil, "image name, e.g. registry:5000/repo:tag (repeatable)")
+	f.StringArrayVar(&opt.BuildArgs, "build-arg", nil, "KEY=VALUE for an ARG of the Dockerfile (repeatable)")
+	f.StringArrayVarP(&opt.Outputs, "output", "o", nil, "BuildKit output: type=oci,dest=FILE | type=local,dest=DIR | type=image,name=REF[,push=true] (repeatable)")
+	f.BoolVar(&opt.Push, "push", false, "push the image named by -t")
+	f.StringArrayVar(&opt.InsecureRegistries, "insecure-registry", nil, "registry host:port to push to over plain HTTP or unverified TLS (repeatable)")
+	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
+	f.StringVar(&opt.Addr, "addr", builder.DefaultAddress, "buildkitd address: unix:///path (TCP needs client certificates, which mabd build does not take yet)")
+	return cmd
+}
