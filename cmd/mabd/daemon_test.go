@@ -154,6 +154,17 @@ func (d *runningDaemon) logSays(s string, timeout time.Duration) bool {
 	return false
 }
 
+// startReadyDaemon starts the daemon with a notify socket in a fresh short
+// directory and waits for READY=1.
+func startReadyDaemon(t *testing.T, bin, mount, config string) (string, *notifySocket, *runningDaemon) {
+	t.Helper()
+	dir := shortDir(t)
+	n := newNotifySocket(t, dir)
+	d := startDaemon(t, bin, dir, mount, config, "NOTIFY_SOCKET="+n.path)
+	n.wait(t, "READY=1", 60*time.Second)
+	return dir, n, d
+}
+
 func (d *runningDaemon) client() *daemon.Client { return daemon.NewClient(d.socket) }
 
 func (d *runningDaemon) waitAnswers(t *testing.T) {
@@ -270,10 +281,7 @@ func restored(t *testing.T, m binfmt.Mount, limit time.Duration) time.Duration {
 func TestDaemonSelfHeals(t *testing.T) {
 	bin := mabdBinary(t)
 	sandbox.Run(t, func(t *testing.T, mount string) {
-		dir := shortDir(t)
-		n := newNotifySocket(t, dir)
-		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
-		n.wait(t, "READY=1", 60*time.Second)
+		_, _, d := startReadyDaemon(t, bin, mount, testConfig)
 		m := binfmt.Mount{Dir: mount}
 		// The limit is the 2 s interval plus scheduling slack on a loaded
 		// machine; the measured time is logged.
@@ -340,10 +348,7 @@ func TestDaemonConflictPolicies(t *testing.T) {
 	for _, policy := range []string{"keep", "replace"} {
 		t.Run(policy, func(t *testing.T) {
 			sandbox.Run(t, func(t *testing.T, mount string) {
-				dir := shortDir(t)
-				n := newNotifySocket(t, dir)
-				d := startDaemon(t, bin, dir, mount, fmt.Sprintf("conflict = %q\n", policy)+testConfig, "NOTIFY_SOCKET="+n.path)
-				n.wait(t, "READY=1", 60*time.Second)
+				_, _, d := startReadyDaemon(t, bin, mount, fmt.Sprintf("conflict = %q\n", policy)+testConfig)
 				m := binfmt.Mount{Dir: mount}
 				deb, _ := binfmt.Parse(debianAarch64)
 				if err := m.Remove("qemu-aarch64"); err != nil {
@@ -419,10 +424,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 func TestDaemonReloadKeepsOldConfigWhenBroken(t *testing.T) {
 	bin := mabdBinary(t)
 	sandbox.Run(t, func(t *testing.T, mount string) {
-		dir := shortDir(t)
-		n := newNotifySocket(t, dir)
-		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
-		n.wait(t, "READY=1", 60*time.Second)
+		dir, n, d := startReadyDaemon(t, bin, mount, testConfig)
 		cfg := filepath.Join(dir, "mabd.toml")
 		// A broken config: the old one keeps running, the log says why.
 		if err := os.WriteFile(cfg, []byte("architectures = 3\n"), 0o644); err != nil {
@@ -505,10 +507,7 @@ func TestDaemonSocketActivation(t *testing.T) {
 func TestDaemonServesManyClientsAndRefusesGarbage(t *testing.T) {
 	bin := mabdBinary(t)
 	sandbox.Run(t, func(t *testing.T, mount string) {
-		dir := shortDir(t)
-		n := newNotifySocket(t, dir)
-		d := startDaemon(t, bin, dir, mount, testConfig, "NOTIFY_SOCKET="+n.path)
-		n.wait(t, "READY=1", 60*time.Second)
+		_, _, d := startReadyDaemon(t, bin, mount, testConfig)
 		// Garbage, an oversized header and a slow client: 4xx or closed,
 		// and the daemon keeps serving.
 		for _, raw := range []string{"GARBAGE\r\n\r\n", "GET /v1/status HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", "POST /v1/status HTTP/1.1\r\nHost: x\r\n\r\n", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"} {
