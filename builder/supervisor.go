@@ -353,7 +353,10 @@ func startLocked(cmd *exec.Cmd) error {
 }
 
 // childEnv is this process's environment with the sbin directories on PATH
-// (buildkitd looks for runc there).
+// (buildkitd looks for runc there) and without systemd's variables for
+// the service's main process: buildkitd would otherwise send its own
+// READY=1 and watchdog pings on the daemon's NOTIFY_SOCKET, or take the
+// daemon's activated sockets.
 func childEnv() []string {
 	env := os.Environ()
 	path := os.Getenv("PATH")
@@ -369,9 +372,12 @@ func childEnv() []string {
 	path = strings.TrimPrefix(path, string(filepath.ListSeparator))
 	out := env[:0:0]
 	for _, e := range env {
-		if !strings.HasPrefix(e, "PATH=") {
-			out = append(out, e)
+		name, _, _ := strings.Cut(e, "=")
+		switch name {
+		case "PATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+			continue
 		}
+		out = append(out, e)
 	}
 	return append(out, "PATH="+path)
 }

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"mabd/binfmt"
+	"mabd/builder"
 	"mabd/emulator"
 	"mabd/systemd"
 )
@@ -48,6 +51,9 @@ type Daemon struct {
 	failures   []string
 	lastVerify *Verification
 	activated  bool
+
+	// bk supervises buildkitd when [buildkit] enabled; nil otherwise.
+	bk *builder.Supervisor
 }
 
 // Options are what the command line gives the daemon besides the config.
@@ -180,6 +186,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		d.log.Error("verification failed to run", zap.Error(err))
 	}
+	if cfg.BuildKit.Enabled {
+		if err := d.startBuildKit(ctx, cfg, verifiedPlatforms(v)); err != nil {
+			return err
+		}
+		defer d.stopBuildKit()
+	}
 	summary := d.summary(v)
 	if _, err := d.notify.Ready(summary); err != nil {
 		d.log.Warn("sd_notify READY", zap.Error(err))
@@ -251,9 +263,99 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 }
 
 func (d *Daemon) reverify(ctx context.Context) {
-	if v, err := d.VerifyNow(ctx); err == nil {
-		_, _ = d.notify.Status(d.summary(v))
+	v, err := d.VerifyNow(ctx)
+	if err != nil {
+		return
 	}
+	_, _ = d.notify.Status(d.summary(v))
+	if bk := d.buildkit(); bk != nil {
+		// The worker advertises what is verified now (restarted when no
+		// build runs; nothing happens when the set is the same).
+		if err := bk.SetPlatforms(ctx, verifiedPlatforms(v)); err != nil && ctx.Err() == nil {
+			d.log.Error("update BuildKit's platforms", zap.Error(err))
+		}
+	}
+}
+
+// verifiedPlatforms are the OCI platforms whose verification passed.
+func verifiedPlatforms(v *Verification) []string {
+	var ps []string
+	if v == nil {
+		return ps
+	}
+	for _, r := range v.Results {
+		if r.State != "failed" && r.Platform != "" {
+			ps = append(ps, r.Platform)
+		}
+	}
+	sort.Strings(ps)
+	return ps
+}
+
+// startBuildKit starts buildkitd under supervision with the verified
+// platforms and waits until it answers; READY=1 waits for it.
+func (d *Daemon) startBuildKit(ctx context.Context, cfg Config, platforms []string) error {
+	bin, err := buildkitdBinary(cfg.BuildKit.Binary)
+	if err != nil {
+		return err
+	}
+	bk := builder.NewSupervisor(builder.Options{
+		Binary:      bin,
+		Root:        cfg.BuildKit.Root,
+		Socket:      cfg.BuildKit.Socket,
+		SocketMode:  0o660,
+		SocketGroup: cfg.BuildKit.SocketGroup,
+		Platforms:   platforms,
+		KeepStorage: cfg.BuildKit.KeepStorageBytes(),
+		TCPAddress:  cfg.BuildKit.TCPAddress,
+		TLSCert:     cfg.BuildKit.TLSCert,
+		TLSKey:      cfg.BuildKit.TLSKey,
+		TLSCA:       cfg.BuildKit.TLSCA,
+		StopTimeout: cfg.BuildKit.StopTimeout.Duration,
+		Logger:      d.log.Named("buildkit"),
+	})
+	if err := bk.Start(ctx); err != nil {
+		return fmt.Errorf("start BuildKit: %w", err)
+	}
+	d.mu.Lock()
+	d.bk = bk
+	d.mu.Unlock()
+	st := bk.Status()
+	d.log.Info("BuildKit ready", zap.String("socket", st.Socket), zap.Int("pid", st.PID), zap.String("version", st.Version), zap.Strings("platforms", st.Platforms))
+	return nil
+}
+
+func (d *Daemon) buildkit() *builder.Supervisor {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bk
+}
+
+func (d *Daemon) stopBuildKit() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.buildkit().Stop(ctx); err != nil {
+		d.log.Error("stop BuildKit", zap.Error(err))
+	}
+}
+
+// buildkitdBinary finds buildkitd: the configured path, else next to the
+// mabd executable, else in PATH.
+func buildkitdBinary(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "buildkitd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("buildkitd")
+	if err != nil {
+		return "", fmt.Errorf("buildkitd not found next to mabd or in PATH: run `make deps` (it builds bin/buildkitd) or set [buildkit] binary, or disable it with [buildkit] enabled = false")
+	}
+	return p, nil
 }
 
 // reconcile runs one pass, logs and counts what it repaired.
@@ -491,6 +593,8 @@ type DaemonInfo struct {
 	Failures         []string      `json:"failures"`
 	Notes            []string      `json:"notes,omitempty"`
 	LastVerification *Verification `json:"last_verification"`
+	// BuildKit is the supervised buildkitd; nil when disabled.
+	BuildKit *builder.Status `json:"buildkit,omitempty"`
 }
 
 // DaemonStatus is GET /v1/status: the object of `mabd status --json`,
@@ -522,5 +626,13 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		return nil, err
 	}
 	st.Source = "daemon"
+	if bk := d.buildkit(); bk != nil {
+		bs := bk.Status()
+		info.BuildKit = &bs
+		if !bs.Running {
+			st.Health = "degraded"
+			st.Problems = append(st.Problems, "buildkit: down ("+bs.LastError+"); the daemon restarts it")
+		}
+	}
 	return &DaemonStatus{Status: *st, Daemon: info}, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mabd/builder"
 	"mabd/daemon"
 )
 
@@ -28,6 +29,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *daemon.Status
 			var out any
+			var bk *builder.Status
 			c := daemon.NewClient(socket)
 			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
 			if useDaemon && c.Answers(cmd.Context(), time.Second) {
@@ -35,7 +37,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				if err != nil {
 					return err
 				}
-				st, out = &ds.Status, ds
+				st, out, bk = &ds.Status, ds, ds.Daemon.BuildKit
 			} else {
 				hs, err := hf.host().Status(cmd.Context(), args)
 				if err != nil {
@@ -51,6 +53,9 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 			} else {
 				printStatus(cmd.OutOrStdout(), st, all, socket)
+				if bk != nil {
+					printBuildKit(cmd.OutOrStdout(), bk)
+				}
 			}
 			if !st.Healthy() {
 				return exitCode(exitDegraded)
@@ -103,6 +108,15 @@ func printStatus(out io.Writer, st *daemon.Status, all bool, socket string) {
 	for _, p := range st.Problems {
 		fmt.Fprintln(out, "  -", p)
 	}
+}
+
+func printBuildKit(out io.Writer, bk *builder.Status) {
+	if !bk.Running {
+		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", bk.LastError, bk.Restarts)
+		return
+	}
+	fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",
+		bk.Version, bk.PID, time.Since(bk.Since).Round(time.Second), bk.Restarts, bk.Address, bk.Platforms)
 }
 
 func dash(s string) string {

@@ -1,0 +1,154 @@
+package main
+
+// End to end, as users run it: `mabd daemon` on the HOST's binfmt_misc
+// table starts BuildKit with the verified platforms; buildctl and
+// `mabd build` use its socket; a two-platform image is pushed to a real
+// registry and checked with skopeo; buildkitd killed with SIGKILL comes
+// back. The arm64 handler is registered through buildertest.Handler, so it
+// is removed afterwards unless it was there before; the daemon adopts it
+// and (unregister_on_stop off) leaves it.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"mabd/builder/buildertest"
+	"mabd/daemon"
+	"mabd/testing/fixtures"
+	"mabd/testing/registry"
+)
+
+func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
+	for _, tool := range []string{"skopeo", "runc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%v: install %s (make deps)", err, tool)
+		}
+	}
+	root, err := fixtures.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := filepath.Join(root, "examples", "hello")
+	bin := mabdBinary(t)
+	buildertest.Handler(t, "linux/arm64")
+	reg := registry.Start(t)
+	base := registry.PushBusyboxBase(t, reg, "busybox", "amd64", "arm64")
+
+	dir := shortDir(t)
+	bkSock := filepath.Join(dir, "bk.sock")
+	config := fmt.Sprintf(`architectures = ["arm64"]
+[verify]
+interval = "0"
+[buildkit]
+enabled = true
+binary = %q
+root = %q
+`, buildertest.Bin(t, "buildkitd"), filepath.Join(buildertest.Dir(t), "root"))
+	cfg := filepath.Join(dir, "mabd.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := newNotifySocket(t, dir)
+	sock := filepath.Join(dir, "mabd.sock")
+	cmd := exec.Command(bin, "daemon", "--config", cfg, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock)
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+		}
+		if _, err := os.Stat(bkSock); !os.IsNotExist(err) {
+			t.Errorf("BuildKit's socket left after stop: %v", err)
+		}
+		t.Logf("daemon log:\n%s", log.String())
+	}()
+	n.wait(t, "READY=1", 2*time.Minute)
+	// READY=1 waited for BuildKit: its socket answers now.
+	c := daemon.NewClient(sock)
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bk := st.Daemon.BuildKit
+	if bk == nil || !bk.Running || !slices.Contains(bk.Platforms, "linux/arm64") || bk.Version == "" {
+		t.Fatalf("at READY=1 BuildKit is %+v", bk)
+	}
+	code, out, _ := mabd(t, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "buildkit: "+bk.Version) {
+		t.Errorf("mabd status does not show BuildKit (exit %d):\n%s", code, out)
+	}
+
+	addr := "unix://" + bkSock
+	workers, err := exec.Command(buildertest.Bin(t, "buildctl"), "--addr", addr, "debug", "workers").CombinedOutput()
+	if err != nil || !strings.Contains(string(workers), "linux/arm64") {
+		t.Fatalf("buildctl debug workers on mabd's socket: %v\n%s", err, workers)
+	}
+
+	build := func(tag string) {
+		t.Helper()
+		ref := reg + "/demo:" + tag
+		code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain", "--platform", "linux/amd64,linux/arm64",
+			"--push", "-t", ref, "--insecure-registry", reg, "--build-arg", "BASE="+base, hello)
+		if code != 0 {
+			t.Fatalf("mabd build: exit %d\n%s", code, stderr)
+		}
+		var idx ocispecs.Index
+		if err := json.Unmarshal(skopeo(t, "inspect", "--raw", "--tls-verify=false", "docker://"+ref), &idx); err != nil {
+			t.Fatal(err)
+		}
+		var ps []string
+		for _, m := range idx.Manifests {
+			ps = append(ps, platformOf(m.Platform))
+		}
+		sort.Strings(ps)
+		if !slices.Equal(ps, []string{"linux/amd64", "linux/arm64"}) {
+			t.Fatalf("%s has platforms %q", ref, ps)
+		}
+		layoutDir := filepath.Join(t.TempDir(), "layout")
+		skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+ref, "oci:"+layoutDir+":"+tag)
+		if arch := archFiles(t, layoutDir); arch["linux/amd64"] != "x86_64" || arch["linux/arm64"] != "aarch64" {
+			t.Fatalf("/arch by platform: %q, want x86_64 and aarch64", arch)
+		}
+	}
+	build("v1")
+
+	// SIGKILL buildkitd: the daemon's supervisor restarts it within 5 s,
+	// status counts the restart, and the next build succeeds.
+	if err := syscall.Kill(bk.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		st, err := c.Status(context.Background())
+		if err == nil && st.Daemon.BuildKit.Running && st.Daemon.BuildKit.Restarts == 1 && st.Daemon.BuildKit.PID != bk.PID {
+			t.Logf("buildkitd restarted after %v", time.Since(start))
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("buildkitd not restarted within 5 s: %+v, %v", st.Daemon.BuildKit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	build("v2")
+}
