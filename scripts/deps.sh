@@ -8,6 +8,7 @@
 #   util-linux        unshare, mount, nsenter
 #   binutils, file    readelf/file to identify ELF machines
 #   ca-certificates   TLS for registry access
+#   curl              the demo and tests talk HTTP to the registry and the control socket
 #   systemd           only for /lib/systemd/systemd-binfmt and systemd-analyze; it is
 #                     installed without systemd-sysv, so init (PID 1) is never changed
 #   runc, skopeo      running containers and copying images
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates systemd runc skopeo)
+PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates curl systemd runc skopeo)
 # Debian architecture -> what `file` prints for its busybox (class, byte order, machine).
 declare -A ELF=(
 	[arm64]='ELF 64-bit LSB .*ARM aarch64'
