@@ -217,7 +217,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // stuck loop stops the pings and systemd restarts the daemon.
 func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	cfg := d.config()
-	tick := time.NewTicker(cfg.ReconcileInterval.Duration)
+	tick := time.NewTicker(reconcilePeriod(cfg.ReconcileInterval.Duration))
 	defer tick.Stop()
 	var wdC <-chan time.Time
 	if iv, ok := systemd.WatchdogInterval(); ok {
@@ -256,10 +256,17 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		case <-hup:
 			d.reload(ctx)
 			cfg = d.config()
-			tick.Reset(cfg.ReconcileInterval.Duration)
+			tick.Reset(reconcilePeriod(cfg.ReconcileInterval.Duration))
 			resetVerify(cfg.Verify.Interval.Duration)
 		}
 	}
+}
+
+// reconcilePeriod is how often the loop runs a pass: a little under the
+// interval (by a tenth, at most 100 ms), so that a change is repaired
+// within reconcile_interval of happening, pass time included.
+func reconcilePeriod(interval time.Duration) time.Duration {
+	return interval - min(interval/10, 100*time.Millisecond)
 }
 
 func (d *Daemon) reverify(ctx context.Context) {

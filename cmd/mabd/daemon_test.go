@@ -283,9 +283,10 @@ func TestDaemonSelfHeals(t *testing.T) {
 	sandbox.Run(t, func(t *testing.T, mount string) {
 		_, _, d := startReadyDaemon(t, bin, mount, testConfig)
 		m := binfmt.Mount{Dir: mount}
-		// The limit is the 2 s interval plus scheduling slack on a loaded
-		// machine; the measured time is logged.
-		const limit = 3 * time.Second
+		// The daemon repairs within its 2 s interval; the limit adds the
+		// polling of this test and slack for a loaded machine. The measured
+		// times are logged.
+		const limit = 2500 * time.Millisecond
 		for i := 0; i < 5; i++ {
 			if err := m.RemoveAll(); err != nil {
 				t.Fatal(err)
