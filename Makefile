@@ -37,10 +37,13 @@ fuzz:
 demo: deps build
 	bash scripts/demo.sh
 
-# install: mabd, the systemd units and the default configuration (kept if
-# one exists). Then: systemctl daemon-reload && systemctl enable --now mabd.
-install: build
+# install: mabd and the pinned buildkitd and buildctl beside it, the systemd
+# units and the default configuration (kept if one exists). Then:
+# systemctl daemon-reload && systemctl enable --now mabd.
+install: deps build
 	install -D -m 0755 bin/mabd $(DESTDIR)$(PREFIX)/bin/mabd
+	install -D -m 0755 bin/buildkitd $(DESTDIR)$(PREFIX)/bin/buildkitd
+	install -D -m 0755 bin/buildctl $(DESTDIR)$(PREFIX)/bin/buildctl
 	install -D -m 0644 packaging/systemd/mabd.service $(DESTDIR)/lib/systemd/system/mabd.service
 	install -D -m 0644 packaging/systemd/mabd.socket $(DESTDIR)/lib/systemd/system/mabd.socket
 	test -e $(DESTDIR)/etc/mabd/mabd.toml || install -D -m 0644 packaging/mabd.toml $(DESTDIR)/etc/mabd/mabd.toml
