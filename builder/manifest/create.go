@@ -1,0 +1,353 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/containerd/platforms"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Formats of the index [Create] writes.
+const (
+	// FormatOCI is an OCI image index.
+	FormatOCI = "oci"
+	// FormatDocker is a Docker manifest list.
+	FormatDocker = "docker"
+)
+
+// CreateOptions say how [Create] builds and pushes an index.
+type CreateOptions struct {
+	Options
+	// Format is FormatOCI (the default) or FormatDocker.
+	Format string
+	// Annotations are the index's annotations; a Docker manifest list has
+	// none.
+	Annotations map[string]string
+	// Overrides maps a platform ("linux/arm64") to the source, spelled as
+	// given to Create, whose image of that platform goes into the index
+	// when several sources have one.
+	Overrides map[string]string
+}
+
+// Entry is one image of a created index.
+type Entry struct {
+	// Platform is the platform of the image's config.
+	Platform string `json:"platform"`
+	// Digest is the image manifest's digest.
+	Digest v1.Hash `json:"digest"`
+	// MediaType is the image manifest's media type.
+	MediaType types.MediaType `json:"mediaType"`
+	// Source is the source it came from, as given.
+	Source string `json:"source"`
+}
+
+// Created says what [Create] pushed.
+type Created struct {
+	// Ref is the target by digest: "registry/repo:tag@sha256:…".
+	Ref string `json:"ref"`
+	// Digest is the index's digest.
+	Digest v1.Hash `json:"digest"`
+	// MediaType is the index's media type.
+	MediaType types.MediaType `json:"mediaType"`
+	// Raw are the index's bytes.
+	Raw []byte `json:"-"`
+	// Entries are its images, in order; attestations are left out.
+	Entries []Entry `json:"entries"`
+	// Warnings are things the caller should know: an index entry whose
+	// platform disagrees with its config, manifests mixing formats,
+	// entries of a source index that were dropped.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// candidate is an image a source offers for the index.
+type candidate struct {
+	source   string
+	img      v1.Image
+	desc     v1.Descriptor // how the source lists it
+	platform *v1.Platform  // from its config
+	key      string        // the normalized platform
+}
+
+// PlatformKey normalizes a platform for comparison: "linux/arm64" and
+// "linux/aarch64/v8" are one, so are "linux/arm" and "linux/arm/v7".
+func PlatformKey(p v1.Platform) string {
+	n := platforms.Normalize(ocispecs.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant})
+	k := platforms.Format(n)
+	if p.OSVersion != "" {
+		k += ":" + p.OSVersion
+	}
+	return k
+}
+
+// ParsePlatformKey parses and normalizes a platform as [PlatformKey] does.
+func ParsePlatformKey(s string) (string, error) {
+	osv := ""
+	if i := strings.LastIndex(s, ":"); i >= 0 {
+		s, osv = s[:i], s[i+1:]
+	}
+	p, err := platforms.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	return PlatformKey(v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: osv}), nil
+}
+
+// Create builds an index of the images of sources and pushes it to the
+// registry reference target. Every source is resolved, and every image's
+// config read, before anything is written: a source that does not exist is
+// an error wrapping [ErrNotFound] and nothing is pushed.
+//
+// A source that is an index gives all of its images (nested indexes
+// included) and BuildKit's attestations of them. Each image is listed with
+// the platform of its config. Two different images of one platform are
+// refused unless opt.Overrides names the source that wins; the same image
+// given twice is listed once.
+func Create(ctx context.Context, target string, sources []string, opt CreateOptions) (*Created, error) {
+	fail := func(err error) (*Created, error) { return nil, fmt.Errorf("create %s: %w", target, err) }
+	tref, err := ParseReference(target, opt.Options)
+	if err != nil {
+		return fail(err)
+	}
+	if tref.Kind != Registry {
+		return fail(fmt.Errorf("the target must be a registry reference (host:port/repo:tag), not %s", tref.Kind))
+	}
+	if len(sources) == 0 {
+		return fail(fmt.Errorf("no sources"))
+	}
+	mt := types.OCIImageIndex
+	switch opt.Format {
+	case "", FormatOCI:
+	case FormatDocker:
+		mt = types.DockerManifestList
+		if len(opt.Annotations) > 0 {
+			return fail(fmt.Errorf("a Docker manifest list has no annotations: use --format oci"))
+		}
+	default:
+		return fail(fmt.Errorf("unknown format %q: oci or docker", opt.Format))
+	}
+	overrides := map[string]string{}
+	for p, src := range opt.Overrides {
+		k, err := ParsePlatformKey(p)
+		if err != nil {
+			return fail(fmt.Errorf("platform override %s=%s: %w", p, src, err))
+		}
+		found := false
+		for _, s := range sources {
+			found = found || s == src
+		}
+		if !found {
+			return fail(fmt.Errorf("platform override %s=%s: %s is not one of the sources (%s)", p, src, src, strings.Join(sources, ", ")))
+		}
+		overrides[k] = src
+	}
+
+	// Resolve everything first.
+	var cands []candidate
+	var atts []candidate
+	var warnings []string
+	for _, src := range sources {
+		a, err := Resolve(ctx, src, opt.Options)
+		if err != nil {
+			return fail(fmt.Errorf("source %s: %w", src, err))
+		}
+		defer a.Close()
+		ms, err := a.Manifests()
+		if err != nil {
+			return fail(fmt.Errorf("source %s: %w", src, err))
+		}
+		if a.Index != nil {
+			warnings = append(warnings, dropped(a, src)...)
+		}
+		for _, m := range ms {
+			c := candidate{source: src, img: m.Image, desc: m.Descriptor}
+			if m.Attestation() {
+				atts = append(atts, c)
+				continue
+			}
+			if c.platform, err = ConfigPlatform(m.Image); err != nil {
+				return fail(fmt.Errorf("source %s: image %s: %w", src, m.Descriptor.Digest, err))
+			}
+			c.key = PlatformKey(*c.platform)
+			if a.Index != nil && m.Descriptor.Platform != nil && PlatformKey(*m.Descriptor.Platform) != c.key {
+				warnings = append(warnings, fmt.Sprintf("%s lists %s as %s, but its config says %s: listing it as %s",
+					src, m.Descriptor.Digest, PlatformString(m.Descriptor.Platform), c.platform, c.platform))
+			}
+			cands = append(cands, c)
+		}
+	}
+
+	chosen, err := choose(cands, overrides)
+	if err != nil {
+		return fail(err)
+	}
+
+	// The index: images, then the attestations of those images.
+	im := v1.IndexManifest{SchemaVersion: 2, MediaType: mt}
+	if len(opt.Annotations) > 0 {
+		im.Annotations = opt.Annotations
+	}
+	images := map[v1.Hash]v1.Image{}
+	var entries []Entry
+	add := func(c candidate, platform *v1.Platform) {
+		d := v1.Descriptor{MediaType: c.desc.MediaType, Size: c.desc.Size, Digest: c.desc.Digest, Platform: platform}
+		if mt == types.OCIImageIndex && len(c.desc.Annotations) > 0 {
+			d.Annotations = c.desc.Annotations
+		}
+		im.Manifests = append(im.Manifests, d)
+		images[d.Digest] = c.img
+	}
+	kinds := map[types.MediaType]bool{}
+	for _, c := range chosen {
+		add(c, c.platform)
+		kinds[c.desc.MediaType] = true
+		entries = append(entries, Entry{Platform: c.platform.String(), Digest: c.desc.Digest, MediaType: c.desc.MediaType, Source: c.source})
+	}
+	for _, c := range atts {
+		if subject, err := v1.NewHash(c.desc.Annotations[AnnotationReferenceDigest]); err == nil && images[subject] != nil && images[c.desc.Digest] == nil {
+			add(c, c.desc.Platform)
+		}
+	}
+	if mt == types.DockerManifestList && kinds[types.OCIManifestSchema1] {
+		warnings = append(warnings, "a Docker manifest list of OCI image manifests: some clients want Docker manifests in it (use --format oci)")
+	}
+	if mt == types.OCIImageIndex && kinds[types.DockerManifestSchema2] {
+		warnings = append(warnings, "an OCI index of Docker image manifests: some clients want OCI manifests in it (use --format docker)")
+	}
+	raw, err := json.Marshal(im)
+	if err != nil {
+		return fail(err)
+	}
+	idx := newCreatedIndex(mt, raw, images)
+
+	if err := remote.WriteIndex(tref.Name, idx, opt.remoteOptions(ctx)...); err != nil {
+		return nil, fmt.Errorf("push %s: %w", target, err)
+	}
+	return &Created{Ref: tref.WithDigest(idx.digest), Digest: idx.digest, MediaType: mt, Raw: raw, Entries: entries, Warnings: warnings}, nil
+}
+
+// choose keeps one image per platform, in the order they were given.
+func choose(cands []candidate, overrides map[string]string) ([]candidate, error) {
+	byKey := map[string][]candidate{}
+	var order []string
+	for _, c := range cands {
+		if byKey[c.key] == nil {
+			order = append(order, c.key)
+		}
+		byKey[c.key] = append(byKey[c.key], c)
+	}
+	for k, src := range overrides {
+		if !hasSource(byKey[k], src) {
+			return nil, fmt.Errorf("platform override %s=%s: %s has no %s image", k, src, src, k)
+		}
+	}
+	var out []candidate
+	for _, k := range order {
+		cs := byKey[k]
+		if src, ok := overrides[k]; ok {
+			var keep []candidate
+			for _, c := range cs {
+				if c.source == src {
+					keep = append(keep, c)
+				}
+			}
+			cs = keep
+		}
+		distinct := uniqueDigests(cs)
+		if len(distinct) > 1 {
+			var who []string
+			for _, c := range distinct {
+				who = append(who, fmt.Sprintf("%s (%s)", c.source, c.desc.Digest))
+			}
+			if _, ok := overrides[k]; ok {
+				return nil, fmt.Errorf("%s: %s has several different %s images: %s", k, overrides[k], k, strings.Join(who, ", "))
+			}
+			return nil, fmt.Errorf("two sources have a %s image: %s; say which one wins with --platform-override %s=SOURCE", k, strings.Join(who, " and "), k)
+		}
+		out = append(out, distinct[0])
+	}
+	return out, nil
+}
+
+func hasSource(cs []candidate, src string) bool {
+	for _, c := range cs {
+		if c.source == src {
+			return true
+		}
+	}
+	return false
+}
+
+// uniqueDigests drops the candidates whose image an earlier one already is.
+func uniqueDigests(cs []candidate) []candidate {
+	var out []candidate
+	seen := map[v1.Hash]bool{}
+	for _, c := range cs {
+		if !seen[c.desc.Digest] {
+			seen[c.desc.Digest] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// dropped warns about the entries of a source index that are neither
+// images nor indexes, which the created index leaves out.
+func dropped(a *Artifact, src string) []string {
+	im, err := a.Index.IndexManifest()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, d := range im.Manifests {
+		if !d.MediaType.IsImage() && !d.MediaType.IsIndex() {
+			out = append(out, fmt.Sprintf("%s: leaving out %s, a %s", src, d.Digest, d.MediaType))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// createdIndex is the index Create pushes: its bytes, and the images it
+// lists, from their sources.
+type createdIndex struct {
+	mt     types.MediaType
+	raw    []byte
+	digest v1.Hash
+	images map[v1.Hash]v1.Image
+}
+
+var _ v1.ImageIndex = (*createdIndex)(nil)
+
+func newCreatedIndex(mt types.MediaType, raw []byte, images map[v1.Hash]v1.Image) *createdIndex {
+	sum := sha256.Sum256(raw)
+	return &createdIndex{mt: mt, raw: raw, images: images, digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sum)}}
+}
+
+func (i *createdIndex) MediaType() (types.MediaType, error) { return i.mt, nil }
+func (i *createdIndex) Digest() (v1.Hash, error)            { return i.digest, nil }
+func (i *createdIndex) Size() (int64, error)                { return int64(len(i.raw)), nil }
+func (i *createdIndex) RawManifest() ([]byte, error)        { return i.raw, nil }
+
+func (i *createdIndex) IndexManifest() (*v1.IndexManifest, error) {
+	return v1.ParseIndexManifest(bytes.NewReader(i.raw))
+}
+
+func (i *createdIndex) Image(h v1.Hash) (v1.Image, error) {
+	if img, ok := i.images[h]; ok {
+		return img, nil
+	}
+	return nil, fmt.Errorf("the index has no image %s", h)
+}
+
+func (i *createdIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	return nil, fmt.Errorf("the index has no index %s", h)
+}

@@ -1,0 +1,48 @@
+// Package manifest reads image manifests and image indexes, and joins
+// existing images into a multi-platform index, without a Docker engine.
+//
+// # References
+//
+// [ParseReference] understands three kinds of reference:
+//
+//   - a registry reference, "registry.example:5000/repo:tag" or
+//     "repo@sha256:…" (Docker Hub's defaults apply, as with docker pull);
+//   - "oci-layout:DIR", "oci-layout:DIR:TAG" or "oci-layout:DIR@sha256:…",
+//     an OCI image layout directory;
+//   - "oci-archive:FILE" (with the same :TAG and @digest suffixes), the
+//     tarball of an OCI image layout that `buildctl --output type=oci` and
+//     `mabd build --output type=oci,dest=FILE` write. It is read in place,
+//     without extracting it; gzip-compressed archives are refused.
+//
+// In a layout, TAG selects the entry of index.json whose
+// org.opencontainers.image.ref.name annotation is TAG (BuildKit's
+// io.containerd.image.name, "NAME:TAG", also matches); without TAG or
+// digest, an index.json with exactly one entry stands for that entry (as
+// BuildKit writes it: index.json, then the image index), and one with
+// several entries for index.json itself. Indexes may nest: [Artifact.Manifests]
+// descends into them.
+//
+// Registries are reached with go-containerregistry, with the credentials of
+// the Docker config file ([authn.DefaultKeychain]). [Options.Insecure]
+// allows plain HTTP and TLS certificates that do not verify; registries on
+// 127.0.0.1, ::1 and localhost are always allowed plain HTTP.
+//
+// # Inspecting
+//
+// [Resolve] fetches what a reference names, an image manifest or an index,
+// with its bytes exactly as stored ([Artifact.Raw]), so that their sha256 is
+// the digest registries and skopeo report. [Artifact.Manifests] lists its
+// image manifests with their descriptors (platform included) for `mabd
+// manifest inspect --verbose` ([Verbose]) and --format table ([Table]).
+//
+// # Creating
+//
+// [Create] is `docker manifest create` and `docker manifest push` in one
+// step: it resolves every source first (an image, or an index whose images
+// are all taken), reads each image's platform from its config (os,
+// architecture, variant, os.version), refuses two different images of one
+// platform unless [CreateOptions.Overrides] names the source that wins, and
+// only then pushes the index (an OCI image index or a Docker manifest list)
+// to the target. A source that cannot be resolved is an error before
+// anything is written.
+package manifest

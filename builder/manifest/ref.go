@@ -1,0 +1,189 @@
+package manifest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Prefixes of the references to local OCI image layouts.
+const (
+	// LayoutPrefix starts a reference to an OCI image layout directory.
+	LayoutPrefix = "oci-layout:"
+	// ArchivePrefix starts a reference to an OCI image layout tarball.
+	ArchivePrefix = "oci-archive:"
+)
+
+// Kind says where a reference points.
+type Kind int
+
+// Kinds of reference.
+const (
+	// Registry is an image in a registry.
+	Registry Kind = iota
+	// Layout is an OCI image layout directory.
+	Layout
+	// Archive is an OCI image layout tarball.
+	Archive
+)
+
+// String returns the kind's name: "registry", "oci-layout", "oci-archive".
+func (k Kind) String() string {
+	switch k {
+	case Registry:
+		return "registry"
+	case Layout:
+		return "oci-layout"
+	case Archive:
+		return "oci-archive"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Options say how to reach registries.
+type Options struct {
+	// Insecure allows plain HTTP and TLS certificates that do not verify,
+	// for every registry. Registries on loopback addresses (127.0.0.1, ::1,
+	// localhost) are always allowed plain HTTP.
+	Insecure bool
+	// Keychain finds credentials; nil means [authn.DefaultKeychain], the
+	// Docker config file ($DOCKER_CONFIG/config.json, ~/.docker/config.json).
+	Keychain authn.Keychain
+	// UserAgent is sent to registries (default "mabd").
+	UserAgent string
+}
+
+// Reference is a parsed reference: a registry image, or an entry of an OCI
+// image layout (a directory or a tarball).
+type Reference struct {
+	// Kind says which of the other fields are set.
+	Kind Kind
+	// Name is the registry reference (Kind Registry).
+	Name name.Reference
+	// Path is the layout directory or archive file (Layout, Archive).
+	Path string
+	// Tag selects an entry of the layout's index.json by its
+	// org.opencontainers.image.ref.name annotation.
+	Tag string
+	// Digest selects a manifest or index of the layout by digest.
+	Digest *v1.Hash
+
+	text string
+}
+
+// String returns the reference as it was given.
+func (r Reference) String() string { return r.text }
+
+// WithDigest returns a reference to the manifest h below r, for display:
+// "registry/repo:tag@sha256:…", "oci-archive:FILE@sha256:…".
+func (r Reference) WithDigest(h v1.Hash) string {
+	switch r.Kind {
+	case Registry:
+		base := r.Name.Context().Name()
+		if t, ok := r.Name.(name.Tag); ok {
+			base += ":" + t.TagStr()
+		}
+		return base + "@" + h.String()
+	case Layout:
+		return LayoutPrefix + r.Path + "@" + h.String()
+	default:
+		return ArchivePrefix + r.Path + "@" + h.String()
+	}
+}
+
+// ParseReference parses a registry reference, "oci-layout:DIR[:TAG|@DIGEST]"
+// or "oci-archive:FILE[:TAG|@DIGEST]".
+func ParseReference(s string, opt Options) (Reference, error) {
+	ref := Reference{text: s}
+	var rest string
+	switch {
+	case strings.HasPrefix(s, LayoutPrefix):
+		ref.Kind, rest = Layout, strings.TrimPrefix(s, LayoutPrefix)
+	case strings.HasPrefix(s, ArchivePrefix):
+		ref.Kind, rest = Archive, strings.TrimPrefix(s, ArchivePrefix)
+	default:
+		if strings.Contains(s, "://") {
+			return ref, fmt.Errorf("parse reference %q: give a registry reference (host:port/repo:tag) without a scheme, oci-layout:DIR or oci-archive:FILE", s)
+		}
+		var opts []name.Option
+		if opt.Insecure || loopback(s) {
+			opts = append(opts, name.Insecure)
+		}
+		n, err := name.ParseReference(s, opts...)
+		if err != nil {
+			return ref, fmt.Errorf("parse reference %q: %w", s, err)
+		}
+		ref.Name = n
+		return ref, nil
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		h, err := v1.NewHash(rest[i+1:])
+		if err != nil {
+			return ref, fmt.Errorf("parse reference %q: digest: %w", s, err)
+		}
+		ref.Digest, rest = &h, rest[:i]
+	} else if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i+1:], "/") {
+		ref.Tag, rest = rest[i+1:], rest[:i]
+		if ref.Tag == "" {
+			return ref, fmt.Errorf("parse reference %q: empty tag", s)
+		}
+	}
+	if rest == "" {
+		return ref, fmt.Errorf("parse reference %q: no path after %s", s, ref.Kind.String()+":")
+	}
+	ref.Path = rest
+	return ref, nil
+}
+
+// loopback says whether a registry reference names a registry on a
+// loopback address, which is always allowed plain HTTP.
+func loopback(ref string) bool {
+	host, _, _ := strings.Cut(ref, "/")
+	if !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return false // a Docker Hub repository, not a host
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// remoteOptions returns the go-containerregistry options of opt.
+func (opt Options) remoteOptions(ctx context.Context) []remote.Option {
+	kc := opt.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	ua := opt.UserAgent
+	if ua == "" {
+		ua = "mabd"
+	}
+	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithUserAgent(ua)}
+	if opt.Insecure {
+		t := remote.DefaultTransport.(*http.Transport).Clone()
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{}
+		}
+		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // asked for with --insecure
+		ro = append(ro, remote.WithTransport(t))
+	}
+	return ro
+}
+
+// ErrNotFound is wrapped by the errors of references that do not exist:
+// no such manifest in the registry, tag in the layout or file.
+var ErrNotFound = errors.New("not found")
