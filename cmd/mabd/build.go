@@ -5,17 +5,21 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"mabd/builder"
+	"mabd/builder/audit"
+	"mabd/builder/manifest"
 )
 
 // Exit statuses of `mabd build`: 0 built, exitDegraded (1) the build
 // failed, exitError (2) bad usage or the builder could not be reached.
 func newBuild() *cobra.Command {
 	var opt builder.BuildOptions
+	var doAudit bool
 	cmd := &cobra.Command{
 		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] CONTEXT",
 		Short: "Build a Dockerfile for several platforms at once with mabd's BuildKit",
@@ -44,6 +48,12 @@ platform or unreachable builder.`,
 		Example: `  mabd build --platform linux/amd64,linux/arm64 -t 127.0.0.1:5000/hello:v1 --push examples/hello
   mabd build --platform linux/arm64 --output type=local,dest=out examples/hello`,
 		Args: cobra.ExactArgs(1),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if doAudit && auditRef(opt) == "" {
+				return fmt.Errorf("--audit needs an image to read: --push with -t, or --output type=oci,dest=FILE")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Context = args[0]
 			opt.ProgressOutput = cmd.ErrOrStderr()
@@ -65,10 +75,14 @@ platform or unreachable builder.`,
 			if res.Digest != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 			}
+			if doAudit {
+				return auditBuilt(cmd, opt)
+			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&doAudit, "audit", false, "after the build, audit the pushed image (or the type=oci output) for binaries of the wrong architecture, like mabd image audit")
 	f.StringVarP(&opt.Dockerfile, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile)")
 	f.StringSliceVar(&opt.Platforms, "platform", nil, "target platforms, comma-separated (default: every platform the builder supports)")
 	f.StringArrayVarP(&opt.Tags, "tag", "t", nil, "image name, e.g. registry:5000/repo:tag (repeatable)")
@@ -79,4 +93,43 @@ platform or unreachable builder.`,
 	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
 	f.StringVar(&opt.Addr, "addr", builder.DefaultAddress, "buildkitd address: unix:///path (TCP needs client certificates, which mabd build does not take yet)")
 	return cmd
+}
+
+// auditRef is what `mabd build --audit` reads back: the first pushed tag,
+// else the OCI tarball of a type=oci output; "" when there is neither.
+func auditRef(opt builder.BuildOptions) string {
+	if opt.Push && len(opt.Tags) > 0 {
+		return opt.Tags[0]
+	}
+	for _, o := range opt.Outputs {
+		fields := map[string]string{}
+		for _, kv := range strings.Split(o, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			fields[k] = v
+		}
+		if fields["type"] == "oci" && fields["dest"] != "" && fields["dest"] != "-" {
+			return "oci-archive:" + fields["dest"]
+		}
+	}
+	return ""
+}
+
+// auditBuilt runs the image audit on what the build produced; the report
+// goes to stderr (stdout holds the digest), a mismatch exits 1.
+func auditBuilt(cmd *cobra.Command, opt builder.BuildOptions) error {
+	ref := auditRef(opt)
+	insecure := false
+	for _, h := range opt.InsecureRegistries {
+		insecure = insecure || strings.HasPrefix(ref, h+"/")
+	}
+	rep, err := audit.Audit(cmd.Context(), ref, audit.Options{Options: manifest.Options{Insecure: insecure}})
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "mabd build --audit:", err)
+		return exitCode(exitError)
+	}
+	printAudit(cmd.ErrOrStderr(), rep)
+	if !rep.OK() {
+		return exitCode(exitDegraded)
+	}
+	return nil
 }

@@ -109,9 +109,9 @@ root = %q
 		t.Helper()
 		ref := reg + "/demo:" + tag
 		code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain", "--platform", "linux/amd64,linux/arm64",
-			"--push", "-t", ref, "--insecure-registry", reg, "--build-arg", "BASE="+base, hello)
-		if code != 0 {
-			t.Fatalf("mabd build: exit %d\n%s", code, stderr)
+			"--push", "-t", ref, "--insecure-registry", reg, "--build-arg", "BASE="+base, "--audit", hello)
+		if code != 0 || !strings.Contains(stderr, "2 platforms audited: 2 clean") {
+			t.Fatalf("mabd build --audit: exit %d\n%s", code, stderr)
 		}
 		var idx ocispecs.Index
 		if err := json.Unmarshal(skopeo(t, "inspect", "--raw", "--tls-verify=false", "docker://"+ref), &idx); err != nil {
@@ -151,4 +151,17 @@ root = %q
 		time.Sleep(50 * time.Millisecond)
 	}
 	build("v2")
+
+	// The article's mistake: an "arm64" image carrying a binary of the
+	// build host. `mabd build --audit` catches it and exits 1.
+	wrong := t.TempDir()
+	copyExecutable(t, filepath.Join(wrong, "app"), registry.HostBusybox)
+	if err := os.WriteFile(filepath.Join(wrong, "Dockerfile"), []byte("ARG BASE\nFROM $BASE\nCOPY app /usr/bin/app\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain", "--platform", "linux/arm64",
+		"--push", "-t", reg+"/wrong:v1", "--insecure-registry", reg, "--build-arg", "BASE="+base, "--audit", wrong)
+	if code != 1 || !strings.Contains(stderr, "linux/arm64 image contains x86-64 /usr/bin/app") {
+		t.Fatalf("mabd build --audit of an arm64 image holding an amd64 binary: exit %d\n%s", code, stderr)
+	}
 }
