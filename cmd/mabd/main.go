@@ -55,7 +55,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild())
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild(), newManifest(), newImage())
 	return root
 }
 
