@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 # How long each fuzz target runs inside `make test`.
 FUZZTIME ?= 10s
 
-.PHONY: all deps build test unit fuzz demo install clean
+.PHONY: all deps build test unit fuzz demo install deb clean bench
 
 all: build
 
@@ -47,6 +47,18 @@ install: deps build
 	install -D -m 0644 packaging/systemd/mabd.service $(DESTDIR)/lib/systemd/system/mabd.service
 	install -D -m 0644 packaging/systemd/mabd.socket $(DESTDIR)/lib/systemd/system/mabd.socket
 	test -e $(DESTDIR)/etc/mabd/mabd.toml || install -D -m 0644 packaging/mabd.toml $(DESTDIR)/etc/mabd/mabd.toml
+
+# deb: dist/mabd_<version>_<arch>.deb (nfpm, a go.mod tool) with mabd, the
+# BuildKit of `make deps` in /usr/lib/mabd, the units and the configuration.
+# See scripts/deb.sh and packaging/nfpm.yaml.
+deb: build
+	VERSION='$(VERSION)' GO='$(GO)' bash scripts/deb.sh
+
+# bench: mabd against systemd-binfmt, update-binfmts, BuildKit's archutil and
+# buildctl; the daemon's latency and footprint (bench/README.md). Not part of
+# `make test`. BENCHFLAGS=-quick for a smoke run.
+bench: deps build
+	bash scripts/bench.sh $(BENCHFLAGS)
 
 clean:
 	rm -rf bin
