@@ -1,0 +1,441 @@
+package main
+
+// Rows 1–3 and 7: registration, the idempotent path, verification and the
+// emulation slowdowns, all in private binfmt_misc instances.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"mabd/binfmt"
+	"mabd/testing/sandbox"
+)
+
+// prelude starts every sandbox script: mount the sandbox's private
+// instance on /proc/sys/fs/binfmt_misc too (inside the sandbox's own mount
+// namespace, where systemd-binfmt and update-binfmts look for it), and
+// refuse to go on unless that mount is the same instance as $BINFMT.
+const prelude = `set -e
+mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+if [ "$(stat -c %d /proc/sys/fs/binfmt_misc)" != "$(stat -c %d "$BINFMT")" ]; then
+	echo "mabd-bench: /proc/sys/fs/binfmt_misc is not the sandbox's private instance; refusing to go on" >&2
+	exit 125
+fi
+count() {
+	n=0
+	for f in "$BINFMT"/*; do
+		case ${f##*/} in register|status) ;; *) n=$((n+1)) ;; esac
+	done
+	echo "count $n"
+}
+T() { "$HELPER" helper time "$@"; }
+`
+
+// sandboxScript runs prelude+script in a new sandbox with the bench's
+// paths in the environment and returns its standard output.
+func (b *bench) sandboxScript(ctx context.Context, script string, env ...string) (string, error) {
+	cmd := sandbox.Script(ctx, prelude+script)
+	cmd.Env = append(os.Environ(),
+		"HELPER="+b.cfg.self,
+		"MABD="+b.cfg.mabd,
+		"SYSTEMD_BINFMT="+b.cfg.systemdBinfmt,
+		"UB="+b.cfg.updateBinfmts,
+		"ARCHUTIL="+b.cfg.archutil,
+		"CONF="+b.confDir,
+		"IMP="+b.importDir,
+		"FLOOR="+b.floorShell,
+		"LINES="+b.linesFile,
+		"W="+b.work,
+	)
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("sandbox script: %v\n%s", err, tail(errb.String(), 3000))
+	}
+	return out.String(), nil
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// prepare makes the work directory and the definitions every registration
+// tool gets: `mabd install all --persist` in a sandbox writes the binfmt.d
+// files (systemd-binfmt's input, the very lines mabd registers); the same
+// specs become update-binfmts format files and the register lines of the
+// floors.
+func (b *bench) prepare(ctx context.Context) error {
+	w, err := os.MkdirTemp("/tmp", "mabd-bench-")
+	if err != nil {
+		return err
+	}
+	b.work = w
+	b.cleanups = append(b.cleanups, func() { os.RemoveAll(w) })
+	if err := sandbox.Available(); err != nil {
+		return fmt.Errorf("private binfmt_misc instances are not available: %w", err)
+	}
+	b.confDir = filepath.Join(w, "binfmt.d")
+	b.importDir = filepath.Join(w, "binfmts")
+	b.floorShell = filepath.Join(w, "floor.sh")
+	b.linesFile = filepath.Join(w, "lines")
+	if _, err := b.sandboxScript(ctx, `"$MABD" install all --binfmt-mount "$BINFMT" --persist --persist-dir "$CONF" >/dev/null`); err != nil {
+		return fmt.Errorf("mabd install all --persist: %w", err)
+	}
+	confs, err := filepath.Glob(filepath.Join(b.confDir, "*.conf"))
+	if err != nil || len(confs) == 0 {
+		return fmt.Errorf("mabd install all --persist wrote no binfmt.d file to %s", b.confDir)
+	}
+	slices.Sort(confs)
+	var specs []binfmt.Spec
+	for _, p := range confs {
+		ss, err := binfmt.ReadConf(p)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, ss...)
+	}
+	b.specCount = len(specs)
+	if err := os.Mkdir(b.importDir, 0o755); err != nil {
+		return err
+	}
+	var floor, lines strings.Builder
+	floor.WriteString("# One printf per handler, as an administrator would script it.\n")
+	for _, s := range specs {
+		if strings.Contains(s.Line(), "'") {
+			return fmt.Errorf("register line of %s has a quote", s.Name)
+		}
+		fmt.Fprintf(&floor, "printf '%%s\\n' '%s' > \"$BINFMT/register\"\n", s.Line())
+		lines.WriteString(s.Line() + "\n")
+		if err := os.WriteFile(filepath.Join(b.importDir, s.Name), []byte(updateBinfmtsFormat(s)), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(b.floorShell, []byte(floor.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(b.linesFile, []byte(lines.String()), 0o644); err != nil {
+		return err
+	}
+	b.logf("%d handlers from `mabd install all` (binfmt.d files in %s)", b.specCount, b.confDir)
+	return nil
+}
+
+// updateBinfmtsFormat writes s as a binfmt-support format file (see
+// update-binfmts(8), FORMAT FILES).
+func updateBinfmtsFormat(s binfmt.Spec) string {
+	esc := func(p []byte) string {
+		var b strings.Builder
+		for _, c := range p {
+			fmt.Fprintf(&b, `\x%02x`, c)
+		}
+		return b.String()
+	}
+	yes := func(f binfmt.Flags) string {
+		if s.Flags.Has(f) {
+			return "yes"
+		}
+		return "no"
+	}
+	var b strings.Builder
+	b.WriteString("package mabd-bench\n")
+	b.WriteString("interpreter " + s.Interpreter + "\n")
+	if s.Type == binfmt.Extension {
+		b.WriteString("extension " + string(s.Magic) + "\n")
+	} else {
+		b.WriteString("magic " + esc(s.Magic) + "\n")
+		fmt.Fprintf(&b, "offset %d\n", s.Offset)
+		if len(s.Mask) > 0 {
+			b.WriteString("mask " + esc(s.Mask) + "\n")
+		}
+	}
+	b.WriteString("credentials " + yes(binfmt.Credentials) + "\n")
+	b.WriteString("fix_binary " + yes(binfmt.FixBinary) + "\n")
+	b.WriteString("preserve " + yes(binfmt.PreserveArgv0) + "\n")
+	return b.String()
+}
+
+func (b *bench) haveUpdateBinfmts() error {
+	if _, err := os.Stat(b.cfg.updateBinfmts); err != nil {
+		return fmt.Errorf("update-binfmts not extracted (%v): scripts/bench.sh takes it from `apt-get download binfmt-support`", err)
+	}
+	return nil
+}
+
+func (b *bench) haveSystemdBinfmt() error {
+	if _, err := os.Stat(b.cfg.systemdBinfmt); err != nil {
+		return fmt.Errorf("%v (Debian package systemd)", err)
+	}
+	return nil
+}
+
+// registration is row 1: every handler into a fresh private instance per
+// run, one run of each tool per round.
+func (b *bench) registration(ctx context.Context) []Row {
+	n := b.specCount
+	title := fmt.Sprintf("register %d handlers into an empty instance", n)
+	type side struct {
+		label, name, script string
+		err                 error
+	}
+	sides := []*side{
+		{label: "mabd", name: "`mabd install all`", script: `T mabd -- "$MABD" install all --binfmt-mount "$BINFMT"`},
+		{label: "systemd", name: "`systemd-binfmt FILE…`", script: `T systemd -- "$SYSTEMD_BINFMT" "$CONF"/*.conf`, err: b.haveSystemdBinfmt()},
+		{label: "ub", name: "`update-binfmts --import`", script: `a=$(mktemp -d)
+T ub -- "$UB" --admindir "$a" --importdir "$IMP" --import
+rm -rf "$a"`, err: b.haveUpdateBinfmts()},
+		{label: "floor", name: "floor: `sh` loop of `printf LINE > register`", script: `T floor -- /bin/sh "$FLOOR"`},
+		{label: "goloop", name: "floor: Go loop of writes (no process)", script: `"$HELPER" helper writeloop "$LINES"`},
+	}
+	samples := map[string][]float64{}
+	for round := 0; round < b.cfg.rounds && ctx.Err() == nil; round++ {
+		for _, s := range sides {
+			if s.err != nil {
+				continue
+			}
+			out, err := b.sandboxScript(ctx, s.script+"\ncount\n")
+			if err == nil {
+				times, counts := parseTimes(out)
+				switch {
+				case len(times[s.label]) != 1:
+					err = fmt.Errorf("no time in the output: %q", out)
+				case len(counts) != 1 || counts[0] != n:
+					err = fmt.Errorf("%v handlers registered, want %d", counts, n)
+				default:
+					samples[s.label] = append(samples[s.label], times[s.label][0])
+				}
+			}
+			if err != nil {
+				s.err = err
+				b.logf("row 1 %s: %v", s.label, err)
+			}
+		}
+	}
+	var rows []Row
+	a := sides[0]
+	for i, s := range sides[1:] {
+		id := fmt.Sprintf("1%c", 'a'+i)
+		switch {
+		case a.err != nil:
+			rows = append(rows, naRow(id, title, a.name, s.name, firstLine(a.err)))
+		case s.err != nil:
+			rows = append(rows, naRow(id, title, a.name, s.name, firstLine(s.err)))
+		default:
+			rows = append(rows, compareRow(id, title, a.name, s.name, samples[a.label], samples[s.label]))
+		}
+	}
+	return rows
+}
+
+// idempotent is row 2: everything is registered already; each tool runs
+// again in the same instance, alternately.
+func (b *bench) idempotent(ctx context.Context) []Row {
+	title := fmt.Sprintf("again, all %d already registered", b.specCount)
+	aName := "`mabd install all` (nothing to do)"
+	sysName := "`systemd-binfmt FILE…` (removes and re-adds each)"
+	ubName := "`update-binfmts --import` (same database)"
+	ubErr := b.haveUpdateBinfmts()
+	haveUB := "1"
+	if ubErr != nil {
+		haveUB = "0"
+	}
+	if err := b.haveSystemdBinfmt(); err != nil {
+		return []Row{naRow("2a", title, aName, sysName, err.Error())}
+	}
+	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+count
+if [ "$HAVE_UB" = 1 ]; then
+	a=$(mktemp -d)
+	"$UB" --admindir "$a" --importdir "$IMP" --import
+fi
+i=0
+while [ $i -lt "$ROUNDS" ]; do
+	T -o "$W/idem-mabd.out" mabd -- "$MABD" install all --binfmt-mount "$BINFMT"
+	T systemd -- "$SYSTEMD_BINFMT" "$CONF"/*.conf
+	if [ "$HAVE_UB" = 1 ]; then T ub -- "$UB" --admindir "$a" --importdir "$IMP" --import; fi
+	i=$((i+1))
+done
+count
+[ "$HAVE_UB" = 1 ] && rm -rf "$a"
+exit 0
+`
+	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.rounds), "HAVE_UB="+haveUB)
+	if err != nil {
+		return []Row{naRow("2a", title, aName, sysName, firstLine(err))}
+	}
+	times, counts := parseTimes(out)
+	note := ""
+	if len(counts) != 2 || counts[0] != b.specCount || counts[1] != b.specCount {
+		note = fmt.Sprintf("handler counts %v, want %d", counts, b.specCount)
+	}
+	if last, err := os.ReadFile(filepath.Join(b.work, "idem-mabd.out")); err != nil || !strings.Contains(string(last), "nothing to do") {
+		note = strings.TrimSpace(note + " mabd's last run did not say \"nothing to do\": " + strings.TrimSpace(string(last)))
+	}
+	r := compareRow("2a", title, aName, sysName, times["mabd"], times["systemd"])
+	r.Note = note
+	rows := []Row{r}
+	if ubErr != nil {
+		rows = append(rows, naRow("2b", title, aName, ubName, ubErr.Error()))
+	} else {
+		r := compareRow("2b", title, aName, ubName, times["mabd"], times["ub"])
+		r.Note = note
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// verifyJSON is the part of `mabd verify --json` the bench reads.
+type verifyJSON struct {
+	Results []struct {
+		Platform string  `json:"platform"`
+		QEMUArch string  `json:"qemu_arch"`
+		State    string  `json:"state"`
+		Slowdown float64 `json:"slowdown"`
+	} `json:"results"`
+}
+
+// archutilJSON is what bench/archutil prints.
+type archutilJSON struct {
+	Platforms []string `json:"platforms"`
+	CallMS    float64  `json:"call_ms"`
+}
+
+// verification is row 3: `mabd verify` against BuildKit's own detection in
+// one instance holding every handler, alternately.
+func (b *bench) verification(ctx context.Context) []Row {
+	title := "verify every architecture (same instance, all handlers)"
+	aName := "`mabd verify --state-dir - --json`"
+	bName := "BuildKit `archutil.SupportedPlatforms(true)` (bench/archutil)"
+	if _, err := os.Stat(b.cfg.archutil); err != nil {
+		return []Row{naRow("3", title, aName, bName, fmt.Sprintf("%v: scripts/bench.sh builds it", err))}
+	}
+	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+i=0
+while [ $i -lt "$ROUNDS" ]; do
+	T -o "$W/verify.json" mabd -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json
+	T -o "$W/archutil.json" archutil -- "$ARCHUTIL"
+	i=$((i+1))
+done
+`
+	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.rounds))
+	if err != nil {
+		return []Row{naRow("3", title, aName, bName, firstLine(err))}
+	}
+	times, _ := parseTimes(out)
+	r := compareRow("3", title, aName, bName, times["mabd"], times["archutil"])
+	var v verifyJSON
+	var au archutilJSON
+	var notes []string
+	if raw, err := os.ReadFile(filepath.Join(b.work, "verify.json")); err == nil && json.Unmarshal(raw, &v) == nil {
+		ok, native := 0, 0
+		for _, x := range v.Results {
+			switch x.State {
+			case "ok":
+				ok++
+			case "native":
+				native++
+			}
+		}
+		r.A = fmt.Sprintf("%s: %d emulated ok + %d native", aName, ok, native)
+		if ok+native != len(v.Results) {
+			notes = append(notes, fmt.Sprintf("%d of mabd's results failed", len(v.Results)-ok-native))
+		}
+	}
+	if raw, err := os.ReadFile(filepath.Join(b.work, "archutil.json")); err == nil && json.Unmarshal(raw, &au) == nil {
+		foreign := map[string]bool{}
+		for _, p := range au.Platforms {
+			if f := strings.Split(p, "/"); len(f) > 1 && f[1] != runtime.GOARCH {
+				foreign[f[1]] = true
+			}
+		}
+		r.B = fmt.Sprintf("%s: %d platforms, %d architectures other than %s", bName, len(au.Platforms), len(foreign), runtime.GOARCH)
+		r.Values = map[string]float64{"archutil_call_ms_last": au.CallMS, "archutil_platforms": float64(len(au.Platforms))}
+		r.Detail = "archutil: " + strings.Join(au.Platforms, " ")
+		notes = append(notes, fmt.Sprintf("the archutil call itself took %s of its process", fmtMS(au.CallMS)))
+	}
+	r.Note = strings.Join(notes, "; ")
+	return []Row{r}
+}
+
+// emulation is row 7: the slowdown `mabd verify --bench` reports for each
+// architecture (median of emuRuns runs, each the best of 3 per side).
+func (b *bench) emulation(ctx context.Context) []Row {
+	title := "emulation slowdown (`mabd verify --bench --json`)"
+	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+i=0
+while [ $i -lt "$ROUNDS" ]; do
+	T -o "$W/bench-$i.json" verify -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json --bench
+	i=$((i+1))
+done
+`
+	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.emuRuns))
+	if err != nil {
+		return []Row{naRow("7", title, "`mabd verify --bench`", "", firstLine(err))}
+	}
+	times, _ := parseTimes(out)
+	slow := map[string][]float64{}
+	var order []string
+	for i := 0; i < b.cfg.emuRuns; i++ {
+		raw, err := os.ReadFile(filepath.Join(b.work, fmt.Sprintf("bench-%d.json", i)))
+		if err != nil {
+			continue
+		}
+		var v verifyJSON
+		if json.Unmarshal(raw, &v) != nil {
+			continue
+		}
+		for _, x := range v.Results {
+			if x.Slowdown <= 0 {
+				continue
+			}
+			key := x.Platform + " (" + x.QEMUArch + ")"
+			if _, ok := slow[key]; !ok {
+				order = append(order, key)
+			}
+			slow[key] = append(slow[key], x.Slowdown)
+		}
+	}
+	if len(order) == 0 {
+		return []Row{naRow("7", title, "`mabd verify --bench`", "", "no slowdown in the output")}
+	}
+	var rows []Row
+	for i, k := range order {
+		xs := slow[k]
+		r := Row{ID: fmt.Sprintf("7%c", 'a'+i), Title: "emulation slowdown " + k, A: "fixed CPU workload, emulated / native", Unit: "×", ASamples: xs, N: len(xs)}
+		r.AMedian, r.AMin, r.AMax = ptr(median(xs)), ptr(slices.Min(xs)), ptr(slices.Max(xs))
+		r.Value = fmt.Sprintf("%s×", fmtNum(*r.AMedian))
+		if len(xs) > 1 {
+			r.Value += fmt.Sprintf(" (%s–%s)", fmtNum(*r.AMin), fmtNum(*r.AMax))
+		}
+		rows = append(rows, r)
+	}
+	if ts := times["verify"]; len(ts) > 0 {
+		rows[0].Note = fmt.Sprintf("one `mabd verify --bench` of all of them takes %s", fmtMS(median(ts)))
+	}
+	return rows
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		rest := strings.TrimSpace(s[i+1:])
+		s = s[:i]
+		if rest != "" {
+			// Keep the last line of the detail: usually the reason.
+			ls := strings.Split(rest, "\n")
+			s += ": " + strings.TrimSpace(ls[len(ls)-1])
+		}
+	}
+	return s
+}
