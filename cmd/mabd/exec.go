@@ -3,9 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"mabd/binfmt"
 	"mabd/emulator"
 )
 
@@ -69,6 +72,9 @@ cannot be executed; 127 when CMD is not found.`,
 			if platform == "" {
 				return execFail(cmd, exitExecSetup, errors.New("--platform is required: the platform CMD is built for, e.g. linux/arm64"))
 			}
+			if err := checkExecEmulator(platform, emulatorPath, emulatorDirs); err != nil {
+				return execFail(cmd, exitExecSetup, err)
+			}
 			sb, err := emulator.NewSandbox(cmd.Context(), platform, emulatorPath, emulatorDirs)
 			if err != nil {
 				return execFail(cmd, execCode(err), err)
@@ -96,6 +102,34 @@ cannot be executed; 127 when CMD is not found.`,
 		return execFail(cmd, exitExecSetup, err)
 	})
 	return cmd
+}
+
+// checkExecEmulator refuses, before anything runs it, an emulator that
+// someone other than root or the caller could replace (see
+// emulator.CheckTrustedFor): CMD and every program it starts would run
+// their code. Other problems are left to NewSandbox, which reports them.
+func checkExecEmulator(platform, path string, dirs []string) error {
+	if path == "" {
+		a, err := emulator.LookupArch(platform)
+		if err != nil || binfmt.IsNative(a.Name) {
+			return nil
+		}
+		e, err := emulator.Find(a.Name, dirs)
+		if err != nil {
+			return nil
+		}
+		path = e.Path
+	} else {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil
+		}
+		path = abs
+	}
+	return emulator.CheckTrustedFor(path, os.Geteuid())
 }
 
 // execFail prints err as mabd exec's and returns the exit status code,
