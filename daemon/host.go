@@ -43,6 +43,15 @@ func inputErr(format string, args ...any) error {
 	return &InputError{Err: fmt.Errorf(format, args...)}
 }
 
+// versionCache is the emulator version cache in the state directory, or
+// a cache that only lives for this run when the state is not kept ("-").
+func (h Host) versionCache() *emulator.VersionCache {
+	if h.StateDir == "-" {
+		return emulator.OpenVersionCache("")
+	}
+	return emulator.OpenVersionCache(filepath.Join(stateDir(h.StateDir), "emulators.json"))
+}
+
 func (h Host) isNative(arch string) bool {
 	for _, n := range binfmt.Native(h.GOARCH) {
 		if n == arch {
@@ -156,13 +165,32 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 		names = append(names, a.Name)
 		wanted = append(wanted, a)
 	}
-	found, err := emulator.FindAll(ctx, names, h.EmulatorDirs, opt.Flags == "")
+	// Emulators that anyone but root could replace are refused before
+	// any of them runs (for its version).
+	var versions *emulator.VersionCache
+	if opt.Flags == "" {
+		// P depends on the QEMU version; remember it between runs.
+		versions = h.versionCache()
+		defer func() {
+			if err := versions.Save(); err != nil {
+				res.Warnings = append(res.Warnings, "save the emulator versions: "+err.Error())
+			}
+		}()
+	}
+	found, untrusted, err := emulator.FindTrustedWith(ctx, names, h.EmulatorDirs, versions)
 	if err != nil {
 		// An emulator whose version cannot be read is registered without P.
 		res.Warnings = append(res.Warnings, err.Error())
 	}
 	var specs []binfmt.Spec
 	for _, a := range wanted {
+		if terr := untrusted[a.Name]; terr != nil {
+			if explicit[a.Name] {
+				return nil, nil, &InputError{Err: terr}
+			}
+			res.Refused = append(res.Refused, Note{a.Name, terr.Error()})
+			continue
+		}
 		e, ok := found[a.Name]
 		if !ok {
 			if explicit[a.Name] {

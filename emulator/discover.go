@@ -214,6 +214,18 @@ func (e *Emulator) Inspect(ctx context.Context) error {
 // returned error, an [errors.Join] in the order of arches. An emulator whose
 // version could not be read is still in the map, with Version "".
 func FindAll(ctx context.Context, arches []string, dirs []string, withVersion bool) (map[string]*Emulator, error) {
+	var versions *VersionCache
+	if withVersion {
+		versions = &VersionCache{m: map[string]cachedVersion{}}
+	}
+	return FindAllWith(ctx, arches, dirs, versions)
+}
+
+// FindAllWith is [FindAll] reading versions through a cache: with a nil
+// cache it reads none, otherwise each emulator's version comes from the
+// cache when the file did not change (see [VersionCache]).
+func FindAllWith(ctx context.Context, arches []string, dirs []string, versions *VersionCache) (map[string]*Emulator, error) {
+	withVersion := versions != nil
 	var uniq []string
 	seen := make(map[string]bool, len(arches))
 	for _, a := range arches {
@@ -240,7 +252,7 @@ func FindAll(ctx context.Context, arches []string, dirs []string, withVersion bo
 			}
 			found[i] = e
 			if withVersion {
-				e.Version, errs[i] = Version(ctx, e.Path)
+				e.Version, errs[i] = versions.Version(ctx, e.Path)
 			}
 		})
 	}
