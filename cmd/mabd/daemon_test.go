@@ -179,25 +179,46 @@ func (d *runningDaemon) waitAnswers(t *testing.T) {
 }
 
 var daemonBin struct {
-	once sync.Once
-	path string
+	once  sync.Once
+	path  string
+	built bool // this process built it (and removes it in TestMain)
 }
 
-// mabdBinary builds the mabd binary once per test process.
+// envTestBin passes the built binary to the sandboxed children of this
+// test process, which run the same test functions again.
+const envTestBin = "MABD_TEST_BIN"
+
+// mabdBinary builds the mabd binary once per test run.
 func mabdBinary(t *testing.T) string {
 	t.Helper()
 	daemonBin.once.Do(func() {
+		if p := os.Getenv(envTestBin); p != "" {
+			if _, err := os.Stat(p); err == nil {
+				daemonBin.path = p
+				return
+			}
+		}
 		dir, err := os.MkdirTemp("", "mabd-bin-")
 		if err != nil {
 			t.Fatal(err)
 		}
 		os.Chmod(dir, 0o755)
 		daemonBin.path = buildMabd(t, dir)
+		daemonBin.built = true
+		os.Setenv(envTestBin, daemonBin.path)
 	})
 	if daemonBin.path == "" {
 		t.Fatal("building mabd failed earlier")
 	}
 	return daemonBin.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if daemonBin.built {
+		os.RemoveAll(filepath.Dir(daemonBin.path))
+	}
+	os.Exit(code)
 }
 
 const testConfig = `architectures = ["arm64", "riscv64", "s390x"]
