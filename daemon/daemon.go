@@ -54,6 +54,43 @@ type Daemon struct {
 
 	// bk supervises buildkitd when [buildkit] enabled; nil otherwise.
 	bk *builder.Supervisor
+
+	// statusMu guards the host status that GET /v1/status reuses for
+	// statusTTL; reconcile and verify drop it when they change something.
+	statusMu  sync.Mutex
+	statusAt  time.Time
+	statusVal Status
+}
+
+// statusTTL is how long GET /v1/status reuses the host's status: a burst
+// of health checks costs one inspection of the table and emulators.
+const statusTTL = 250 * time.Millisecond
+
+// hostStatus returns the host's status, inspected at most once per
+// statusTTL; concurrent callers wait for one inspection.
+func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*Status, error) {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
+	if !d.statusAt.IsZero() && time.Since(d.statusAt) < statusTTL {
+		st := d.statusVal
+		st.Problems = append([]string(nil), st.Problems...)
+		return &st, nil
+	}
+	st, err := d.host(cfg).Status(ctx, only)
+	if err != nil {
+		return nil, err
+	}
+	d.statusVal, d.statusAt = *st, time.Now()
+	cp := *st
+	cp.Problems = append([]string(nil), st.Problems...)
+	return &cp, nil
+}
+
+// dropStatus makes the next GET /v1/status inspect the host again.
+func (d *Daemon) dropStatus() {
+	d.statusMu.Lock()
+	d.statusAt = time.Time{}
+	d.statusMu.Unlock()
 }
 
 // Options are what the command line gives the daemon besides the config.
@@ -394,6 +431,9 @@ func (d *Daemon) reconcile(why string) Reconciled {
 	d.mu.Unlock()
 	d.metrics.reconciles.Inc()
 	d.metrics.conflicts.Set(float64(len(r.Conflicts)))
+	if len(r.Repairs) > 0 || newConflicts {
+		d.dropStatus()
+	}
 	if newConflicts {
 		for _, c := range r.Conflicts {
 			d.log.Warn("conflict", zap.String("detail", c))
@@ -445,6 +485,7 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*Verification, error) {
 		d.mu.Lock()
 		d.lastVerify = v
 		d.mu.Unlock()
+		d.dropStatus()
 		d.metrics.observeVerification(v)
 		for _, r := range v.Results {
 			if r.State == "failed" {
@@ -628,7 +669,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 	if len(only) == 0 {
 		only = binfmt.Native("")
 	}
-	st, err := d.host(cfg).Status(ctx, only)
+	st, err := d.hostStatus(ctx, cfg, only)
 	if err != nil {
 		return nil, err
 	}
