@@ -11,7 +11,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,42 +45,13 @@ func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
 	reg := registry.Start(t)
 	base := registry.PushBusyboxBase(t, reg, "busybox", "amd64", "arm64")
 
-	dir := shortDir(t)
-	bkSock := filepath.Join(dir, "bk.sock")
-	config := fmt.Sprintf(`architectures = ["arm64"]
-[verify]
-interval = "0"
-[buildkit]
-enabled = true
-binary = %q
-root = %q
-`, buildertest.Bin(t, "buildkitd"), filepath.Join(buildertest.Dir(t), "root"))
-	cfg := filepath.Join(dir, "mabd.toml")
-	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := newNotifySocket(t, dir)
-	sock := filepath.Join(dir, "mabd.sock")
-	cmd := exec.Command(bin, "daemon", "--config", cfg, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock)
-	log := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	d, n, bkSock := launchBuildKitDaemon(t, bin, filepath.Join(buildertest.Dir(t), "root"), "")
+	sock := d.socket
 	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			_ = cmd.Process.Kill()
-		}
+		stopDaemon(t, d, time.Minute)
 		if _, err := os.Stat(bkSock); !os.IsNotExist(err) {
 			t.Errorf("BuildKit's socket left after stop: %v", err)
 		}
-		t.Logf("daemon log:\n%s", log.String())
 	}()
 	n.wait(t, "READY=1", 2*time.Minute)
 	// READY=1 waited for BuildKit: its socket answers now.

@@ -22,6 +22,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/daemon"
+	"mabd/testing/logbuf"
 	"mabd/testing/sandbox"
 )
 
@@ -90,25 +91,8 @@ func shortDir(t *testing.T) string {
 type runningDaemon struct {
 	cmd    *exec.Cmd
 	socket string
-	log    *syncBuffer
+	log    *logbuf.Buffer
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDaemon writes config to dir/mabd.toml and starts the daemon on the
@@ -121,7 +105,7 @@ func startDaemon(t *testing.T, bin, dir, mount, config string, env ...string) *r
 	}
 	sock := filepath.Join(dir, "mabd.sock")
 	cmd := exec.Command(bin, "daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit")
-	log := &syncBuffer{}
+	log := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
@@ -495,7 +479,7 @@ func TestDaemonSocketActivation(t *testing.T) {
 		}
 		sock := filepath.Join(dir, "activated.sock")
 		cmd := exec.Command(act, "-l", sock, bin, "daemon", "--config", cfg, "--binfmt-mount", mount, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit", "--socket", filepath.Join(dir, "unused.sock"))
-		log := &syncBuffer{}
+		log := &logbuf.Buffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -35,6 +35,7 @@ import (
 	"mabd/builder/buildertest"
 	"mabd/daemon"
 	"mabd/emulator"
+	"mabd/testing/logbuf"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
@@ -68,7 +69,7 @@ root = %q
 	n = newNotifySocket(t, dir)
 	sock := filepath.Join(dir, "mabd.sock")
 	cmd := exec.Command(bin, "daemon", "--config", cfg, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock)
-	log := &syncBuffer{}
+	log := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
 	if err := cmd.Start(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"mabd/builder/buildertest"
 	"mabd/daemon"
 	"mabd/testing/fixtures"
+	"mabd/testing/logbuf"
 	"mabd/testing/sandbox"
 )
 
@@ -127,7 +128,7 @@ interval = "0"
 		sock := filepath.Join(dir, "mabd.sock")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		cmd := sandbox.Command(ctx, bin, "daemon", "--config", cfg, "--binfmt-mount", sandbox.Placeholder, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit")
-		log := &syncBuffer{}
+		log := &logbuf.Buffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			cancel()

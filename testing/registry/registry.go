@@ -14,7 +14,6 @@
 package registry
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -23,10 +22,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"mabd/testing/logbuf"
 )
 
 // Paths searched for the registry binary, after $PATH.
@@ -66,24 +66,6 @@ http:
 `, dir, addr)
 }
 
-// lockedBuffer collects the registry's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // Start runs a registry on 127.0.0.1 at a free port and returns its address
 // ("127.0.0.1:PORT"); it answers on /v2/ when Start returns and is stopped
 // when the test ends. A missing binary fails the test with
@@ -105,7 +87,7 @@ func Start(t testing.TB) (addr string) {
 		if err := os.WriteFile(cfg, []byte(Config(filepath.Join(dir, "storage"), addr)), 0o644); err != nil {
 			t.Fatalf("registry: %v", err)
 		}
-		out := &lockedBuffer{}
+		out := &logbuf.Buffer{}
 		cmd := exec.Command(bin, "serve", cfg)
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
