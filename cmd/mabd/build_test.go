@@ -159,7 +159,10 @@ func ociTarball(t *testing.T, file string) []string {
 	return ps
 }
 
-func TestBuild(t *testing.T) {
+// helloExample checks the tools the build tests use and returns the path
+// of examples/hello.
+func helloExample(t *testing.T) string {
+	t.Helper()
 	for _, tool := range []string{"skopeo", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%v: install %s (make deps)", err, tool)
@@ -169,7 +172,11 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hello := filepath.Join(root, "examples", "hello")
+	return filepath.Join(root, "examples", "hello")
+}
+
+func TestBuild(t *testing.T) {
+	hello := helloExample(t)
 
 	buildertest.Handler(t, "linux/arm64")
 	reg := registry.Start(t)

@@ -25,21 +25,11 @@ import (
 
 	"mabd/builder/buildertest"
 	"mabd/daemon"
-	"mabd/testing/fixtures"
 	"mabd/testing/registry"
 )
 
 func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
-	for _, tool := range []string{"skopeo", "runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%v: install %s (make deps)", err, tool)
-		}
-	}
-	root, err := fixtures.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello := filepath.Join(root, "examples", "hello")
+	hello := helloExample(t)
 	bin := mabdBinary(t)
 	buildertest.Handler(t, "linux/arm64")
 	reg := registry.Start(t)
