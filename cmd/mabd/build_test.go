@@ -242,6 +242,17 @@ func TestBuild(t *testing.T) {
 		if ps := ociTarball(t, oci); !slices.Equal(ps, []string{"linux/amd64", "linux/arm64"}) {
 			t.Errorf("OCI tarball platforms %q", ps)
 		}
+
+		// mabd manifest inspect agrees with skopeo on what mabd build
+		// pushed, byte for byte, and reads the OCI tarball it wrote.
+		code, inspected, _ := mabd(t, "manifest", "inspect", "--raw", ref)
+		if code != 0 || inspected != string(raw) {
+			t.Errorf("mabd manifest inspect --raw %s: exit %d, differs from skopeo's\n%s", ref, code, inspected)
+		}
+		code, table, _ := mabd(t, "manifest", "inspect", "--format", "table", "oci-archive:"+oci)
+		if code != 0 || !strings.Contains(table, "linux/amd64") || !strings.Contains(table, "linux/arm64") {
+			t.Errorf("mabd manifest inspect oci-archive:%s: exit %d\n%s", oci, code, table)
+		}
 	})
 
 	t.Run("DefaultPlatformsToLocal", func(t *testing.T) {
