@@ -183,6 +183,9 @@ func (h Host) entryState(a binfmt.Arch, e binfmt.Entry, all []binfmt.Entry, emu 
 		}
 		return StateNoEmulator, "interpreter " + e.Interpreter + " does not exist, so every " + a.Name + " program fails: " + how
 	}
+	if err := emulator.CheckTrusted(e.Interpreter); err != nil {
+		return StateConflict, "registered, but " + err.Error()
+	}
 	if !IsOurs(e.Spec, a) {
 		want := "qemu-" + a.Name + "-static"
 		if emu != nil {

@@ -264,6 +264,26 @@ func TestBadInputChangesNothing(t *testing.T) {
 	})
 }
 
+// TestStatusFlagsUntrustedInterpreter: an emulator that became writable
+// by everyone after it was registered is a conflict in status.
+func TestStatusFlagsUntrustedInterpreter(t *testing.T) {
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t) // an interpreter path has at most 127 bytes
+		copyExecutable(t, filepath.Join(dir, "qemu-riscv64-static"), "/usr/bin/qemu-riscv64-static")
+		if code, _, _ := mabd(t, "install", "riscv64", "--emulator-dir", dir, "--binfmt-mount", mount); code != 0 {
+			t.Fatal("install from a trusted copy failed")
+		}
+		if err := os.Chmod(filepath.Join(dir, "qemu-riscv64-static"), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		code, st := statusJSON(t, mount, "--emulator-dir", dir, "riscv64")
+		h := handler(t, st, "riscv64")
+		if code != 1 || h.State != daemon.StateConflict || !strings.Contains(h.Detail, "writable by everyone") {
+			t.Fatalf("status: exit %d, %s: %s", code, h.State, h.Detail)
+		}
+	})
+}
+
 func TestFlagCWarns(t *testing.T) {
 	sandbox.Run(t, func(t *testing.T, mount string) {
 		code, _, errs := mabd(t, "install", "--flags", "FC", "s390x", "--binfmt-mount", mount)
