@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/containerd/platforms"
+
+	"mabd/binfmt"
 )
 
 // Identity is what an ELF header says about the machine a file is for:
@@ -19,22 +21,21 @@ type Identity struct {
 }
 
 // archELF maps the architecture of each Linux platform Go builds for to the
-// identity of its ELF files.
-var archELF = map[string]Identity{
-	"amd64":    {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_X86_64},
-	"arm64":    {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_AARCH64},
-	"arm":      {elf.ELFCLASS32, elf.ELFDATA2LSB, elf.EM_ARM},
-	"386":      {elf.ELFCLASS32, elf.ELFDATA2LSB, elf.EM_386},
-	"ppc64le":  {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_PPC64},
-	"ppc64":    {elf.ELFCLASS64, elf.ELFDATA2MSB, elf.EM_PPC64},
-	"s390x":    {elf.ELFCLASS64, elf.ELFDATA2MSB, elf.EM_S390},
-	"riscv64":  {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_RISCV},
-	"mips64le": {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_MIPS},
-	"mips64":   {elf.ELFCLASS64, elf.ELFDATA2MSB, elf.EM_MIPS},
-	"mipsle":   {elf.ELFCLASS32, elf.ELFDATA2LSB, elf.EM_MIPS},
-	"mips":     {elf.ELFCLASS32, elf.ELFDATA2MSB, elf.EM_MIPS},
-	"loong64":  {elf.ELFCLASS64, elf.ELFDATA2LSB, elf.EM_LOONGARCH},
-}
+// identity of its ELF files, read from the start of the magic that mabd's
+// binfmt_misc table registers for it: one source for both.
+var archELF = func() map[string]Identity {
+	m := map[string]Identity{}
+	for _, a := range binfmt.Arches() {
+		parts := strings.Split(a.Platform, "/")
+		if len(parts) < 2 {
+			continue
+		}
+		if id, _, ok := ParseHeader(a.Magic); ok {
+			m[parts[1]] = id
+		}
+	}
+	return m
+}()
 
 // archNames are the names binaries of each architecture go by (as file(1)
 // and uname -m say them), for messages.
