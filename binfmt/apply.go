@@ -52,6 +52,9 @@ type ApplyOptions struct {
 	// Replace removes a conflicting entry of the same name and registers
 	// the spec instead. Without it a conflict is reported and left alone.
 	Replace bool
+	// ReplaceIf, when set, also replaces the differing entries it returns
+	// true for (the daemon's own handlers whose definition changed).
+	ReplaceIf func(existing Spec) bool
 }
 
 // Apply makes every spec registered in m: it registers what is missing,
@@ -101,7 +104,7 @@ func (m Mount) apply(s Spec, opt ApplyOptions) Change {
 		}
 		return c
 	}
-	if !opt.Replace {
+	if !opt.Replace && (opt.ReplaceIf == nil || !opt.ReplaceIf(old.Spec)) {
 		c.Action = Conflict
 		return c
 	}

@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 
 	"mabd/binfmt"
 )
@@ -26,48 +25,34 @@ type Reconciled struct {
 }
 
 // Reconcile makes the handlers in specs registered, enabled and equal to
-// the spec. An entry of the same name that is mabd's (see IsOurs) but
-// differs is replaced; one that is someone else's is replaced only with
-// replace, and otherwise reported as a conflict and left alone (mabd does
-// not fight). It is cheap when nothing changed: one read per handler.
+// the spec, with binfmt's Apply. An entry of the same name that is mabd's
+// (see IsOurs) but differs is replaced; one that is someone else's is
+// replaced only with replace, and otherwise reported as a conflict and left
+// alone (mabd does not fight). It is cheap when nothing changed: one read
+// per handler.
 func Reconcile(m binfmt.Mount, specs []binfmt.Spec, replace bool) Reconciled {
 	var r Reconciled
-	for _, s := range specs {
-		e, err := m.Entry(s.Name)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := m.Register(s); err != nil {
-				r.Failures = append(r.Failures, fmt.Sprintf("%s: register: %v", s.Name, err))
-				continue
-			}
-			r.Repairs = append(r.Repairs, Repair{s.Name, "registered", "it was missing"})
-		case err != nil:
-			r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", s.Name, err))
-		case binfmt.Same(e.Spec, s):
-			if e.Enabled {
-				continue
-			}
-			if err := m.Enable(s.Name); err != nil {
-				r.Failures = append(r.Failures, fmt.Sprintf("%s: enable: %v", s.Name, err))
-				continue
-			}
-			r.Repairs = append(r.Repairs, Repair{s.Name, "enabled", "it was disabled"})
-		default:
-			a, _ := binfmt.ArchByName(s.Name)
-			if !replace && !IsOurs(e.Spec, a) {
-				r.Conflicts = append(r.Conflicts, fmt.Sprintf("%s: an entry with %s is registered; left alone (conflict = \"keep\")", s.Name, binfmt.Diff(e.Spec, s)))
-				continue
-			}
-			why := binfmt.Diff(e.Spec, s)
-			if err := m.Remove(s.Name); err != nil {
-				r.Failures = append(r.Failures, fmt.Sprintf("%s: remove the changed entry: %v", s.Name, err))
-				continue
-			}
-			if err := m.Register(s); err != nil {
-				r.Failures = append(r.Failures, fmt.Sprintf("%s: register: %v", s.Name, err))
-				continue
-			}
-			r.Repairs = append(r.Repairs, Repair{s.Name, "replaced", "it had " + why})
+	ours := func(existing binfmt.Spec) bool {
+		a, ok := binfmt.ArchByName(existing.Name)
+		return ok && IsOurs(existing, a)
+	}
+	changes, err := m.Apply(specs, binfmt.ApplyOptions{Replace: replace, ReplaceIf: ours})
+	if err != nil {
+		r.Failures = append(r.Failures, err.Error())
+		return r
+	}
+	for _, c := range changes {
+		switch c.Action {
+		case binfmt.Registered:
+			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "registered", "it was missing"})
+		case binfmt.Enabled:
+			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "enabled", "it was disabled"})
+		case binfmt.Replaced:
+			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "replaced", "it had " + binfmt.Diff(c.Old.Spec, c.Spec)})
+		case binfmt.Conflict:
+			r.Conflicts = append(r.Conflicts, fmt.Sprintf("%s: an entry with %s is registered; left alone (conflict = \"keep\")", c.Spec.Name, binfmt.Diff(c.Old.Spec, c.Spec)))
+		case binfmt.Failed:
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", c.Spec.Name, c.Err))
 		}
 	}
 	return r
