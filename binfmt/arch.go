@@ -2,6 +2,7 @@ package binfmt
 
 import (
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -100,12 +101,7 @@ func Native(goarch string) []string {
 
 // IsNative reports whether the QEMU architecture name runs natively here.
 func IsNative(name string) bool {
-	for _, n := range Native("") {
-		if n == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(Native(""), name)
 }
 
 // arches is the table. Magic and mask follow Debian's

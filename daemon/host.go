@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strings"
 
 	"mabd/binfmt"
 	"mabd/emulator"
@@ -53,12 +53,7 @@ func (h Host) versionCache() *emulator.VersionCache {
 }
 
 func (h Host) isNative(arch string) bool {
-	for _, n := range binfmt.Native(h.GOARCH) {
-		if n == arch {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(binfmt.Native(h.GOARCH), arch)
 }
 
 // InstallOptions are the arguments of `mabd install`.
@@ -330,17 +325,6 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func joinNotes(ns []Note) string {
-	var b strings.Builder
-	for i, n := range ns {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(n.Arch + ": " + n.Reason)
-	}
-	return b.String()
 }
 
 // NoEmulator is the reason Install gives for skipping an architecture of

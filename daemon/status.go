@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"sort"
 	"time"
 
 	"mabd/binfmt"
@@ -140,7 +139,6 @@ func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
 		st.Handlers = append(st.Handlers, hs)
 	}
 	st.Supported = sortedKeys(supported)
-	sort.Strings(st.Supported)
 	if len(st.Problems) > 0 {
 		st.Health = "degraded"
 	}

@@ -151,17 +151,6 @@ func startReadyDaemon(t *testing.T, bin, mount, config string) (string, *notifyS
 
 func (d *runningDaemon) client() *daemon.Client { return daemon.NewClient(d.socket) }
 
-func (d *runningDaemon) waitAnswers(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !d.client().Answers(context.Background(), time.Second) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon never answered on %s", d.socket)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 var daemonBin struct {
 	once  sync.Once
 	path  string
