@@ -263,14 +263,14 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		wdC = wd.C
 		_, _ = d.notify.Watchdog()
 	}
-	verifyC := make(<-chan time.Time)
+	var verifyC <-chan time.Time // nil (never ready) when verify interval is 0
 	var vt *time.Ticker
 	resetVerify := func(iv time.Duration) {
 		if vt != nil {
 			vt.Stop()
 			vt = nil
 		}
-		verifyC = make(<-chan time.Time)
+		verifyC = nil
 		if iv > 0 {
 			vt = time.NewTicker(iv)
 			verifyC = vt.C
