@@ -22,6 +22,18 @@
 // several entries for index.json itself. Indexes may nest: [Artifact.Manifests]
 // descends into them.
 //
+// Layouts and archives come from anywhere, so what is read of them is
+// bounded: every file (index.json, each blob) and the archive itself must
+// be a regular file — a symlink in a layout directory is followed, and its
+// target must be a regular file too; a FIFO, a device or a directory is
+// refused with [ErrNotRegular] without blocking on it — and so must every
+// entry of an archive (a symlink, hard link, device or FIFO entry is
+// refused; so is one that runs past the end of the file). index.json and
+// the manifests, indexes and configs read into memory are at most 16 MiB.
+// Every blob must have the size and the digest of its descriptor: sha256
+// and sha512 digests are checked, other algorithms refused. Layers are
+// streamed, no further than their declared size.
+//
 // Registries are reached with go-containerregistry, with the credentials of
 // the Docker config file ([authn.DefaultKeychain]). [Options.Insecure]
 // allows plain HTTP and TLS certificates that do not verify; registries on

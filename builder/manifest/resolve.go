@@ -154,7 +154,7 @@ func resolveLayout(r Reference) (a *Artifact, err error) {
 			return nil, fmt.Errorf("open %s: %w", r, err)
 		}
 		if !ok { // a blob no index lists: its media type is in it
-			raw, err := readBlob(st, *r.Digest)
+			raw, err := readBlob(st, *r.Digest, -1)
 			if err != nil {
 				return nil, fmt.Errorf("open %s: %w", r, err)
 			}
@@ -203,11 +203,14 @@ func readIndexJSON(st store) (*storeIndex, error) {
 	}
 	defer rc.Close()
 	if size > maxManifest {
-		return nil, fmt.Errorf("index.json is %d bytes, too large", size)
+		return nil, fmt.Errorf("index.json is %d bytes, too large (at most %d)", size, maxManifest)
 	}
-	raw, err := io.ReadAll(rc)
+	raw, err := io.ReadAll(io.LimitReader(rc, maxManifest+1))
 	if err != nil {
 		return nil, fmt.Errorf("read index.json: %w", err)
+	}
+	if len(raw) > maxManifest {
+		return nil, fmt.Errorf("index.json is more than %d bytes, too large", maxManifest)
 	}
 	mt := sniffMediaType(raw)
 	if mt == "" {
@@ -251,7 +254,7 @@ func findDescriptor(idx *storeIndex, h v1.Hash, depth int) (v1.Descriptor, bool,
 		if !d.MediaType.IsIndex() {
 			continue
 		}
-		raw, err := readBlob(idx.s, d.Digest)
+		raw, err := readBlob(idx.s, d.Digest, d.Size)
 		if err != nil {
 			return v1.Descriptor{}, false, err
 		}
@@ -264,7 +267,7 @@ func findDescriptor(idx *storeIndex, h v1.Hash, depth int) (v1.Descriptor, bool,
 
 // artifactOf reads the blob desc names.
 func artifactOf(st store, r Reference, desc v1.Descriptor) (*Artifact, error) {
-	raw, err := readBlob(st, desc.Digest)
+	raw, err := readBlob(st, desc.Digest, desc.Size)
 	if err != nil {
 		return nil, err
 	}
