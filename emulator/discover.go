@@ -41,8 +41,12 @@ type Emulator struct {
 	Static bool
 	// Version is the QEMU version, e.g. "7.2.22", or "" if unknown. [Find]
 	// leaves it empty because reading it starts a process; [Emulator.Inspect],
-	// [Version] and [FindAll] fill it.
+	// [FindAll] and [FindTrustedWith] fill it.
 	Version string
+	// Target is the architecture the emulator says it runs (see [Inspect]),
+	// filled with Version; "" if unknown. Once known it is Arch, or the
+	// emulator is refused with a [*WrongTargetError].
+	Target string
 }
 
 // NotFoundError is returned by [Find] when no usable emulator exists for an
@@ -67,6 +71,58 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 func staticName(arch string) string { return "qemu-" + arch + "-static" }
 
+// UnusableError says that the file found for an architecture cannot be
+// its emulator: it is not an ELF executable (a shell script, an object
+// file; it then matches [ErrNotELF]) or it cannot be read. Unwrap gives
+// the error of [IsStatic].
+type UnusableError struct {
+	Arch string // the QEMU architecture name it was found for
+	Path string // the file
+	Err  error  // why, from IsStatic
+}
+
+// Error reads, for example:
+//
+//	/opt/qemu/qemu-aarch64-static cannot be the aarch64 emulator: not an ELF executable; install qemu-user-static
+func (e *UnusableError) Error() string {
+	cause := e.Err
+	var pe *fs.PathError
+	if errors.As(cause, &pe) && pe.Path == e.Path {
+		cause = pe.Err
+	}
+	return fmt.Sprintf("%s cannot be the %s emulator: %v; install qemu-user-static", e.Path, e.Arch, cause)
+}
+
+// Unwrap returns the cause.
+func (e *UnusableError) Unwrap() error { return e.Err }
+
+// WrongTargetError says that an emulator runs another architecture's
+// programs than the one it was found or given for: qemu-arm-static
+// copied or linked as qemu-aarch64-static, say. Its target is what its
+// --version says (see [Inspect]), which renaming does not change.
+type WrongTargetError struct {
+	Path string // the emulator
+	Want string // the architecture it was meant for, QEMU's name ("aarch64")
+	Got  string // the architecture it runs, from its --version ("arm")
+}
+
+// Error reads, for example:
+//
+//	/opt/qemu/qemu-aarch64-static is QEMU's arm emulator (its --version says "qemu-arm"), not aarch64's: it cannot run aarch64 programs; replace it with qemu-aarch64-static (install qemu-user-static)
+func (e *WrongTargetError) Error() string {
+	return fmt.Sprintf("%s is QEMU's %s emulator (its --version says %q), not %s's: it cannot run %s programs; replace it with %s (install qemu-user-static)",
+		e.Path, e.Got, "qemu-"+e.Got, e.Want, e.Want, staticName(e.Want))
+}
+
+// checkTarget returns a *WrongTargetError when e's target is known and is
+// not e.Arch.
+func (e *Emulator) checkTarget() error {
+	if e.Target == "" || e.Target == e.Arch {
+		return nil
+	}
+	return &WrongTargetError{Path: e.Path, Want: e.Arch, Got: e.Target}
+}
+
 // Find looks for the QEMU user-mode emulator for arch (a QEMU architecture
 // name such as "aarch64") in dirs; nil or empty dirs means [DefaultDirs].
 //
@@ -82,8 +138,8 @@ func staticName(arch string) string { return "qemu-" + arch + "-static" }
 // The winner's Path is made absolute (relative dirs are resolved against the
 // working directory) but symlinks are not resolved. Static is filled with
 // [IsStatic]; if the winner cannot be inspected (for example it is a shell
-// script) Find returns that error rather than trying further candidates.
-// Version is left empty: see [Emulator.Inspect].
+// script) Find returns an [*UnusableError] rather than trying further
+// candidates. Version and Target are left empty: see [Emulator.Inspect].
 //
 // If no candidate qualifies, Find returns a [*NotFoundError] (matching
 // [ErrNotFound]) listing the directories searched.
@@ -106,7 +162,7 @@ func Find(arch string, dirs []string) (*Emulator, error) {
 			}
 			static, err := IsStatic(abs)
 			if err != nil {
-				return nil, fmt.Errorf("find qemu-%s: %w", arch, err)
+				return nil, &UnusableError{Arch: arch, Path: abs, Err: err}
 			}
 			return &Emulator{Arch: arch, Path: abs, Static: static}, nil
 		}
@@ -185,84 +241,129 @@ func (e *Emulator) CheckFixBinary() error {
 }
 
 // Inspect refreshes e.Static from the file at e.Path (see [IsStatic]) and
-// fills e.Version by running the emulator once with --version (see
-// [Version]). A field whose fact could not be read is left unchanged and the
-// first error is returned.
+// fills e.Version and e.Target by running the emulator once with --version
+// (see [Inspect]). A field whose fact could not be read is left unchanged
+// and the first error is returned. A target other than e.Arch is filled
+// in and reported as a [*WrongTargetError].
 func (e *Emulator) Inspect(ctx context.Context) error {
 	static, err := IsStatic(e.Path)
 	if err != nil {
 		return err
 	}
 	e.Static = static
-	v, err := Version(ctx, e.Path)
+	v, target, err := Inspect(ctx, e.Path)
 	if err != nil {
 		return err
 	}
-	e.Version = v
-	return nil
+	e.Version, e.Target = v, target
+	return e.checkTarget()
 }
 
 // FindAll runs [Find] for each architecture in arches (duplicates are looked
 // up once) in dirs, and, if withVersion is true, reads each found emulator's
-// version with [Version] under ctx. Architectures are handled concurrently,
-// at most runtime.NumCPU()*2 at a time.
+// version and target with [Inspect] under ctx. Architectures are handled
+// concurrently, at most runtime.NumCPU()*2 at a time. It does not check who
+// may replace the emulators: before registering any, use [FindTrustedWith].
 //
 // The map holds the emulators found, keyed by architecture. An architecture
 // for which no emulator exists is simply absent from the map and adds nothing
-// to the error. Every other failure (an invalid name, an emulator that cannot
-// be inspected, a --version that fails or cannot be parsed) is reported in the
-// returned error, an [errors.Join] in the order of arches. An emulator whose
-// version could not be read is still in the map, with Version "".
+// to the error. Every other failure is reported in the returned error, an
+// [errors.Join] in the order of arches: an invalid name, a file that cannot
+// be the emulator ([*UnusableError]) and, withVersion, an emulator of
+// another architecture ([*WrongTargetError]) are left out of the map; an
+// emulator whose --version fails or cannot be parsed is still in the map,
+// with Version and Target "".
 func FindAll(ctx context.Context, arches []string, dirs []string, withVersion bool) (map[string]*Emulator, error) {
 	var versions *VersionCache
 	if withVersion {
-		versions = &VersionCache{m: map[string]cachedVersion{}}
+		versions, _ = LoadVersionCache("")
 	}
-	return FindAllWith(ctx, arches, dirs, versions)
-}
-
-// FindAllWith is [FindAll] reading versions through a cache: with a nil
-// cache it reads none, otherwise each emulator's version comes from the
-// cache when the file did not change (see [VersionCache]).
-func FindAllWith(ctx context.Context, arches []string, dirs []string, versions *VersionCache) (map[string]*Emulator, error) {
-	withVersion := versions != nil
-	var uniq []string
-	seen := make(map[string]bool, len(arches))
-	for _, a := range arches {
-		if !seen[a] {
-			seen[a] = true
-			uniq = append(uniq, a)
+	found, refused, err := find(ctx, arches, dirs, versions, nil)
+	errs := []error{}
+	for _, a := range uniqueStrings(arches) {
+		if refused[a] != nil {
+			errs = append(errs, refused[a])
 		}
 	}
+	return found, errors.Join(append(errs, err)...)
+}
 
-	found := make([]*Emulator, len(uniq))
-	errs := make([]error, len(uniq))
+// find is FindAll and FindTrustedWith: for each architecture of arches,
+// concurrently, it finds the emulator in dirs, refuses it if check
+// (when not nil) says so, and reads its version and target through
+// versions (when not nil), refusing it if it runs another architecture.
+// Refusals are keyed by architecture; err joins the other errors: invalid
+// names and --version runs that failed or could not be parsed (whose
+// emulators are found, with Version and Target "").
+func find(ctx context.Context, arches, dirs []string, versions *VersionCache, check func(string) error) (found map[string]*Emulator, refused map[string]error, err error) {
+	uniq := uniqueStrings(arches)
+	emus := make([]*Emulator, len(uniq))
+	refusals := make([]error, len(uniq))
+	warnings := make([]error, len(uniq))
 	sem := make(chan struct{}, runtime.NumCPU()*2)
 	var wg sync.WaitGroup
 	for i, arch := range uniq {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			e, err := Find(arch, dirs)
-			if err != nil {
-				if !errors.Is(err, ErrNotFound) {
-					errs[i] = err
-				}
-				return
-			}
-			found[i] = e
-			if withVersion {
-				e.Version, errs[i] = versions.Version(ctx, e.Path)
-			}
+			emus[i], refusals[i], warnings[i] = findOne(ctx, arch, dirs, versions, check)
 		})
 	}
 	wg.Wait()
 
-	m := make(map[string]*Emulator, len(uniq))
-	for i, e := range found {
-		if e != nil {
-			m[uniq[i]] = e
+	found = make(map[string]*Emulator, len(uniq))
+	refused = map[string]error{}
+	for i, a := range uniq {
+		switch {
+		case refusals[i] != nil:
+			refused[a] = refusals[i]
+		case emus[i] != nil:
+			found[a] = emus[i]
 		}
 	}
-	return m, errors.Join(errs...)
+	return found, refused, errors.Join(warnings...)
+}
+
+// findOne is find for one architecture: the emulator, or why it is
+// refused, and a warning.
+func findOne(ctx context.Context, arch string, dirs []string, versions *VersionCache, check func(string) error) (e *Emulator, refused, warning error) {
+	e, err := Find(arch, dirs)
+	var unusable *UnusableError
+	switch {
+	case errors.As(err, &unusable):
+		return nil, err, nil
+	case errors.Is(err, ErrNotFound):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	if check != nil {
+		if err := check(e.Path); err != nil {
+			return nil, err, nil
+		}
+	}
+	if versions == nil {
+		return e, nil, nil
+	}
+	e.Version, e.Target, err = versions.Inspect(ctx, e.Path)
+	if err != nil {
+		return e, nil, err
+	}
+	if err := e.checkTarget(); err != nil {
+		return nil, err, nil
+	}
+	return e, nil, nil
+}
+
+// uniqueStrings returns ss without duplicates, in order.
+func uniqueStrings(ss []string) []string {
+	var out []string
+	seen := make(map[string]bool, len(ss))
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -2,13 +2,10 @@ package emulator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -227,73 +224,39 @@ func emulatorRole(path string) string {
 	return "the emulator that runs every program it is registered for"
 }
 
-// FindTrusted is [FindAll] that checks every emulator it finds with
-// [CheckTrusted] before it runs any (withVersion runs each with --version):
-// one that fails is left out of found and its error is in untrusted, keyed
-// by architecture. err is FindAll's, with the version errors of the
-// trusted ones.
-func FindTrusted(ctx context.Context, arches, dirs []string, withVersion bool) (found map[string]*Emulator, untrusted map[string]error, err error) {
-	var version func(context.Context, string) (string, error)
+// FindTrusted is [FindTrustedWith] with a cache that lives for this call
+// when withVersion is true, and none otherwise.
+func FindTrusted(ctx context.Context, arches, dirs []string, withVersion bool) (found map[string]*Emulator, refused map[string]error, err error) {
+	var versions *VersionCache
 	if withVersion {
-		version = Version
+		versions, _ = LoadVersionCache("")
 	}
-	return findTrusted(ctx, arches, dirs, version)
+	return FindTrustedWith(ctx, arches, dirs, versions)
 }
 
-// FindTrustedWith is [FindTrusted] reading the versions of the trusted
-// emulators through a cache (see [VersionCache]); a nil cache reads none.
-func FindTrustedWith(ctx context.Context, arches, dirs []string, versions *VersionCache) (found map[string]*Emulator, untrusted map[string]error, err error) {
-	var version func(context.Context, string) (string, error)
-	if versions != nil {
-		version = versions.Version
-	}
-	return findTrusted(ctx, arches, dirs, version)
-}
-
-// findTrusted finds the emulators without running them, drops those that
-// fail CheckTrusted, then reads the versions of the others with version
-// (nil: none), concurrently.
-func findTrusted(ctx context.Context, arches, dirs []string, version func(context.Context, string) (string, error)) (map[string]*Emulator, map[string]error, error) {
-	found, err := FindAll(ctx, arches, dirs, false)
-	untrusted := map[string]error{}
-	var names []string
-	for _, a := range arches {
-		e, ok := found[a]
-		if !ok {
-			continue
-		}
-		if terr := CheckTrusted(e.Path); terr != nil {
-			untrusted[a] = terr
-			delete(found, a)
-			continue
-		}
-		if !containsString(names, a) {
-			names = append(names, a)
-		}
-	}
-	if version == nil {
-		return found, untrusted, err
-	}
-	errs := make([]error, len(names))
-	sem := make(chan struct{}, runtime.NumCPU()*2)
-	var wg sync.WaitGroup
-	for i, a := range names {
-		e := found[a]
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			e.Version, errs[i] = version(ctx, e.Path)
-		})
-	}
-	wg.Wait()
-	return found, untrusted, errors.Join(append([]error{err}, errs...)...)
-}
-
-func containsString(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
+// FindTrustedWith finds the emulator of each architecture in arches (QEMU
+// names; duplicates are looked up once) in dirs (nil: [DefaultDirs]) as
+// [Find] does, and sorts out those that must not be registered. found
+// holds the emulators that may be, keyed by architecture; refused holds,
+// keyed by architecture, why the one found for it may not:
+//
+//   - a file that cannot be an emulator: not an ELF executable (a shell
+//     script) or unreadable, an [*UnusableError];
+//   - an emulator that someone other than root could replace (see
+//     [CheckTrusted]), refused before it ever runs;
+//   - with a cache, an emulator of another architecture (qemu-arm-static
+//     named qemu-aarch64-static), a [*WrongTargetError].
+//
+// An architecture with no emulator in dirs is in neither map.
+//
+// With a non-nil cache, each trusted emulator's version and target are
+// read through it (see [VersionCache.Inspect]: a process start per
+// emulator the cache does not know, concurrently, each bounded by ctx or
+// [DefaultVersionTimeout]) and filled in. An emulator whose --version
+// fails or cannot be parsed is still found, with Version and Target ""
+// (so no P flag and no target check), and the reason is in err, which
+// joins such warnings and invalid architecture names in the order of
+// arches. With a nil cache nothing runs, and Version and Target stay "".
+func FindTrustedWith(ctx context.Context, arches, dirs []string, versions *VersionCache) (found map[string]*Emulator, refused map[string]error, err error) {
+	return find(ctx, arches, dirs, versions, CheckTrusted)
 }

@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -269,7 +270,7 @@ func TestFindTrusted(t *testing.T) {
 	if _, err := Version(context.Background(), filepath.Join(bad, "qemu-riscv64-static")); err == nil {
 		t.Fatal("busybox --version passed for a QEMU version: this test cannot tell whether FindTrusted runs it")
 	}
-	found, untrusted, err := FindTrusted(context.Background(), []string{"aarch64", "riscv64", "s390x"}, []string{good, bad}, true)
+	found, refused, err := FindTrusted(context.Background(), []string{"aarch64", "riscv64", "s390x"}, []string{good, bad}, true)
 	if err != nil {
 		t.Fatalf("FindTrusted: %v (did it run the untrusted emulator?)", err)
 	}
@@ -279,11 +280,96 @@ func TestFindTrusted(t *testing.T) {
 	if _, ok := found["riscv64"]; ok {
 		t.Error("the world-writable riscv64 emulator was found")
 	}
-	if err := untrusted["riscv64"]; err == nil || !strings.Contains(err.Error(), "writable by everyone") {
-		t.Errorf("untrusted[riscv64] = %v", err)
+	if err := refused["riscv64"]; err == nil || !strings.Contains(err.Error(), "writable by everyone") {
+		t.Errorf("refused[riscv64] = %v", err)
 	}
-	if _, ok := found["s390x"]; ok || untrusted["s390x"] != nil {
+	if _, ok := found["s390x"]; ok || refused["s390x"] != nil {
 		t.Error("s390x has no emulator in these directories")
+	}
+}
+
+// TestFindTrustedWithRefuses: with a cache, FindTrustedWith reads each
+// emulator's target and refuses one of another architecture; a file that
+// is no ELF executable is refused with or without one; an emulator whose
+// --version cannot be parsed is found, with a warning.
+func TestFindTrustedWithRefuses(t *testing.T) {
+	dir := trustRoot(t)
+	copyFile := func(name, src string) string {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("%v: install qemu-user-static (make deps)", err)
+		}
+		p := filepath.Join(dir, name)
+		writeFile(t, p, b, 0o755)
+		return p
+	}
+	wrong := copyFile("qemu-aarch64-static", "/usr/bin/qemu-arm-static")
+	good := copyFile("qemu-s390x-static", "/usr/bin/qemu-s390x-static")
+	echo := copyFile("qemu-ppc64le-static", "/bin/echo") // --version: "echo (GNU coreutils) 9.1"
+	shell := filepath.Join(dir, "qemu-riscv64-static")
+	writeFile(t, shell, []byte("#!/bin/sh\necho 'qemu-riscv64 version 9.9.9'\n"), 0o755)
+	arches := []string{"aarch64", "riscv64", "s390x", "ppc64le", "mips64el"}
+
+	for _, withCache := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", withCache), func(t *testing.T) {
+			var cache *VersionCache
+			if withCache {
+				cache, _ = LoadVersionCache(filepath.Join(t.TempDir(), "emulators.json"))
+			}
+			found, refused, err := FindTrustedWith(context.Background(), arches, []string{dir}, cache)
+			t.Logf("found %v\nrefused %v\nerr %v", found, refused, err)
+
+			var wt *WrongTargetError
+			if !withCache {
+				if found["aarch64"] == nil {
+					t.Errorf("without a cache nothing runs, so the arm emulator is found for aarch64: %v", refused["aarch64"])
+				}
+			} else if !errors.As(refused["aarch64"], &wt) || *wt != (WrongTargetError{Path: wrong, Want: "aarch64", Got: "arm"}) {
+				t.Errorf("refused[aarch64] = %#v, want a *WrongTargetError for %s", refused["aarch64"], wrong)
+			} else {
+				msg := wt.Error()
+				for _, w := range []string{wrong, "QEMU's arm emulator", `"qemu-arm"`, "not aarch64's", "replace it with qemu-aarch64-static"} {
+					if !strings.Contains(msg, w) {
+						t.Errorf("%q does not say %q", msg, w)
+					}
+				}
+				if found["aarch64"] != nil {
+					t.Error("the arm emulator was found for aarch64")
+				}
+			}
+
+			var ue *UnusableError
+			if !errors.As(refused["riscv64"], &ue) || !errors.Is(refused["riscv64"], ErrNotELF) || ue.Path != shell || ue.Arch != "riscv64" {
+				t.Errorf("refused[riscv64] = %#v, want an *UnusableError matching ErrNotELF", refused["riscv64"])
+			} else if want := shell + " cannot be the riscv64 emulator: not an ELF executable; install qemu-user-static"; ue.Error() != want {
+				t.Errorf("refused[riscv64] says %q, want %q", ue.Error(), want)
+			}
+			if found["riscv64"] != nil {
+				t.Error("the script was found")
+			}
+
+			s := found["s390x"]
+			if s == nil || s.Path != good || refused["s390x"] != nil {
+				t.Fatalf("s390x: %+v, %v", s, refused["s390x"])
+			}
+			if withCache && (s.Target != "s390x" || !versionPattern.MatchString(s.Version)) {
+				t.Errorf("s390x: version %q target %q", s.Version, s.Target)
+			}
+			if !withCache && (s.Target != "" || s.Version != "") {
+				t.Errorf("s390x without a cache: version %q target %q, want none read", s.Version, s.Target)
+			}
+
+			p := found["ppc64le"]
+			if p == nil || p.Path != echo || p.Version != "" || p.Target != "" {
+				t.Errorf("ppc64le (unparsable --version): %+v, want found without version", p)
+			}
+			if withCache != errors.Is(err, ErrUnknownVersion) || withCache && !strings.Contains(fmt.Sprint(err), echo) {
+				t.Errorf("err = %v; want a warning naming %s exactly when versions are read", err, echo)
+			}
+			if found["mips64el"] != nil || refused["mips64el"] != nil {
+				t.Error("mips64el has no emulator here")
+			}
+		})
 	}
 }
 

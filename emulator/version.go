@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -22,28 +23,48 @@ const maxOutput = 64 << 10
 
 // versionRE matches the first line QEMU user-mode emulators print for
 // --version, e.g. "qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
-// or, for old releases, "qemu-arm version 2.11.1(Debian 1:2.11+dfsg-1ubuntu7)".
-var versionRE = regexp.MustCompile(`^qemu-\S+ version (\d+\.\d+(?:\.\d+)?)(?:[^\d.]|$)`)
+// or, for old releases, "qemu-arm version 2.11.1(Debian 1:2.11+dfsg-1ubuntu7)":
+// the target, then the version.
+var versionRE = regexp.MustCompile(`^qemu-([\w.+-]{1,64}) version (\d+\.\d+(?:\.\d+)?)(?:[^\d.]|$)`)
+
+// ErrUnknownVersion is matched (via [errors.Is]) by the error of [Inspect]
+// and [Version] when the emulator ran but its output is not QEMU's
+// "qemu-<target> version X.Y.Z" line.
+var ErrUnknownVersion = errors.New("cannot parse version from output")
 
 // Version runs the emulator at path with --version and returns its QEMU
-// version, e.g. "7.2.22" from the first line
-//
-//	qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)
-//
-// If ctx has no deadline, the run is bounded by [DefaultVersionTimeout]. When
-// the deadline passes or ctx is cancelled, the emulator's process group is
-// killed and the error wraps ctx's error (e.g. [context.DeadlineExceeded]).
-// A failed run wraps the exec error and quotes what the emulator wrote to
-// stderr; output whose first line does not parse is an error quoting it.
-// Errors read "run <path> --version: <cause>".
+// version, e.g. "7.2.22"; it is [Inspect] without the target.
 func Version(ctx context.Context, path string) (string, error) {
+	v, _, err := Inspect(ctx, path)
+	return v, err
+}
+
+// Inspect runs the emulator at path once with --version and returns what
+// the first line of its output says: the QEMU version and the target, the
+// architecture (QEMU's name for it) whose programs the emulator runs, e.g.
+// "7.2.22" and "arm" from
+//
+//	qemu-arm version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)
+//
+// The target is compiled into the emulator: it stays "arm" when
+// qemu-arm-static is copied or linked as qemu-aarch64-static, which is
+// how a wrong emulator is told apart (see [WrongTargetError]).
+//
+// If ctx has no deadline, the run is bounded by [DefaultVersionTimeout].
+// When the deadline passes or ctx is cancelled, the emulator's process
+// group is killed and the error wraps ctx's error (e.g.
+// [context.DeadlineExceeded]). A failed run wraps the exec error and quotes
+// what the emulator wrote to stderr; output whose first line does not parse
+// is an error matching [ErrUnknownVersion] that quotes it. Only the first
+// 64 KiB of output are kept. Errors read "run <path> --version: <cause>".
+func Inspect(ctx context.Context, path string) (version, target string, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultVersionTimeout)
 		defer cancel()
 	}
-	fail := func(format string, args ...any) (string, error) {
-		return "", fmt.Errorf("run %s --version: "+format, append([]any{path}, args...)...)
+	fail := func(format string, args ...any) (string, string, error) {
+		return "", "", fmt.Errorf("run %s --version: "+format, append([]any{path}, args...)...)
 	}
 
 	var stdout, stderr cappedBuffer
@@ -62,20 +83,21 @@ func Version(ctx context.Context, path string) (string, error) {
 		}
 		return fail("%w", err)
 	}
-	v, ok := parseVersion(stdout.String())
+	version, target, ok := parseVersion(stdout.String())
 	if !ok {
 		out := trimOutput(stdout.String())
 		if out == "" {
 			out = trimOutput(stderr.String())
 		}
-		return fail("cannot parse version from output %q", out)
+		return fail("%w %q", ErrUnknownVersion, out)
 	}
-	return v, nil
+	return version, target, nil
 }
 
-// parseVersion extracts the version from the first non-empty line of
-// out, which must look like "qemu-<arch> version X.Y[.Z]...".
-func parseVersion(out string) (string, bool) {
+// parseVersion extracts the version and the target from the first
+// non-empty line of out, which must look like "qemu-<target> version
+// X.Y[.Z]...".
+func parseVersion(out string) (version, target string, ok bool) {
 	for line := range strings.Lines(out) {
 		line = strings.TrimSpace(line)
 		if line == "" {
@@ -83,11 +105,11 @@ func parseVersion(out string) (string, bool) {
 		}
 		m := versionRE.FindStringSubmatch(line)
 		if m == nil {
-			return "", false
+			return "", "", false
 		}
-		return m[1], true
+		return m[2], m[1], true
 	}
-	return "", false
+	return "", "", false
 }
 
 // trimOutput trims space and shortens s for quoting in an error.

@@ -3,17 +3,47 @@ package emulator
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"syscall"
 )
 
-// VersionCache remembers emulator versions by file identity (device,
-// inode, size and modification time), so that reading them costs a stat
-// instead of a process start. `mabd install` and the daemon keep one in
-// their state directory: with 33 emulators, asking each for --version was
-// most of an install's time.
+// Bounds of the file a [VersionCache] is kept in. With the 33 emulators of
+// qemu-user-static in two directories a cache holds 66 entries, about 12
+// KiB.
+const (
+	// MaxVersionCacheBytes is the largest file [LoadVersionCache] reads;
+	// a larger one is ignored (and replaced by [VersionCache.Save]).
+	MaxVersionCacheBytes = 1 << 20
+	// MaxVersionCacheEntries is how many emulators [VersionCache.Save]
+	// keeps: those asked about since the cache was loaded first.
+	MaxVersionCacheEntries = 256
+)
+
+// ErrNotRegularFile is matched (via [errors.Is]) by the errors of
+// [LoadVersionCache] and [VersionCache.Save] when the cache's path is a
+// symlink, a directory or any other file that is not a regular file: it
+// is neither read nor replaced.
+var ErrNotRegularFile = errors.New("not a regular file")
+
+// VersionCache remembers what emulators say with --version (see
+// [Inspect]: their version and their target) by file identity (device,
+// inode, size, modification and change time), so that reading it costs a
+// stat instead of a process start. `mabd install` and the daemon keep one
+// in their state directory: with 33 emulators, asking each for --version
+// was most of an install's time.
+//
+// The file is JSON, an object keyed by the emulator's path. It is read
+// once, by [LoadVersionCache], up to [MaxVersionCacheBytes]; [Save] writes
+// it back only when something changed, without the entries whose file is
+// gone or changed and with at most [MaxVersionCacheEntries], to a new
+// file renamed over the old one.
 //
 // A nil *VersionCache asks every time. Its methods are safe for concurrent
 // use.
@@ -21,29 +51,114 @@ type VersionCache struct {
 	path string
 	mu   sync.Mutex
 	m    map[string]cachedVersion
-	// dirty says m changed since it was read.
+	// used are the paths asked about since the cache was loaded.
+	used map[string]bool
+	// dirty says m changed since it was read, or the file must be rewritten.
 	dirty bool
 }
 
+// cachedVersion is one entry: the identity of the file the answer came
+// from, and the answer. Entries written before targets were cached have
+// no target and count as misses.
 type cachedVersion struct {
-	Dev     uint64 `json:"dev"`
-	Ino     uint64 `json:"ino"`
-	Size    int64  `json:"size"`
-	ModTime int64  `json:"mtime_ns"`
-	Version string `json:"version"`
+	Dev        uint64 `json:"dev"`
+	Ino        uint64 `json:"ino"`
+	Size       int64  `json:"size"`
+	ModTime    int64  `json:"mtime_ns"`
+	ChangeTime int64  `json:"ctime_ns"`
+	Version    string `json:"version"`
+	Target     string `json:"target"`
 }
 
-// OpenVersionCache reads the cache stored at path; a missing or unreadable
-// file gives an empty cache that Save writes there. With path "" the cache
-// lives only in memory.
-func OpenVersionCache(path string) *VersionCache {
-	c := &VersionCache{path: path, m: map[string]cachedVersion{}}
-	if b, err := os.ReadFile(path); err == nil {
-		_ = json.Unmarshal(b, &c.m)
+// sameFile reports whether two entries describe the same file contents.
+func (v cachedVersion) sameFile(w cachedVersion) bool {
+	return v.Dev == w.Dev && v.Ino == w.Ino && v.Size == w.Size && v.ModTime == w.ModTime && v.ChangeTime == w.ChangeTime
+}
+
+// LoadVersionCache reads the cache stored at path. It always returns a
+// usable cache; the error, when not nil, says why the stored file was
+// ignored and the cache starts empty: the file is larger than
+// [MaxVersionCacheBytes], is not valid JSON, cannot be read, or is not a
+// regular file (matching [ErrNotRegularFile]; [VersionCache.Save] then
+// leaves it alone too). It is a warning for the caller to show, not a
+// failure. A missing file is no error: [VersionCache.Save] creates it.
+// With path "" the cache lives only in memory.
+func LoadVersionCache(path string) (*VersionCache, error) {
+	c := &VersionCache{path: path, m: map[string]cachedVersion{}, used: map[string]bool{}}
+	if path == "" {
+		return c, nil
 	}
+	m, err := readVersionCache(path)
+	switch {
+	case err == nil:
+		c.m = m
+	case errors.Is(err, fs.ErrNotExist):
+		return c, nil
+	case !errors.Is(err, ErrNotRegularFile):
+		// Replace the file that was ignored, even if nothing is asked.
+		c.dirty = true
+	}
+	if err != nil {
+		return c, &fs.PathError{Op: "load emulator version cache", Path: path, Err: fmt.Errorf("%w: ignored, versions are read again", err)}
+	}
+	return c, nil
+}
+
+// OpenVersionCache is [LoadVersionCache] without the reason a stored file
+// was ignored.
+//
+// Deprecated: use LoadVersionCache, whose error is a warning to show.
+func OpenVersionCache(path string) *VersionCache {
+	c, _ := LoadVersionCache(path)
 	return c
 }
 
+// readVersionCache reads and decodes the file at path, without following
+// a symlink and without blocking on a FIFO.
+func readVersionCache(path string) (map[string]cachedVersion, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("a symlink, %w", ErrNotRegularFile)
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w (%v)", ErrNotRegularFile, fi.Mode().Type())
+	}
+	tooLarge := func(n int64) error {
+		return fmt.Errorf("%d bytes, larger than the %d a version cache may be", n, MaxVersionCacheBytes)
+	}
+	if fi.Size() > MaxVersionCacheBytes {
+		return nil, tooLarge(fi.Size())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxVersionCacheBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxVersionCacheBytes {
+		return nil, tooLarge(int64(len(b)))
+	}
+	var m map[string]cachedVersion
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("not a version cache: %w", err)
+	}
+	if m == nil {
+		m = map[string]cachedVersion{}
+	}
+	return m, nil
+}
+
+// identity returns the identity of the file at path (symlinks followed).
 func identity(path string) (cachedVersion, bool) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -53,39 +168,50 @@ func identity(path string) (cachedVersion, bool) {
 	if !ok {
 		return cachedVersion{}, false
 	}
-	return cachedVersion{Dev: uint64(st.Dev), Ino: st.Ino, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}, true
+	return cachedVersion{
+		Dev: uint64(st.Dev), Ino: st.Ino, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(),
+		ChangeTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
+	}, true
 }
 
-// Version returns the emulator's version from the cache when the file is
-// the one that was asked before, and otherwise runs it (see [Version]) and
-// remembers the answer.
-func (c *VersionCache) Version(ctx context.Context, path string) (string, error) {
+// Inspect is the package's [Inspect] — the emulator's version and target
+// — answered from the cache when the file at path is the one that was
+// asked before, and otherwise by running it once and remembering the
+// answer. Failed runs are not remembered.
+func (c *VersionCache) Inspect(ctx context.Context, path string) (version, target string, err error) {
 	if c == nil {
-		return Version(ctx, path)
+		return Inspect(ctx, path)
 	}
 	id, ok := identity(path)
 	if ok {
 		c.mu.Lock()
 		v, hit := c.m[path]
+		c.used[path] = true
 		c.mu.Unlock()
-		if hit && v.Dev == id.Dev && v.Ino == id.Ino && v.Size == id.Size && v.ModTime == id.ModTime {
-			return v.Version, nil
+		if hit && v.Target != "" && v.sameFile(id) {
+			return v.Version, v.Target, nil
 		}
 	}
-	ver, err := Version(ctx, path)
+	version, target, err = Inspect(ctx, path)
 	if err != nil || !ok {
-		return ver, err
+		return version, target, err
 	}
-	id.Version = ver
+	id.Version, id.Target = version, target
 	c.mu.Lock()
 	c.m[path] = id
 	c.dirty = true
 	c.mu.Unlock()
-	return ver, nil
+	return version, target, nil
 }
 
-// Save writes the cache back if it changed. The file is replaced
-// atomically; its directory is created.
+// Save writes the cache back if it changed, creating its directory. It
+// drops the entries whose file no longer exists or is no longer the file
+// the entry describes, and keeps at most [MaxVersionCacheEntries] (those
+// asked about since the cache was loaded first). The new contents go to a
+// temporary file of a unique name in the same directory, which is renamed
+// over the old file, or removed if anything fails. A path that is not a
+// regular file (a symlink, a directory) is left alone: the error matches
+// [ErrNotRegularFile].
 func (c *VersionCache) Save() error {
 	if c == nil {
 		return nil
@@ -95,20 +221,79 @@ func (c *VersionCache) Save() error {
 	if !c.dirty || c.path == "" {
 		return nil
 	}
-	b, err := json.MarshalIndent(c.m, "", "  ")
+	fail := func(err error) error {
+		return &fs.PathError{Op: "save emulator version cache", Path: c.path, Err: err}
+	}
+	if fi, err := os.Lstat(c.path); err == nil && !fi.Mode().IsRegular() {
+		return fail(fmt.Errorf("%w (%v): left alone", ErrNotRegularFile, fi.Mode().Type()))
+	}
+	m := c.pruned()
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
+		return fail(err)
+	}
+	if err := replaceFile(c.path, b, 0o644); err != nil {
+		return fail(err)
+	}
+	c.m = m
+	c.dirty = false
+	return nil
+}
+
+// pruned returns the entries whose file is still the one they describe,
+// at most MaxVersionCacheEntries: those used since loading first, then
+// the others in the order of their paths.
+func (c *VersionCache) pruned() map[string]cachedVersion {
+	paths := make([]string, 0, len(c.m))
+	for p := range c.m {
+		paths = append(paths, p)
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		if c.used[paths[i]] != c.used[paths[j]] {
+			return c.used[paths[i]]
+		}
+		return paths[i] < paths[j]
+	})
+	out := make(map[string]cachedVersion, min(len(paths), MaxVersionCacheEntries))
+	for _, p := range paths {
+		if len(out) == MaxVersionCacheEntries {
+			break
+		}
+		v := c.m[p]
+		if id, ok := identity(p); ok && v.Target != "" && v.sameFile(id) {
+			out[p] = v
+		}
+	}
+	return out
+}
+
+// replaceFile replaces path with a file holding b (mode perm): it writes
+// a new file of a unique name in path's directory, syncs it and renames
+// it over path, so that readers see the old file or the new one, never a
+// part; the new file is removed when any step fails.
+func replaceFile(path string, b []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
-		return err
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(perm)
 	}
-	tmp := c.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := os.Rename(tmp, c.path); err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	c.dirty = false
-	return nil
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
