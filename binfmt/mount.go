@@ -3,6 +3,7 @@ package binfmt
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -68,11 +69,65 @@ func (m Mount) Check() error {
 	return nil
 }
 
+// MountPointError says why binfmt_misc may not be mounted on a
+// directory: it is not a directory, or it holds files that the mount would
+// hide. It wraps ErrNotMounted.
+type MountPointError struct {
+	Dir    string
+	Reason string
+}
+
+func (e *MountPointError) Error() string {
+	return fmt.Sprintf("%s: %s: binfmt_misc is mounted only on an empty directory or where it is mounted already", e.Dir, e.Reason)
+}
+
+func (e *MountPointError) Unwrap() error { return ErrNotMounted }
+
+// CheckMountPoint returns nil when dir is a binfmt_misc mount, or an empty
+// directory that one may be mounted on without hiding anything. Otherwise
+// it returns a *MountPointError (not a directory, not empty, does not
+// exist) or the error of reading it.
+func CheckMountPoint(dir string) error {
+	if dir == "" {
+		return &MountPointError{Dir: `""`, Reason: "no directory given"}
+	}
+	ok, err := Mounted(dir)
+	if err != nil || ok {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &MountPointError{Dir: dir, Reason: "does not exist"}
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return &MountPointError{Dir: dir, Reason: "is not a directory"}
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return &fs.PathError{Op: "read", Path: dir, Err: err}
+	}
+	if len(names) > 0 {
+		return &MountPointError{Dir: dir, Reason: "holds files (" + names[0] + ", …) that a mount would hide"}
+	}
+	return nil
+}
+
 // EnsureMounted mounts binfmt_misc on dir unless it is mounted already, and
-// reports whether it did. It never unmounts anything.
+// reports whether it did. It mounts only on an empty directory (see
+// [CheckMountPoint]) and never unmounts anything.
 func EnsureMounted(dir string) (mounted bool, err error) {
 	ok, err := Mounted(dir)
 	if err != nil || ok {
+		return false, err
+	}
+	if err := CheckMountPoint(dir); err != nil {
 		return false, err
 	}
 	if err := unix.Mount("binfmt_misc", dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {

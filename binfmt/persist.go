@@ -1,14 +1,14 @@
 package binfmt
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // DefaultPersistDir is where systemd-binfmt reads the administrator's
@@ -27,23 +27,65 @@ func PersistPath(dir, name string) string {
 	return filepath.Join(dir, name+".conf")
 }
 
+// ForeignFileError is a binfmt.d file that mabd did not write (it lacks
+// mabd's header line): Persist does not overwrite it and Unpersist does
+// not remove it.
+type ForeignFileError struct{ Path string }
+
+func (e *ForeignFileError) Error() string {
+	return e.Path + " was not written by mabd: left alone"
+}
+
+// written reports whether the file at p exists and whether mabd wrote it.
+func written(p string) (exists, ours bool, err error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return true, false, err
+	} else if !fi.Mode().IsRegular() {
+		return true, false, &fs.PathError{Op: "read", Path: p, Err: errors.New("not a regular file")}
+	}
+	head := make([]byte, len(persistHeader))
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return true, false, fmt.Errorf("read %s: %w", p, err)
+	}
+	return true, string(head[:n]) == persistHeader, nil
+}
+
 // Persist writes s to dir/<name>.conf in systemd's binfmt.d format, so that
-// systemd-binfmt registers it at boot. The file is replaced atomically.
+// systemd-binfmt registers it at boot. The file is replaced atomically,
+// and only if mabd wrote it: someone else's file of that name is left
+// alone with a *ForeignFileError.
 func Persist(dir string, s Spec) (string, error) {
 	if err := s.Validate(); err != nil {
 		return "", err
 	}
 	p := PersistPath(dir, s.Name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return "", err
-	}
 	body := persistHeader + "\n" + s.Line() + "\n"
-	if old, err := os.ReadFile(p); err == nil && string(old) == body {
-		return p, nil
+	exists, ours, err := written(p)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("persist %s: %w", p, err)
+	case exists && !ours:
+		return "", &ForeignFileError{Path: p}
+	case exists:
+		if old, err := readBounded(p, maxConf); err == nil && string(old) == body {
+			return p, nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", fmt.Errorf("persist %s: %w", p, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(p), "."+s.Name+".conf.*")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("persist %s: %w", p, err)
 	}
 	_, err = tmp.WriteString(body)
 	if cerr := tmp.Close(); err == nil {
@@ -63,46 +105,80 @@ func Persist(dir string, s Spec) (string, error) {
 }
 
 // Unpersist removes dir/<name>.conf if mabd wrote it, and reports whether
-// it removed it. A file someone else wrote is left alone (unless force).
-func Unpersist(dir, name string, force bool) (bool, error) {
+// it removed it. A file someone else wrote is never removed: it is left
+// alone with a *ForeignFileError.
+func Unpersist(dir, name string) (bool, error) {
 	p := PersistPath(dir, name)
-	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
+	exists, ours, err := written(p)
+	switch {
+	case err != nil:
 		return false, err
+	case !exists:
+		return false, nil
+	case !ours:
+		return false, &ForeignFileError{Path: p}
 	}
-	if !force && !bytes.HasPrefix(b, []byte(persistHeader)) {
-		return false, fmt.Errorf("%s was not written by mabd: left alone (use --force to remove it)", p)
-	}
-	if err := os.Remove(p); err != nil {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
 	return true, nil
+}
+
+// maxConf bounds a binfmt.d file mabd reads: the kernel takes lines of at
+// most 1920 bytes, and such files hold a few of them.
+const maxConf = 1 << 20
+
+// readBounded reads a regular file of at most limit bytes. It opens
+// without blocking, so a FIFO is refused rather than waited on.
+func readBounded(p string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "read", Path: p, Err: errors.New("not a regular file")}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, &fs.PathError{Op: "read", Path: p, Err: fmt.Errorf("larger than %d bytes", limit)}
+	}
+	return b, nil
 }
 
 // ReadConf reads the register lines of a binfmt.d file: one per line,
 // blank lines and lines starting with '#' or ';' skipped. A bad line is an
 // error naming the file and line.
 func ReadConf(path string) ([]Spec, error) {
-	f, err := os.Open(path)
+	b, err := readBounded(path, maxConf)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []Spec
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		l := strings.TrimSpace(sc.Text())
+	for n, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
 		if l == "" || l[0] == '#' || l[0] == ';' {
 			continue
 		}
 		s, err := Parse(l)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+			return nil, fmt.Errorf("%s:%d: %w", path, n+1, err)
 		}
 		out = append(out, s)
 	}
-	return out, sc.Err()
+	return out, nil
+}
+
+// WrittenByMabd reports whether the binfmt.d file at p is one mabd wrote
+// (it starts with mabd's header).
+func WrittenByMabd(p string) bool {
+	_, ours, err := written(p)
+	return err == nil && ours
 }

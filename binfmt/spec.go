@@ -419,3 +419,54 @@ func (s Spec) Matches(header []byte) bool {
 	}
 	return true
 }
+
+// Narrowing says where an entry fails to select every file another
+// selects: at byte Offset of the file it checks the bits Extra, which the
+// other leaves free, or wants other values in bits the two both check
+// (Differs). See [Spec.Covers].
+type Narrowing struct {
+	// Offset is the byte of the file, counted from its start.
+	Offset int
+	// Mask is the entry's mask at that byte; Want its masked magic.
+	Mask, Want byte
+	// Extra are bits the entry checks and the other does not: files that
+	// differ there are refused by the entry although the other takes
+	// them.
+	Extra byte
+	// Differs: the two check a bit in common and want other values.
+	Differs bool
+}
+
+// Covers reports whether s selects every file that t selects: every bit
+// s checks is one that t checks too, with the same value. An entry that
+// covers an architecture's table spec runs all of that architecture's
+// programs; one that does not refuses some valid programs (Debian's mips
+// entries check byte 8, EI_ABIVERSION, with the mask 0xfe, so programs of
+// ABI version 2 and above fall through). When it does not, the first byte
+// at fault is returned. Both must be magic handlers.
+func (s Spec) Covers(t Spec) (bool, *Narrowing) {
+	if s.Type != Magic || t.Type != Magic {
+		return false, nil
+	}
+	tBits := func(p int) (mask, val byte) {
+		i := p - t.Offset
+		if i < 0 || i >= len(t.Magic) {
+			return 0, 0
+		}
+		m := maskAt(t.Mask, i)
+		return m, t.Magic[i] & m
+	}
+	for i := range s.Magic {
+		p := s.Offset + i
+		sm := maskAt(s.Mask, i)
+		sv := s.Magic[i] & sm
+		tm, tv := tBits(p)
+		if extra := sm &^ tm; extra != 0 {
+			return false, &Narrowing{Offset: p, Mask: sm, Want: sv, Extra: extra}
+		}
+		if sv != tv&sm {
+			return false, &Narrowing{Offset: p, Mask: sm, Want: sv, Differs: true}
+		}
+	}
+	return true, nil
+}
