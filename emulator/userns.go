@@ -108,9 +108,11 @@ func (e *KernelTooOldError) Error() string {
 //  1. checks that it is in a user and a mount namespace of its own, not the
 //     caller's (it refuses to go on otherwise),
 //  2. makes every mount private (mount --make-rprivate /),
-//  3. mounts binfmt_misc on a fresh directory that the caller created in
-//     [os.TempDir] (removed when the run is over), checks that the instance
-//     is empty, and registers the handler,
+//  3. mounts binfmt_misc over /proc/sys/fs/binfmt_misc — in its own mount
+//     namespace only: the host's mount there and the host's table are
+//     neither unmounted nor changed, only hidden from the helper and the
+//     program — checks that the instance is empty, and registers the
+//     handler,
 //  4. starts the program in a second, nested user namespace that maps the
 //     caller's uid and gid back onto the helper's 0, so that the program
 //     runs with the caller's own uid and gid (id -u prints what it prints
@@ -124,7 +126,8 @@ func (e *KernelTooOldError) Error() string {
 // # What the program sees
 //
 // Its stdin, stdout and stderr, environment and working directory are the
-// caller's. Inside the namespaces only the caller's uid and gid are mapped:
+// caller's. /proc/sys/fs/binfmt_misc shows the private instance with its
+// one handler, not the host's table. Inside the namespaces only the caller's uid and gid are mapped:
 // files owned by anyone else show as owned by the overflow ids (nobody,
 // nogroup; 65534), supplementary groups likewise, though access to them is
 // still checked against the real ids. setuid and setgid programs cannot gain
@@ -133,11 +136,10 @@ func (e *KernelTooOldError) Error() string {
 // the host afterwards are not seen. Its parent process is the helper, not
 // the caller.
 //
-// The mount point, an empty directory mabd-exec-* in [os.TempDir], is
-// removed once the helper has exited; it is left behind only when the
-// caller's process is killed with SIGKILL. (It must not be removed earlier:
-// removing a directory that is a mount point in another mount namespace
-// detaches that mount, and the handler with it.)
+// Nothing is created on the host: the mount exists in the sandbox's mount
+// namespace only and ends with it, so a run leaves nothing behind even when
+// the caller is killed with SIGKILL (the helper and the program then get
+// SIGKILL too, as their parent-death signal).
 //
 // # Signals
 //
@@ -160,15 +162,21 @@ type Sandbox struct {
 	// [binfmt.IsNative]): Run then starts the program directly, with no
 	// namespace and no handler.
 	Native bool
+	// Warnings are what [NewSandbox] noticed but did not refuse: an
+	// emulator whose --version could not be read.
+	Warnings []string
 }
 
 // NewSandbox resolves what a user asked for: platform is an OCI platform, a
 // QEMU name or an alias (see [LookupArch]); emulatorPath is the emulator to
 // use, or "" to look for qemu-<arch>[-static] in dirs with [Find] (nil dirs
-// means [DefaultDirs]). The emulator must be statically linked, because the
-// handler gets the F flag; its version is read (ctx bounds that, see
-// [Version]) to decide on the P flag, which is left out when the version
-// cannot be read. A platform the host runs natively gives a Native sandbox,
+// means [DefaultDirs]). The emulator must be an ELF executable (else an
+// [*UnusableError]) and statically linked, because the handler gets the F
+// flag. It is run once with --version (ctx bounds that, see [Inspect]): an
+// emulator whose target is another architecture is refused with a
+// [*WrongTargetError]; its version decides on the P flag. When the output
+// cannot be read, P is left out and the reason is in the sandbox's
+// Warnings. A platform the host runs natively gives a Native sandbox,
 // unless emulatorPath asks for an emulator explicitly.
 //
 // Every error is a [*SandboxError] with Code [ExitSetup].
@@ -194,7 +202,7 @@ func NewSandbox(ctx context.Context, platform, emulatorPath string, dirs []strin
 		}
 		static, err := IsStatic(abs)
 		if err != nil {
-			return nil, sandboxSetupError(fmt.Errorf("emulator %w", err))
+			return nil, sandboxSetupError(&UnusableError{Arch: arch.Name, Path: abs, Err: err})
 		}
 		emu = &Emulator{Arch: arch.Name, Path: abs, Static: static}
 	} else {
@@ -206,14 +214,18 @@ func NewSandbox(ctx context.Context, platform, emulatorPath string, dirs []strin
 	if err := emu.CheckFixBinary(); err != nil {
 		return nil, sandboxSetupError(fmt.Errorf("%w (a sandbox always registers its handler with F)", err))
 	}
-	flags := binfmt.FixBinary
-	if v, err := Version(ctx, emu.Path); err == nil {
-		emu.Version = v
-		if PreservesArgv0(v) {
-			flags |= binfmt.PreserveArgv0
+	sb := &Sandbox{Arch: arch, Emulator: emu, Flags: binfmt.FixBinary}
+	if err := emu.Inspect(ctx); err != nil {
+		var wt *WrongTargetError
+		if errors.As(err, &wt) {
+			return nil, sandboxSetupError(err)
 		}
+		sb.Warnings = append(sb.Warnings, fmt.Sprintf("%v: its architecture is not checked and the handler has no P flag", err))
 	}
-	return &Sandbox{Arch: arch, Emulator: emu, Flags: flags}, nil
+	if PreservesArgv0(emu.Version) {
+		sb.Flags |= binfmt.PreserveArgv0
+	}
+	return sb, nil
 }
 
 // Spec returns the handler the sandbox registers: qemu-<arch>, the table's
@@ -294,16 +306,7 @@ func (s *Sandbox) Run(c SandboxCommand) (int, error) {
 	if err != nil {
 		return ExitSetup, sandboxSetupError(err)
 	}
-	dir, err := os.MkdirTemp("", "mabd-exec-")
-	if err != nil {
-		return ExitSetup, sandboxSetupError(fmt.Errorf("create the binfmt_misc mount point: %w", err))
-	}
-	// Removed only once the helper is gone: removing a directory that is a
-	// mount point in another mount namespace detaches that mount there.
-	defer os.Remove(dir)
-
 	child := execChildSpec{
-		Mount:  dir,
 		Spec:   spec,
 		Path:   path,
 		Args:   c.Args,
@@ -640,7 +643,6 @@ func environWithout(name string) []string {
 
 // execChildSpec is what [Sandbox.Run] tells the helper.
 type execChildSpec struct {
-	Mount  string      // directory to mount binfmt_misc on
 	Spec   binfmt.Spec // the one handler to register
 	Path   string      // absolute path of the program
 	Args   []string    // its argv
@@ -741,9 +743,15 @@ func sandboxStartError(name string, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
+// sandboxMount is where the helper mounts the private binfmt_misc
+// instance, in its own mount namespace: where programs look for it, and
+// a directory that exists on every Linux host (so nothing is created, and
+// nothing is left to remove).
+const sandboxMount = binfmt.DefaultDir
+
 // setupInstance checks that the helper is in namespaces of its own, makes
-// its mounts private, mounts a private binfmt_misc instance on spec.Mount,
-// checks it is empty and registers spec.Spec there.
+// its mounts private, mounts a private binfmt_misc instance over
+// sandboxMount, checks it is empty and registers spec.Spec there.
 func setupInstance(spec execChildSpec) error {
 	for _, ns := range []struct{ file, caller string }{
 		{"/proc/self/ns/user", spec.UserNS},
@@ -763,16 +771,16 @@ func setupInstance(spec execChildSpec) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make the mounts of the new namespace private: %w%s", err, sandboxMountHint(err))
 	}
-	if err := unix.Mount("binfmt_misc", spec.Mount, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount("binfmt_misc", sandboxMount, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		switch {
 		case errors.Is(err, syscall.ENODEV):
-			return fmt.Errorf("mount binfmt_misc on %s: %w: this kernel has no binfmt_misc file system; load it (as root) with `modprobe binfmt_misc`", spec.Mount, err)
+			return fmt.Errorf("mount binfmt_misc on %s: %w: this kernel has no binfmt_misc file system; load it (as root) with `modprobe binfmt_misc`", sandboxMount, err)
 		case errors.Is(err, syscall.EPERM):
-			return fmt.Errorf("mount binfmt_misc on %s in a user namespace: %w%s", spec.Mount, err, sandboxMountHint(err))
+			return fmt.Errorf("mount binfmt_misc on %s in a user namespace: %w%s", sandboxMount, err, sandboxMountHint(err))
 		}
-		return fmt.Errorf("mount binfmt_misc on %s: %w", spec.Mount, err)
+		return fmt.Errorf("mount binfmt_misc on %s: %w", sandboxMount, err)
 	}
-	entries, err := os.ReadDir(spec.Mount)
+	entries, err := os.ReadDir(sandboxMount)
 	if err != nil {
 		return fmt.Errorf("read the private binfmt_misc instance: %w", err)
 	}
@@ -781,9 +789,9 @@ func setupInstance(spec execChildSpec) error {
 		names = append(names, e.Name())
 	}
 	if strings.Join(names, " ") != "register status" {
-		return fmt.Errorf("sandbox helper: the binfmt_misc mounted on %s is not a new, empty instance (it holds %q); refusing to register", spec.Mount, names)
+		return fmt.Errorf("sandbox helper: the binfmt_misc mounted on %s is not a new, empty instance (it holds %q); refusing to register", sandboxMount, names)
 	}
-	m := binfmt.Mount{Dir: spec.Mount}
+	m := binfmt.Mount{Dir: sandboxMount}
 	if err := m.Register(spec.Spec); err != nil {
 		return fmt.Errorf("register %s in the private binfmt_misc instance: %w", spec.Spec.Name, err)
 	}

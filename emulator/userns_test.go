@@ -120,6 +120,59 @@ func TestNewSandbox(t *testing.T) {
 	}
 }
 
+// TestNewSandboxRefuses: an emulator of another architecture, given or
+// found, and a file that is no ELF executable are refused with the
+// reason; one whose --version cannot be read is used without P, with a
+// warning.
+func TestNewSandboxRefuses(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	link := func(name, target string) string {
+		p := filepath.Join(dir, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	armAsAarch64 := link("qemu-aarch64-static", fixtures.Arches["armhf"].QEMUStatic())
+	busybox := link("qemu-riscv64-static", "/bin/busybox") // "qemu-riscv64-static: applet not found"
+	script := filepath.Join(dir, "qemu-s390x-static")
+	writeFile(t, script, []byte("#!/bin/sh\necho 'qemu-s390x version 9.9.9'\n"), 0o755)
+
+	tests := []struct {
+		name, platform, emulator string
+		dirs                     []string
+		says                     string
+	}{
+		{"given, wrong architecture", "linux/arm64", armAsAarch64, nil,
+			armAsAarch64 + ` is QEMU's arm emulator (its --version says "qemu-arm"), not aarch64's: it cannot run aarch64 programs; replace it with qemu-aarch64-static`},
+		{"found, wrong architecture", "linux/arm64", "", []string{dir}, armAsAarch64 + " is QEMU's arm emulator"},
+		{"arm for 386", "linux/386", fixtures.Arches["armhf"].QEMUStatic(), nil, "not i386's"},
+		{"given, a script", "linux/s390x", script, nil, script + " cannot be the s390x emulator: not an ELF executable"},
+		{"found, a script", "linux/s390x", "", []string{dir}, script + " cannot be the s390x emulator: not an ELF executable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sb, err := NewSandbox(ctx, tt.platform, tt.emulator, tt.dirs)
+			if err == nil {
+				t.Fatalf("NewSandbox accepted %+v", sb.Emulator)
+			}
+			wantSandboxError(t, err, ExitSetup, tt.says)
+		})
+	}
+
+	sb, err := NewSandbox(ctx, "riscv64", busybox, nil)
+	if err != nil {
+		t.Fatalf("an emulator whose --version fails: %v, want it used with a warning", err)
+	}
+	if sb.Flags != binfmt.FixBinary || len(sb.Warnings) != 1 || !strings.Contains(sb.Warnings[0], busybox+" --version") {
+		t.Errorf("flags %s, warnings %q; want F alone and a warning naming %s", sb.Flags, sb.Warnings, busybox)
+	}
+	if sb, err := NewSandbox(ctx, "arm64", "", nil); err != nil || len(sb.Warnings) != 0 || sb.Emulator.Target != "aarch64" {
+		t.Errorf("the installed emulator: %+v, %v", sb, err)
+	}
+}
+
 // nativePlatform returns an OCI platform this host runs natively.
 func nativePlatform() string {
 	switch runtime.GOARCH {
@@ -153,6 +206,16 @@ func TestSandboxRun(t *testing.T) {
 	}
 	if code, out, _, err := run("x y\n", bb, "cat"); err != nil || code != 0 || out != "x y\n" {
 		t.Errorf("cat: %d %q %v", code, out, err)
+	}
+	// The program sees its private instance where programs look for one;
+	// the host's view does not change.
+	hostBefore := hostBinfmtView(t)
+	if code, out, _, err := run("", bb, "sh", "-c", "ls /proc/sys/fs/binfmt_misc; grep -h interpreter /proc/sys/fs/binfmt_misc/qemu-aarch64"); err != nil || code != 0 ||
+		out != "qemu-aarch64\nregister\nstatus\ninterpreter "+sb.Emulator.Path+"\n" {
+		t.Errorf("the program's /proc/sys/fs/binfmt_misc: %d %q %v, want the private instance", code, out, err)
+	}
+	if hostAfter := hostBinfmtView(t); hostAfter != hostBefore {
+		t.Errorf("the host's binfmt_misc changed:\nbefore %s\nafter  %s", hostBefore, hostAfter)
 	}
 	// The helper's marker does not reach the program.
 	if code, out, _, err := run("", bb, "sh", "-c", "echo ${"+envExecChild+":-unset}"); err != nil || code != 0 || out != "unset\n" {
@@ -301,4 +364,25 @@ func TestSandboxStartCode(t *testing.T) {
 			t.Errorf("sandboxStartCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
+}
+
+// hostBinfmtView describes the binfmt_misc this process sees: its mounts
+// (from /proc/self/mountinfo) and the files of /proc/sys/fs/binfmt_misc.
+func hostBinfmtView(t *testing.T) string {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view []string
+	for line := range strings.Lines(string(mi)) {
+		if strings.Contains(line, "binfmt_misc") {
+			view = append(view, strings.TrimSpace(line))
+		}
+	}
+	des, _ := os.ReadDir(binfmt.DefaultDir)
+	for _, de := range des {
+		view = append(view, de.Name())
+	}
+	return strings.Join(view, " | ")
 }

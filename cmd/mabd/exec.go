@@ -40,9 +40,13 @@ mabd starts CMD in a new user and mount namespace that holds a private
 binfmt_misc instance (binfmt_misc is per user namespace since Linux 6.7) with
 one handler: qemu-<arch> for PLATFORM, with flags F, plus P when the emulator
 honours it, and as interpreter --emulator or the qemu-<arch>[-static] found in
---emulator-dir (default /usr/bin, /usr/local/bin), which must be static.
-Programs of that architecture that CMD starts run through it too. The host
-never sees the handler; it vanishes when CMD's namespace ends.
+--emulator-dir (default /usr/bin, /usr/local/bin), which must be static and
+an emulator for PLATFORM (its --version names its architecture: a
+qemu-arm-static copied as qemu-aarch64-static is refused). Programs of that
+architecture that CMD starts run through it too. The instance is mounted
+over /proc/sys/fs/binfmt_misc in CMD's mount namespace only: CMD sees its
+one handler there, the host never sees it, and it vanishes when CMD's
+namespace ends, leaving nothing behind even if mabd is killed.
 
 PLATFORM is an OCI platform (linux/arm64, linux/arm/v7), a QEMU name
 (aarch64) or an alias (arm64, armhf). A platform this host runs natively
@@ -78,6 +82,9 @@ cannot be executed; 127 when CMD is not found.`,
 			sb, err := emulator.NewSandbox(cmd.Context(), platform, emulatorPath, emulatorDirs)
 			if err != nil {
 				return execFail(cmd, execCode(err), err)
+			}
+			for _, w := range sb.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "mabd exec: warning:", w)
 			}
 			code, err := sb.Run(emulator.SandboxCommand{
 				Args:   args,

@@ -307,6 +307,30 @@ func TestExec(t *testing.T) {
 		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", "/bin/ls", "--", bb, "true"), exitExecSetup, "",
 			"mabd exec: /bin/ls is dynamically linked: the F flag opens it at registration")
 	})
+	t.Run("WrongArchEmulator", func(t *testing.T) {
+		arm := fixtures.Arches["armhf"].QEMUStatic()
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", arm, "--", bb, "true"), exitExecSetup, "",
+			"mabd exec: "+arm+` is QEMU's arm emulator (its --version says "qemu-arm"), not aarch64's`)
+		// A copy named like the right one, found in --emulator-dir.
+		wrong := filepath.Join(dir, "wrong")
+		if err := os.Mkdir(wrong, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyExecutable(t, filepath.Join(wrong, "qemu-aarch64-static"), arm)
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator-dir", wrong, "--", bb, "true"), exitExecSetup, "",
+			"mabd exec: "+filepath.Join(wrong, "qemu-aarch64-static")+" is QEMU's arm emulator")
+	})
+	t.Run("ScriptEmulator", func(t *testing.T) {
+		script := filepath.Join(dir, "qemu-aarch64-static")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'qemu-aarch64 version 9.9.9'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(script)
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", script, "--", bb, "true"), exitExecSetup, "",
+			"mabd exec: "+script+" cannot be the aarch64 emulator: not an ELF executable")
+		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator-dir", dir, "--", bb, "true"), exitExecSetup, "",
+			"mabd exec: "+script+" cannot be the aarch64 emulator: not an ELF executable")
+	})
 	t.Run("EmulatorMissing", func(t *testing.T) {
 		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator", filepath.Join(dir, "nope"), "--", bb, "true"), exitExecSetup, "", "no such file or directory")
 		want(t, mabd(t, "", "exec", "--platform", "linux/arm64", "--emulator-dir", dir, "--", bb, "true"), exitExecSetup, "", "qemu-aarch64-static not found in "+dir)
@@ -336,6 +360,159 @@ func TestExec(t *testing.T) {
 			t.Errorf("left behind in TMPDIR: %s", de.Name())
 		}
 	})
+}
+
+// TestExecKilled: `mabd exec` killed with SIGKILL while a foreign program
+// runs leaves nothing behind: no mabd-exec-* in TMPDIR, no helper or
+// program process, and the host's binfmt_misc as it was (the private
+// instance is mounted over /proc/sys/fs/binfmt_misc in the sandbox's mount
+// namespace only).
+func TestExecKilled(t *testing.T) {
+	dir := publicDir(t)
+	bin := mabdBinary(t)
+	bb := filepath.Join(dir, "busybox")
+	copyExecutable(t, bb, fixtures.Busybox(t, "arm64"))
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	hostBefore := binfmtView(t)
+
+	cmd := exec.Command(bin, "exec", "--platform", "linux/arm64", "--", bb, "sh", "-c",
+		"ls /proc/sys/fs/binfmt_misc; echo ready; exec "+bb+" sleep 1000")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	out := make(chan string, 1)
+	go func() {
+		var b []byte
+		buf := make([]byte, 256)
+		for !bytes.HasSuffix(b, []byte("ready\n")) {
+			n, err := stdout.Read(buf)
+			b = append(b, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		out <- string(b)
+	}()
+	select {
+	case got := <-out:
+		if got != "qemu-aarch64\nregister\nstatus\nready\n" {
+			t.Errorf("the program printed %q (stderr %q), want its private binfmt_misc listed and ready", got, errb.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the program did not start (stderr %q)", errb.String())
+	}
+
+	tree := descendants(t, cmd.Process.Pid)
+	if len(tree) < 2 {
+		t.Fatalf("mabd exec has %d descendants %v, want the helper and the program", len(tree), tree)
+	}
+	if during := binfmtView(t); during != hostBefore {
+		t.Errorf("while the program runs the host's binfmt_misc is\n%s\nnot\n%s", during, hostBefore)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range tree {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d (of %v) outlived the SIGKILLed mabd exec", pid, tree)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	des, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range des {
+		t.Errorf("left behind in TMPDIR: %s", de.Name())
+	}
+	if after := binfmtView(t); after != hostBefore {
+		t.Errorf("the host's binfmt_misc was\n%s\nand is\n%s", hostBefore, after)
+	}
+}
+
+// binfmtView describes the binfmt_misc this process sees: its mounts (from
+// /proc/self/mountinfo) and the files of /proc/sys/fs/binfmt_misc.
+func binfmtView(t *testing.T) string {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view []string
+	for line := range strings.Lines(string(mi)) {
+		if strings.Contains(line, "binfmt_misc") {
+			view = append(view, strings.TrimSpace(line))
+		}
+	}
+	des, _ := os.ReadDir(binfmt.DefaultDir)
+	for _, de := range des {
+		view = append(view, de.Name())
+	}
+	return strings.Join(view, "\n")
+}
+
+// descendants returns the processes below pid, from /proc.
+func descendants(t *testing.T, pid int) []int {
+	t.Helper()
+	des, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := map[int][]int{}
+	for _, de := range des {
+		p, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", de.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		children[ppid] = append(children[ppid], p)
+	}
+	var out []int
+	for queue := children[pid]; len(queue) > 0; queue = queue[1:] {
+		out = append(out, queue[0])
+		queue = append(queue, children[queue[0]]...)
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
 // TestExecInProcess runs `mabd exec` through run(): the test binary
