@@ -33,6 +33,7 @@ import (
 // testLayout is a one-image OCI layout: its blobs and index.json, kept in
 // memory so that cases can change them before writing it out.
 type testLayout struct {
+	img                     v1.Image
 	manifest, config, layer []byte
 	// desc is the index.json entry of the manifest.
 	desc v1.Descriptor
@@ -64,7 +65,7 @@ func newTestLayout(t *testing.T, alg string) *testLayout {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
-	l := &testLayout{}
+	l := &testLayout{img: img}
 	m, _ := img.Manifest()
 	l.configDesc, l.layerDesc = m.Config, m.Layers[0]
 	l.manifest, _ = img.RawManifest()

@@ -229,7 +229,7 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 	idx := newCreatedIndex(mt, raw, images)
 
 	if err := remote.WriteIndex(tref.Name, idx, opt.remoteOptions(ctx)...); err != nil {
-		return nil, fmt.Errorf("push %s: %w", target, err)
+		return nil, fmt.Errorf("push %s: %w", target, registryError(err))
 	}
 	return &Created{Ref: tref.WithDigest(idx.digest), Digest: idx.digest, MediaType: mt, Raw: raw, Entries: entries, Warnings: warnings}, nil
 }

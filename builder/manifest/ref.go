@@ -2,12 +2,11 @@ package manifest
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -60,6 +59,13 @@ type Options struct {
 	Keychain authn.Keychain
 	// UserAgent is sent to registries (default "mabd").
 	UserAgent string
+	// Timeout bounds every registry request: connecting, the TLS
+	// handshake and the response headers each get no longer, a manifest,
+	// index, config or token must be read whole within it, and a blob
+	// (a layer being audited or copied) may not stall for longer. A
+	// registry that does not answer in time fails with a [TimeoutError].
+	// Zero (or less) means [DefaultTimeout].
+	Timeout time.Duration
 }
 
 // Reference is a parsed reference: a registry image, or an entry of an OCI
@@ -172,16 +178,7 @@ func (opt Options) remoteOptions(ctx context.Context) []remote.Option {
 	if ua == "" {
 		ua = "mabd"
 	}
-	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithUserAgent(ua)}
-	if opt.Insecure {
-		t := remote.DefaultTransport.(*http.Transport).Clone()
-		if t.TLSClientConfig == nil {
-			t.TLSClientConfig = &tls.Config{}
-		}
-		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // asked for with --insecure
-		ro = append(ro, remote.WithTransport(t))
-	}
-	return ro
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithUserAgent(ua), remote.WithTransport(opt.transport())}
 }
 
 // ErrNotFound is wrapped by the errors of references that do not exist:

@@ -96,13 +96,18 @@ func resolveRemote(ctx context.Context, r Reference, opt Options) (*Artifact, er
 		a.Image, err = d.Image()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", r, err)
+		return nil, fmt.Errorf("fetch %s: %w", r, registryError(err))
 	}
 	return a, nil
 }
 
-// registryError marks a registry's 404 answers as [ErrNotFound].
+// registryError marks a registry's 404 answers as [ErrNotFound], and
+// reduces a request that timed out to its [TimeoutError] (go-containerregistry
+// would repeat it for each URL it tried).
 func registryError(err error) error {
+	if te := (*TimeoutError)(nil); errors.As(err, &te) {
+		return te
+	}
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -371,8 +376,16 @@ func (a *Artifact) walk(idx v1.ImageIndex, path []v1.Hash, out *[]Manifest) erro
 }
 
 // ConfigPlatform reads an image's platform from its config: os,
-// architecture, variant, os.version and os.features.
+// architecture, variant, os.version and os.features. A config said to be
+// larger than 16 MiB is not read.
 func ConfigPlatform(img v1.Image) (*v1.Platform, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	if m.Config.Size > maxManifest {
+		return nil, fmt.Errorf("its config %s is %d bytes, too large (at most %d)", m.Config.Digest, m.Config.Size, maxManifest)
+	}
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
