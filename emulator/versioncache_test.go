@@ -305,12 +305,7 @@ func TestVersionCacheSavePrunes(t *testing.T) {
 	if _, ok := c.m[last]; !ok {
 		t.Errorf("the emulator asked about was pruned")
 	}
-	des, _ := os.ReadDir(dir)
-	for _, de := range des {
-		if strings.HasSuffix(de.Name(), ".tmp") {
-			t.Errorf("left behind: %s", de.Name())
-		}
-	}
+	noTemporaries(t, dir)
 }
 
 // TestVersionCacheConcurrentSaves: processes that save the same cache at
@@ -342,6 +337,12 @@ func TestVersionCacheConcurrentSaves(t *testing.T) {
 	if c, err := LoadVersionCache(store); err != nil || len(c.m) != 1 {
 		t.Errorf("after concurrent saves: %v, %v", c.m, err)
 	}
+	noTemporaries(t, dir)
+}
+
+// noTemporaries fails the test if a temporary file of Save is in dir.
+func noTemporaries(t *testing.T, dir string) {
+	t.Helper()
 	des, _ := os.ReadDir(dir)
 	for _, de := range des {
 		if strings.HasSuffix(de.Name(), ".tmp") {
