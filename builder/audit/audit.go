@@ -20,6 +20,14 @@
 // deletes (a whiteout, or an opaque directory) or replaces is still
 // reported, as hidden (Problem.HiddenBy), but does not make the image fail:
 // it ships bytes, not a program that runs.
+//
+// An audit that audits no image fails ([Report.Failure]): an index that
+// lists no image, or only attestations and platforms the table does not
+// know, passes nothing. Each layer is read no further than the size its
+// descriptor declares, and must have that size and digest (package
+// manifest checks blobs of OCI layouts and archives, go-containerregistry
+// those of registries); registry requests are bounded by
+// [manifest.Options.Timeout].
 package audit
 
 import (
@@ -132,6 +140,10 @@ type Report struct {
 	MediaType types.MediaType `json:"mediaType"`
 	// Platforms are the audits of its images, in index order.
 	Platforms []PlatformReport `json:"platforms"`
+	// Failure says why the audit failed although no platform has a
+	// problem: it audited no image (an index that lists none, or only
+	// attestations and platforms it skipped). Empty otherwise.
+	Failure string `json:"failure,omitempty"`
 }
 
 // Problems returns the problems that are not hidden, of every platform.
@@ -147,13 +159,31 @@ func (r *Report) Problems() []Problem {
 	return out
 }
 
-// OK says whether no platform has a problem that is not hidden.
-func (r *Report) OK() bool { return len(r.Problems()) == 0 }
+// OK says whether the audit passed: it audited at least one image, and no
+// platform has a problem that is not hidden.
+func (r *Report) OK() bool { return r.Failure == "" && len(r.Problems()) == 0 }
+
+// nothingAudited says why a report fails for having audited no image, or
+// returns "" when it audited one.
+func nothingAudited(r *Report) string {
+	var skipped []string
+	for _, p := range r.Platforms {
+		if p.Skipped == "" {
+			return ""
+		}
+		skipped = append(skipped, p.Platform+": "+p.Skipped)
+	}
+	if len(skipped) == 0 {
+		return fmt.Sprintf("%s lists no image: there is nothing to audit", r.Ref)
+	}
+	return fmt.Sprintf("no image of %s could be audited (%s)", r.Ref, strings.Join(skipped, "; "))
+}
 
 // Audit resolves ref (a registry reference, oci-layout:DIR or
 // oci-archive:FILE; see package manifest) and audits the image of each of
 // its platforms, or of opt.Platforms. An error means the audit could not be
-// done; mismatches are in the report.
+// done; mismatches are in the report, and so is the failure of an audit
+// that audited no image ([Report.Failure]).
 func Audit(ctx context.Context, ref string, opt Options) (*Report, error) {
 	a, err := manifest.Resolve(ctx, ref, opt.Options)
 	if err != nil {
@@ -191,6 +221,7 @@ func Audit(ctx context.Context, ref string, opt Options) (*Report, error) {
 			return nil, fmt.Errorf("audit %s: %w", ref, err)
 		}
 	}
+	rep.Failure = nothingAudited(rep)
 	return rep, nil
 }
 
@@ -218,6 +249,9 @@ func selectPlatforms(ms []manifest.Manifest, want []string) ([]manifest.Manifest
 			}
 		}
 		if !found {
+			if len(have) == 0 {
+				return nil, fmt.Errorf("no %s image (it has no image of any platform)", w)
+			}
 			return nil, fmt.Errorf("no %s image (it has %s)", w, strings.Join(have, ", "))
 		}
 	}
