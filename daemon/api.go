@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"mabd/host"
 	"net"
 	"net/http"
 	"time"
@@ -29,19 +30,19 @@ const (
 
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/status", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		st, err := d.Status(r.Context())
 		reply(w, st, err)
-	})
-	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /v1/verify", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		v, err := d.VerifyNow(r.Context())
 		reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/reconcile", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /v1/reconcile", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := d.ReconcileNow(r.Context())
 		reply(w, rec, err)
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /healthz", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		st, err := d.Status(r.Context())
 		if err != nil {
 			reply(w, nil, err)
@@ -52,9 +53,24 @@ func (d *Daemon) handler() http.Handler {
 			code = http.StatusServiceUnavailable
 		}
 		writeJSON(w, code, map[string]any{"health": st.Health, "problems": st.Problems})
-	})
+	}))
 	mux.Handle("GET /metrics", d.metricsHandler())
 	return http.TimeoutHandler(limitBody(mux), handlerTimeout, `{"error":"timed out"}`)
+}
+
+// whenReady holds a request until the daemon is ready (registered,
+// verified, BuildKit started): under socket activation the first request
+// arrives while the daemon starts, and it gets the answer of a started
+// daemon rather than a 503. Metrics are not held.
+func (d *Daemon) whenReady(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-d.ready:
+			h(w, r)
+		case <-r.Context().Done():
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the daemon is still starting"})
+		}
+	}
 }
 
 // metricsHandler serves the Prometheus metrics; alone, it is what the
@@ -77,7 +93,7 @@ func limitBody(h http.Handler) http.Handler {
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusInternalServerError
-		var in *InputError
+		var in *host.InputError
 		if errors.As(err, &in) {
 			code = http.StatusBadRequest
 		}

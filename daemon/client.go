@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/host"
 	"net"
 	"net/http"
 	"time"
@@ -44,7 +45,7 @@ func (c *Client) Answers(ctx context.Context, timeout time.Duration) bool {
 	return err == nil
 }
 
-// Status returns GET /v1/status.
+// host.Status returns GET /v1/status.
 func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 	var st DaemonStatus
 	_, err := c.do(ctx, http.MethodGet, "/v1/status", &st)
@@ -52,15 +53,15 @@ func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 }
 
 // Verify runs POST /v1/verify.
-func (c *Client) Verify(ctx context.Context) (*Verification, error) {
-	var v Verification
+func (c *Client) Verify(ctx context.Context) (*host.Verification, error) {
+	var v host.Verification
 	_, err := c.do(ctx, http.MethodPost, "/v1/verify", &v)
 	return &v, err
 }
 
-// Reconcile runs POST /v1/reconcile.
-func (c *Client) Reconcile(ctx context.Context) (*Reconciled, error) {
-	var r Reconciled
+// host.Reconcile runs POST /v1/reconcile.
+func (c *Client) Reconcile(ctx context.Context) (*host.Reconciled, error) {
+	var r host.Reconciled
 	_, err := c.do(ctx, http.MethodPost, "/v1/reconcile", &r)
 	return &r, err
 }

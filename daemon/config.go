@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -21,6 +23,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/emulator"
+	"mabd/host"
 )
 
 // DefaultConfigPath is the daemon's configuration file. When it does not
@@ -37,6 +40,17 @@ const (
 
 // Bounds checked by Validate.
 const (
+	// maxSocketPath is the longest path a unix socket can be bound to
+	// (sun_path holds 108 bytes with the terminating NUL).
+	maxSocketPath = 107
+	// maxConfigSize bounds the configuration file (the default one is 5
+	// KB).
+	maxConfigSize = 1 << 20
+	// maxKeyForSuggestion: an unknown key longer than this gets no
+	// "did you mean" (no key of the configuration is near it, and the edit
+	// distance grows with the square of the length).
+	maxKeyForSuggestion = 64
+
 	// MinReconcileInterval is the shortest reconcile_interval.
 	MinReconcileInterval = 100 * time.Millisecond
 	// MinVerifyInterval is the shortest [verify] interval other than 0.
@@ -54,9 +68,12 @@ type Config struct {
 	// Flags are the handler flags; "" means F, plus P when the emulator
 	// honours it (that is "FP" on QEMU ≥ 6.0).
 	Flags string `toml:"flags"`
-	// Conflict says what to do with an entry of the same name that is not
-	// what mabd would register: "keep" it (and report the conflict) or
-	// "replace" it.
+	// Conflict says what to do with an entry of the same name that
+	// another tool registered: "repair" leaves those that serve the
+	// architecture (Debian's, for one) and replaces those that do not (a
+	// mask refusing valid programs, no F flag, a failing interpreter);
+	// "keep" leaves every one alone, reporting the defective ones as
+	// conflicts; "replace" replaces them all with mabd's.
 	Conflict string `toml:"conflict"`
 	// EmulatorDirs are searched for qemu-<arch>-static and qemu-<arch>.
 	EmulatorDirs []string `toml:"emulator_dirs"`
@@ -166,14 +183,14 @@ func DefaultConfig() Config {
 	return Config{
 		Architectures:     Architectures{"all"},
 		Flags:             "",
-		Conflict:          "keep",
+		Conflict:          string(host.PolicyRepair),
 		EmulatorDirs:      append([]string(nil), emulator.DefaultDirs...),
 		Persist:           false,
 		PersistDir:        binfmt.DefaultPersistDir,
 		ReconcileInterval: Duration{2 * time.Second},
 		UnregisterOnStop:  false,
 		BinfmtMount:       binfmt.DefaultDir,
-		StateDir:          DefaultStateDir,
+		StateDir:          host.DefaultStateDir,
 		Verify: VerifyConfig{
 			Interval: Duration{time.Hour},
 			Timeout:  Duration{10 * time.Second},
@@ -339,7 +356,7 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 	if path == "" {
 		path = DefaultConfigPath
 	}
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !explicit {
 			return DefaultConfig(), nil
@@ -347,6 +364,31 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 		return Config{}, fmt.Errorf("configuration: %w", err)
 	}
 	return parseConfig(path, data)
+}
+
+// readConfig reads the configuration file: a regular file (not a FIFO
+// that would block, nor a device) of at most maxConfigSize bytes.
+func readConfig(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes: not a configuration file", path, maxConfigSize)
+	}
+	return data, nil
 }
 
 // parseConfig decodes and validates data, the content of the file path.
@@ -490,6 +532,9 @@ func unknownKey(key []string, line int, table bool) *ConfigError {
 // after a [table] belongs to that table).
 func suggest(key []string) string {
 	if len(key) == 0 {
+		return ""
+	}
+	if len(key[len(key)-1]) > maxKeyForSuggestion {
 		return ""
 	}
 	parent, name := key[:len(key)-1], normalizeKey(key[len(key)-1])
@@ -910,6 +955,11 @@ func (c Config) validate() []*ConfigError {
 			bad(key, "%q: the port must be a number from 1 to 65535", a)
 		}
 	}
+	socketPath := func(key, p string) {
+		if len(p) > maxSocketPath {
+			bad(key, "%q is %d bytes long: a unix socket's path holds at most %d", p, len(p), maxSocketPath)
+		}
+	}
 	atLeast := func(key string, d Duration, lo time.Duration) {
 		if d.Duration < lo {
 			bad(key, "%s is too short: the minimum is %s", d, lo)
@@ -933,8 +983,10 @@ func (c Config) validate() []*ConfigError {
 			bad("flags", "%v", err)
 		}
 	}
-	if c.Conflict != "keep" && c.Conflict != "replace" {
-		bad("conflict", `%q must be "keep" or "replace"`, c.Conflict)
+	switch host.Policy(c.Conflict) {
+	case host.PolicyKeep, host.PolicyRepair, host.PolicyReplace:
+	default:
+		bad("conflict", `%q must be "repair", "keep" or "replace"`, c.Conflict)
 	}
 	if len(c.EmulatorDirs) == 0 {
 		bad("emulator_dirs", "name at least one directory (the default is %q)", emulator.DefaultDirs)
@@ -945,6 +997,11 @@ func (c Config) validate() []*ConfigError {
 	abs("persist_dir", c.PersistDir, false)
 	atLeast("reconcile_interval", c.ReconcileInterval, MinReconcileInterval)
 	abs("binfmt_mount", c.BinfmtMount, false)
+	if filepath.IsAbs(c.BinfmtMount) {
+		if err := binfmt.CheckMountPoint(c.BinfmtMount); err != nil {
+			bad("binfmt_mount", "%v", err)
+		}
+	}
 	abs("state_dir", c.StateDir, false)
 
 	for name, dir := range c.Verify.Rootfs {
@@ -966,6 +1023,7 @@ func (c Config) validate() []*ConfigError {
 	}
 
 	abs("control.socket", c.Control.Socket, false)
+	socketPath("control.socket", c.Control.Socket)
 	if c.Control.Mode&^0o777 != 0 {
 		bad("control.mode", "%s has bits beyond the permissions (0777)", c.Control.Mode)
 	}
@@ -986,6 +1044,7 @@ func (c Config) validate() []*ConfigError {
 
 	b := c.BuildKit
 	abs("buildkit.socket", b.Socket, false)
+	socketPath("buildkit.socket", b.Socket)
 	if b.Enabled && b.Socket != "" && b.Socket == c.Control.Socket {
 		bad("buildkit.socket", "%q is the control socket too: give BuildKit its own", b.Socket)
 	}
@@ -1018,4 +1077,22 @@ func (c Config) validate() []*ConfigError {
 		bad("buildkit.stop_timeout", "must be more than 0")
 	}
 	return errs
+}
+
+// Warnings are what Validate accepts but a careful administrator would
+// want to hear about: permissions that let anyone drive the daemon.
+func (c Config) Warnings() []string {
+	var out []string
+	if c.Control.Mode&0o002 != 0 {
+		out = append(out, fmt.Sprintf("control.mode %s lets every user on the host use the control API (POST /v1/reconcile and /v1/verify make the daemon work as root); use \"0660\" with a [control] group", c.Control.Mode))
+	}
+	if c.Control.Mode&0o222 == 0 && c.Control.Mode != 0 {
+		out = append(out, fmt.Sprintf("control.mode %s lets nobody write to the socket: clients (mabd status) cannot connect", c.Control.Mode))
+	}
+	if c.Flags != "" {
+		if f, err := binfmt.ParseFlags(c.Flags); err == nil && f.Has(binfmt.Credentials) {
+			out = append(out, "flags: C makes setuid programs run the emulator with their privileges (as root for setuid-root programs)")
+		}
+	}
+	return out
 }

@@ -45,7 +45,7 @@ func TestDefaultConfig(t *testing.T) {
 	}{
 		{"architectures", c.Architectures, Architectures{"all"}},
 		{"flags", c.Flags, ""},
-		{"conflict", c.Conflict, "keep"},
+		{"conflict", c.Conflict, "repair"},
 		{"emulator_dirs", c.EmulatorDirs, []string{"/usr/bin", "/usr/local/bin"}},
 		{"persist", c.Persist, false},
 		{"persist_dir", c.PersistDir, "/etc/binfmt.d"},
@@ -166,6 +166,7 @@ func TestExampleConfig(t *testing.T) {
 }
 
 func TestConfigKeys(t *testing.T) {
+	emptyDir := t.TempDir() // binfmt_misc may be mounted on an empty directory
 	tests := []struct {
 		key string
 		doc string
@@ -181,7 +182,8 @@ func TestConfigKeys(t *testing.T) {
 		{"persist_dir", `persist_dir = "/run/binfmt.d"`, func(c *Config) { c.PersistDir = "/run/binfmt.d" }},
 		{"reconcile_interval", `reconcile_interval = "250ms"`, func(c *Config) { c.ReconcileInterval.Duration = 250 * time.Millisecond }},
 		{"unregister_on_stop", `unregister_on_stop = true`, func(c *Config) { c.UnregisterOnStop = true }},
-		{"binfmt_mount", `binfmt_mount = "/tmp/binfmt"`, func(c *Config) { c.BinfmtMount = "/tmp/binfmt" }},
+		{"binfmt_mount", `binfmt_mount = "` + emptyDir + `"`, func(c *Config) { c.BinfmtMount = emptyDir }},
+		{"conflict", `conflict = "keep"`, func(c *Config) { c.Conflict = "keep" }},
 		{"state_dir", `state_dir = "/srv/mabd"`, func(c *Config) { c.StateDir = "/srv/mabd" }},
 		{"verify", "[verify]", func(c *Config) {}},
 		{"verify.rootfs", "[verify.rootfs]\narm64 = \"/srv/a\"\n\"linux/arm/v7\" = \"/srv/b\"", func(c *Config) {
@@ -321,7 +323,7 @@ func TestConfigErrors(t *testing.T) {
 		{"short interval", "[verify]\ninterval = \"10ms\"\n", 2, "verify.interval", `too short`},
 		{"zero timeout", "[verify]\ntimeout = \"0s\"\n", 2, "verify.timeout", `must be more than 0`},
 		{"conflict", "persist = false\n\n\n\n\n\nconflict = \"fight\"\n", 7, "conflict",
-			`mabd.toml:7: key "conflict": "fight" must be "keep" or "replace"`},
+			`mabd.toml:7: key "conflict": "fight" must be "repair", "keep" or "replace"`},
 		{"flags", "flags = \"FX\"\n", 1, "flags", `unknown flag 'X'`},
 		{"unknown architecture", "\narchitectures = [\"arm64\", \"vax\"]\n", 2, "architectures", `unknown architecture "vax"`},
 		{"windows", "architectures = [\"windows/arm64\"]\n", 1, "architectures", `linux binaries only`},
@@ -401,7 +403,7 @@ func TestConfigErrorsSeveral(t *testing.T) {
 
 	p = writeConfig(t, "conflict = \"fight\"\n[log]\nlevel = \"loud\"\n")
 	_, err = LoadConfig(p, true)
-	want = p + `:1: key "conflict": "fight" must be "keep" or "replace"` + "\n" +
+	want = p + `:1: key "conflict": "fight" must be "repair", "keep" or "replace"` + "\n" +
 		p + `:3: key "log.level": "loud" must be "debug", "info", "warn" or "error"`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)

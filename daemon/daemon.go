@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/emulator"
+	"mabd/host"
 	"mabd/systemd"
 )
 
@@ -47,10 +50,19 @@ type Daemon struct {
 	repairs    int64
 	reconciles int64
 	lastPass   time.Time
+	served     []string
 	conflicts  []string
 	failures   []string
-	lastVerify *Verification
+	lastVerify *host.Verification
 	activated  bool
+
+	// ready is closed once the daemon has registered, verified and
+	// started BuildKit: the control API holds requests until then, so a
+	// socket-activated client gets the answer of a started daemon.
+	ready chan struct{}
+	// reverifying is set while a background verification runs, so that
+	// the loop starts no second one.
+	reverifying atomic.Bool
 
 	// bk supervises buildkitd when [buildkit] enabled; nil otherwise.
 	bk *builder.Supervisor
@@ -59,7 +71,7 @@ type Daemon struct {
 	// statusTTL; reconcile and verify drop it when they change something.
 	statusMu  sync.Mutex
 	statusAt  time.Time
-	statusVal Status
+	statusVal host.Status
 }
 
 // statusTTL is how long GET /v1/status reuses the host's status: a burst
@@ -68,7 +80,7 @@ const statusTTL = 250 * time.Millisecond
 
 // hostStatus returns the host's status, inspected at most once per
 // statusTTL; concurrent callers wait for one inspection.
-func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*Status, error) {
+func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*host.Status, error) {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
 	if !d.statusAt.IsZero() && time.Since(d.statusAt) < statusTTL {
@@ -76,7 +88,7 @@ func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*St
 		st.Problems = append([]string(nil), st.Problems...)
 		return &st, nil
 	}
-	st, err := d.host(cfg).Status(ctx, only)
+	st, err := d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification()})
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +117,7 @@ type Options struct {
 }
 
 // New loads the configuration and returns a daemon ready to Run. A bad
-// configuration is an *InputError naming the file, line and key.
+// configuration is an *host.InputError naming the file, line and key.
 func New(opt Options) (*Daemon, error) {
 	cfg, err := loadConfig(opt)
 	if err != nil {
@@ -113,9 +125,12 @@ func New(opt Options) (*Daemon, error) {
 	}
 	log, err := systemd.NewLogger(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
-		return nil, &InputError{Err: err}
+		return nil, &host.InputError{Err: err}
 	}
-	d := &Daemon{log: log, notify: systemd.NewNotifier(), started: time.Now(), cfgPath: opt.ConfigPath, explicit: opt.Explicit, overrideFn: opt.Override, cfg: cfg}
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration", zap.String("warning", w))
+	}
+	d := &Daemon{log: log, notify: systemd.NewNotifier(), started: time.Now(), cfgPath: opt.ConfigPath, explicit: opt.Explicit, overrideFn: opt.Override, cfg: cfg, ready: make(chan struct{})}
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -123,12 +138,12 @@ func New(opt Options) (*Daemon, error) {
 func loadConfig(opt Options) (Config, error) {
 	cfg, err := LoadConfig(opt.ConfigPath, opt.Explicit)
 	if err != nil {
-		return Config{}, &InputError{Err: err}
+		return Config{}, &host.InputError{Err: err}
 	}
 	if opt.Override != nil {
 		opt.Override(&cfg)
 		if err := cfg.Validate(); err != nil {
-			return Config{}, &InputError{Err: err}
+			return Config{}, &host.InputError{Err: err}
 		}
 	}
 	return cfg, nil
@@ -142,13 +157,13 @@ func (d *Daemon) config() Config {
 
 func (d *Daemon) uptime() time.Duration { return time.Since(d.started) }
 
-func (d *Daemon) host(cfg Config) Host {
-	return Host{Mount: binfmt.Mount{Dir: cfg.BinfmtMount}, EmulatorDirs: cfg.EmulatorDirs, PersistDir: cfg.PersistDir, StateDir: cfg.StateDir}
+func (d *Daemon) host(cfg Config) host.Host {
+	return host.Host{Mount: binfmt.Mount{Dir: cfg.BinfmtMount}, EmulatorDirs: cfg.EmulatorDirs, PersistDir: cfg.PersistDir, StateDir: cfg.StateDir}
 }
 
 // plan resolves the configuration to the handler specs to keep registered.
 func (d *Daemon) plan(ctx context.Context, cfg Config) ([]binfmt.Spec, []string, error) {
-	specs, res, err := d.host(cfg).Plan(ctx, InstallOptions{Arches: cfg.Architectures, Flags: cfg.Flags})
+	specs, res, err := d.host(cfg).Plan(ctx, host.InstallOptions{Arches: cfg.Architectures, Flags: cfg.Flags})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -188,7 +203,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.specs, d.planNotes = specs, notes
 	d.mu.Unlock()
-	d.reconcile("start")
+	d.reconcile(false)
 	d.persist(cfg, specs)
 
 	listeners, err := d.listen(cfg)
@@ -230,6 +245,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer d.stopBuildKit()
 	}
 	summary := d.summary(v)
+	close(d.ready)
 	if _, err := d.notify.Ready(summary); err != nil {
 		d.log.Warn("sd_notify READY", zap.Error(err))
 	}
@@ -244,7 +260,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.mu.Lock()
 		specs := d.specs
 		d.mu.Unlock()
-		removed, rerr := RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, specs)
+		removed, rerr := host.RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, specs)
 		d.log.Info("unregistered handlers on stop", zap.Strings("removed", removed), zap.Error(rerr))
 	}
 	return err
@@ -285,11 +301,11 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		case <-wdC:
 			_, _ = d.notify.Watchdog()
 		case <-tick.C:
-			if r := d.reconcile("loop"); len(r.Repairs) > 0 {
-				go d.reverify(ctx)
+			if r := d.reconcile(true); len(r.Repairs) > 0 || d.verifiedOther() {
+				d.reverifyAsync(ctx)
 			}
 		case <-verifyC:
-			go d.reverify(ctx)
+			d.reverifyAsync(ctx)
 		case <-hup:
 			d.reload(ctx)
 			cfg = d.config()
@@ -304,6 +320,33 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 // within reconcile_interval of happening, pass time included.
 func reconcilePeriod(interval time.Duration) time.Duration {
 	return interval - min(interval/10, 100*time.Millisecond)
+}
+
+// reverifyAsync verifies in the background unless a background
+// verification runs already.
+func (d *Daemon) reverifyAsync(ctx context.Context) {
+	if !d.reverifying.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer d.reverifying.Store(false)
+		d.reverify(ctx)
+	}()
+}
+
+// verifiedOther reports whether a configured handler is not the entry the
+// last verification probed (another tool re-registered it, say after
+// `systemctl restart systemd-binfmt`): its result then says nothing, and
+// it is verified again.
+func (d *Daemon) verifiedOther() bool {
+	cfg := d.config()
+	d.mu.Lock()
+	specs, v := d.specs, d.lastVerify
+	d.mu.Unlock()
+	if v == nil {
+		return false
+	}
+	return d.host(cfg).Stale(v, specs)
 }
 
 func (d *Daemon) reverify(ctx context.Context) {
@@ -322,13 +365,13 @@ func (d *Daemon) reverify(ctx context.Context) {
 }
 
 // verifiedPlatforms are the OCI platforms whose verification passed.
-func verifiedPlatforms(v *Verification) []string {
+func verifiedPlatforms(v *host.Verification) []string {
 	var ps []string
 	if v == nil {
 		return ps
 	}
 	for _, r := range v.Results {
-		if r.State != "failed" && r.Platform != "" {
+		if r.State != emulator.StateFailed && r.Platform != "" {
 			ps = append(ps, r.Platform)
 		}
 	}
@@ -402,18 +445,26 @@ func buildkitdBinary(configured string) (string, error) {
 	return p, nil
 }
 
-// reconcile runs one pass, logs and counts what it repaired.
-func (d *Daemon) reconcile(why string) Reconciled {
+// reconcile runs one pass, logs what it changed and, when count, counts
+// the changes as repairs (at start and after a reload they are the
+// configuration taking effect, not repairs). A binfmt_misc unmounted under
+// the daemon is mounted again (on the now empty directory). A conflict or
+// failure is logged when it appears, not at every pass.
+func (d *Daemon) reconcile(count bool) host.Reconciled {
 	d.reconcileMu.Lock()
 	defer d.reconcileMu.Unlock()
 	cfg := d.config()
 	d.mu.Lock()
-	specs := d.specs
+	specs, last := d.specs, d.lastVerify
 	d.mu.Unlock()
-	m := binfmt.Mount{Dir: cfg.BinfmtMount}
-	r := Reconcile(m, specs, cfg.Conflict == "replace")
+	var remount []host.Repair
+	if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err == nil && mounted {
+		remount = append(remount, host.Repair{Name: cfg.BinfmtMount, Action: "mounted", Why: "binfmt_misc was not mounted there (unmounting it destroyed its entries)"})
+	}
+	r := d.host(cfg).Reconcile(specs, host.Policy(cfg.Conflict), last)
+	r.Repairs = append(remount, r.Repairs...)
 	for _, rep := range r.Repairs {
-		if why == "start" {
+		if !count {
 			d.log.Info("handler "+rep.Action, zap.String("handler", rep.Name), zap.String("why", rep.Why))
 			continue
 		}
@@ -421,46 +472,52 @@ func (d *Daemon) reconcile(why string) Reconciled {
 		d.log.Warn("repaired handler", zap.String("handler", rep.Name), zap.String("action", rep.Action), zap.String("why", rep.Why))
 	}
 	d.mu.Lock()
-	if why != "start" {
+	if count {
 		d.repairs += int64(len(r.Repairs))
 	}
 	d.reconciles++
 	d.lastPass = time.Now()
-	newConflicts := !equalStrings(d.conflicts, r.Conflicts)
-	d.conflicts, d.failures = r.Conflicts, r.Failures
+	newConflicts := !slices.Equal(d.conflicts, r.Conflicts)
+	newFailures := !slices.Equal(d.failures, r.Failures)
+	newServed := !slices.Equal(d.served, r.Served)
+	d.served, d.conflicts, d.failures = r.Served, r.Conflicts, r.Failures
 	d.mu.Unlock()
 	d.metrics.reconciles.Inc()
 	d.metrics.conflicts.Set(float64(len(r.Conflicts)))
-	if len(r.Repairs) > 0 || newConflicts {
+	d.metrics.served.Set(float64(len(r.Served)))
+	if len(r.Repairs) > 0 || newConflicts || newFailures || newServed {
 		d.dropStatus()
+	}
+	if newServed {
+		for _, s := range r.Served {
+			d.log.Info("served by another tool", zap.String("detail", s))
+		}
 	}
 	if newConflicts {
 		for _, c := range r.Conflicts {
 			d.log.Warn("conflict", zap.String("detail", c))
 		}
 	}
-	for _, f := range r.Failures {
-		d.log.Error("reconcile failed", zap.String("detail", f))
+	if newFailures {
+		for _, f := range r.Failures {
+			d.log.Error("reconcile failed", zap.String("detail", f))
+		}
 	}
 	return r
 }
 
-func equalStrings(a, b []string) bool {
-	return strings.Join(a, "\n") == strings.Join(b, "\n")
-}
-
 // ReconcileNow runs a reconcile pass on request (POST /v1/reconcile).
-func (d *Daemon) ReconcileNow(ctx context.Context) (Reconciled, error) {
-	r := d.reconcile("request")
+func (d *Daemon) ReconcileNow(ctx context.Context) (host.Reconciled, error) {
+	r := d.reconcile(true)
 	if len(r.Repairs) > 0 {
-		go d.reverify(context.WithoutCancel(ctx))
+		d.reverifyAsync(context.WithoutCancel(ctx))
 	}
 	return r, nil
 }
 
 // VerifyNow verifies the configured architectures and the host's own, saves
 // and returns the result.
-func (d *Daemon) VerifyNow(ctx context.Context) (*Verification, error) {
+func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 	d.verifyMu.Lock()
 	defer d.verifyMu.Unlock()
 	cfg := d.config()
@@ -475,20 +532,18 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*Verification, error) {
 		}
 	}
 	names = append(names, binfmt.Native("")...)
-	var rootfs []string
-	for arch, dir := range cfg.Verify.Rootfs {
-		rootfs = append(rootfs, arch+"="+dir)
-	}
-	sort.Strings(rootfs)
-	v, err := d.host(cfg).Verify(ctx, VerifyOptions{Arches: names, Rootfs: rootfs, Timeout: cfg.Verify.Timeout.Duration})
+	v, err := d.host(cfg).Verify(ctx, host.VerifyOptions{Arches: names, Rootfs: cfg.Verify.Rootfs, Timeout: cfg.Verify.Timeout.Duration})
 	if v != nil {
+		for _, w := range v.Warnings {
+			d.log.Warn("verification", zap.String("warning", w))
+		}
 		d.mu.Lock()
 		d.lastVerify = v
 		d.mu.Unlock()
 		d.dropStatus()
 		d.metrics.observeVerification(v)
-		for _, r := range v.Results {
-			if r.State == "failed" {
+		for _, r := range v.Failed() {
+			{
 				d.log.Warn("verification failed", zap.String("platform", r.Platform), zap.String("qemu_arch", r.QEMUArch), zap.String("reason", r.Reason), zap.String("fix", r.Fix))
 			}
 		}
@@ -496,27 +551,50 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*Verification, error) {
 	return v, err
 }
 
-// summary is the one-line STATUS= for systemd.
-func (d *Daemon) summary(v *Verification) string {
+// summary is the one-line STATUS= for systemd: how many platforms work,
+// and which fail and why.
+func (d *Daemon) summary(v *host.Verification) string {
 	if v == nil {
-		return "verification did not run"
+		return "degraded: verification did not run"
 	}
-	ok, failed := 0, 0
-	for _, r := range v.Results {
-		if r.State == "failed" {
-			failed++
-		} else {
-			ok++
+	failed := v.Failed()
+	s := fmt.Sprintf("%d platforms ok, %d failing", len(v.Results)-len(failed), len(failed))
+	if len(failed) > 0 {
+		var which []string
+		for _, r := range failed {
+			reason, _, _ := strings.Cut(r.Reason, ":")
+			which = append(which, platformOrName(r)+" ("+reason+")")
 		}
+		s += ": " + strings.Join(which, ", ")
 	}
 	d.mu.Lock()
-	conflicts := len(d.conflicts)
+	conflicts := d.conflicts
+	served := len(d.served)
 	d.mu.Unlock()
-	s := fmt.Sprintf("%d platforms ok, %d failing", ok, failed)
-	if conflicts > 0 {
-		s += fmt.Sprintf(", %d conflicts", conflicts)
+	if len(conflicts) > 0 {
+		var names []string
+		for _, c := range conflicts {
+			n, _, _ := strings.Cut(c, ":")
+			names = append(names, n)
+		}
+		s += fmt.Sprintf(", %d conflicts: %s", len(conflicts), strings.Join(names, ", "))
+	}
+	if served > 0 {
+		s += fmt.Sprintf(" (%d served by other tools' entries)", served)
+	}
+	if len(failed) > 0 || len(conflicts) > 0 {
+		s = "degraded: " + s
 	}
 	return s
+}
+
+// platformOrName names a verified architecture by its platform, or its
+// QEMU name when it has none.
+func platformOrName(r host.VerifyResult) string {
+	if r.Platform != "" {
+		return r.Platform
+	}
+	return r.QEMUArch
 }
 
 // reload re-reads the configuration (SIGHUP) and applies only the
@@ -556,15 +634,15 @@ func (d *Daemon) reload(ctx context.Context) {
 			gone = append(gone, s)
 		}
 	}
-	removed, err := RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, gone)
+	removed, err := host.RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, gone)
 	if err != nil {
 		d.log.Error("reload: remove handlers no longer configured", zap.Error(err))
 	}
-	r := d.reconcile("start")
+	r := d.reconcile(false)
 	d.persist(cfg, specs)
 	d.log.Info("reloaded", zap.Int("handlers", len(specs)), zap.Strings("removed", removed), zap.Int("changed", len(r.Repairs)))
 	if len(removed) > 0 || len(r.Repairs) > 0 {
-		go d.reverify(ctx)
+		d.reverifyAsync(ctx)
 	}
 }
 
@@ -575,7 +653,7 @@ func (d *Daemon) override(c *Config) {
 	}
 }
 
-func (d *Daemon) lastVerification() *Verification {
+func (d *Daemon) lastVerification() *host.Verification {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.lastVerify
@@ -630,17 +708,18 @@ type metricsOnly struct{ net.Listener }
 
 // DaemonInfo is what GET /v1/status adds to the host's status.
 type DaemonInfo struct {
-	PID              int           `json:"pid"`
-	StartedAt        time.Time     `json:"started_at"`
-	UptimeSeconds    float64       `json:"uptime_seconds"`
-	Config           string        `json:"config"`
-	Repairs          int64         `json:"repairs"`
-	Reconciles       int64         `json:"reconciles"`
-	LastReconcile    time.Time     `json:"last_reconcile"`
-	Conflicts        []string      `json:"conflicts"`
-	Failures         []string      `json:"failures"`
-	Notes            []string      `json:"notes,omitempty"`
-	LastVerification *Verification `json:"last_verification"`
+	PID              int                `json:"pid"`
+	StartedAt        time.Time          `json:"started_at"`
+	UptimeSeconds    float64            `json:"uptime_seconds"`
+	Config           string             `json:"config"`
+	Repairs          int64              `json:"repairs"`
+	Reconciles       int64              `json:"reconciles"`
+	LastReconcile    time.Time          `json:"last_reconcile"`
+	Served           []string           `json:"served,omitempty"`
+	Conflicts        []string           `json:"conflicts"`
+	Failures         []string           `json:"failures"`
+	Notes            []string           `json:"notes,omitempty"`
+	LastVerification *host.Verification `json:"last_verification"`
 	// BuildKit is the supervised buildkitd; nil when disabled.
 	BuildKit *builder.Status `json:"buildkit,omitempty"`
 }
@@ -648,11 +727,11 @@ type DaemonInfo struct {
 // DaemonStatus is GET /v1/status: the object of `mabd status --json`,
 // with "source": "daemon" and the daemon's own state.
 type DaemonStatus struct {
-	Status
+	host.Status
 	Daemon DaemonInfo `json:"daemon"`
 }
 
-// Status returns the host's status as the daemon sees it, with health
+// host.Status returns the host's status as the daemon sees it, with health
 // counting only the configured architectures.
 func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 	cfg := d.config()
@@ -660,7 +739,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 	specs := d.specs
 	info := DaemonInfo{PID: os.Getpid(), StartedAt: d.started, UptimeSeconds: d.uptime().Seconds(), Config: d.cfgPath,
 		Repairs: d.repairs, Reconciles: d.reconciles, LastReconcile: d.lastPass,
-		Conflicts: d.conflicts, Failures: d.failures, Notes: d.planNotes, LastVerification: d.lastVerify}
+		Served: d.served, Conflicts: d.conflicts, Failures: d.failures, Notes: d.planNotes, LastVerification: d.lastVerify}
 	d.mu.Unlock()
 	only := make([]string, 0, len(specs))
 	for _, s := range specs {

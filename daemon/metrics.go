@@ -1,6 +1,11 @@
 package daemon
 
 import (
+	"context"
+	"mabd/emulator"
+	"mabd/host"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -11,6 +16,7 @@ type metrics struct {
 	repairs    *prometheus.CounterVec
 	reconciles prometheus.Counter
 	conflicts  prometheus.Gauge
+	served     prometheus.Gauge
 	verified   *prometheus.GaugeVec
 	verifies   prometheus.Counter
 }
@@ -25,7 +31,10 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "mabd_reconciles_total", Help: "Reconcile passes run.",
 		}),
 		conflicts: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mabd_conflicts", Help: "Handlers left alone because another definition holds their name.",
+			Name: "mabd_conflicts", Help: "Handlers left alone because another tool's entry that does not serve the architecture holds their name.",
+		}),
+		served: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mabd_served_by_others", Help: "Configured handlers served by another tool's entry of the same name that runs the architecture's programs (left alone).",
 		}),
 		verified: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mabd_platform_verified", Help: "1 when the last verification of the platform passed (ok or native), 0 when it failed.",
@@ -34,7 +43,17 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "mabd_verifications_total", Help: "Verification runs.",
 		}),
 	}
-	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.verified, m.verifies,
+	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mabd_healthy", Help: "1 when the daemon's status is healthy (what /healthz answers 200 for), 0 when degraded.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if st, err := d.Status(ctx); err == nil && st.Healthy() {
+				return 1
+			}
+			return 0
+		}),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -44,11 +63,11 @@ func newMetrics(d *Daemon) *metrics {
 	return m
 }
 
-func (m *metrics) observeVerification(v *Verification) {
+func (m *metrics) observeVerification(v *host.Verification) {
 	m.verifies.Inc()
 	for _, r := range v.Results {
 		ok := 0.0
-		if r.State != "failed" {
+		if r.State != emulator.StateFailed {
 			ok = 1
 		}
 		m.verified.WithLabelValues(r.Platform, r.QEMUArch).Set(ok)

@@ -1,21 +1,21 @@
-package daemon
+package host
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 
 	"mabd/binfmt"
 	"mabd/emulator"
 )
 
-// Host is the machine's binfmt_misc instance and emulators, as mabd manages
-// them: install, uninstall and status work on it, from the CLI and (later)
-// from the daemon's reconcile loop.
+// Host is a binfmt_misc instance and the emulators that may serve it, as
+// mabd manages them: install, uninstall, status and verify work on it, for
+// the CLI and for the daemon's reconcile loop.
 type Host struct {
 	// Mount is the binfmt_misc instance (the host's by default).
 	Mount binfmt.Mount
@@ -25,11 +25,12 @@ type Host struct {
 	// PersistDir is where --persist writes binfmt.d files; "" means
 	// /etc/binfmt.d.
 	PersistDir string
-	// GOARCH is the host's Go architecture; "" means this program's.
-	GOARCH string
 	// StateDir holds the last verification; "" means DefaultStateDir and
 	// "-" that Verify saves nothing.
 	StateDir string
+	// ConfDirs are the binfmt.d directories systemd-binfmt reads, searched
+	// to name who registered an entry; nil means DefaultConfDirs.
+	ConfDirs []string
 }
 
 // InputError is bad input: an unknown architecture, bad flags, a missing
@@ -45,16 +46,31 @@ func inputErr(format string, args ...any) error {
 
 // versionCache is the emulator version cache in the state directory, or
 // a cache that only lives for this run when the state is not kept ("-").
-func (h Host) versionCache() *emulator.VersionCache {
+// A stored cache that was ignored (too large, not JSON, not a regular
+// file) comes with the warning.
+func (h Host) versionCache() (*emulator.VersionCache, error) {
 	if h.StateDir == "-" {
-		return emulator.OpenVersionCache("")
+		return emulator.LoadVersionCache("")
 	}
-	return emulator.OpenVersionCache(filepath.Join(stateDir(h.StateDir), "emulators.json"))
+	return emulator.LoadVersionCache(filepath.Join(stateDir(h.StateDir), "emulators.json"))
 }
 
-func (h Host) isNative(arch string) bool {
-	return slices.Contains(binfmt.Native(h.GOARCH), arch)
+// checkEmulatorDirs refuses emulator directories that do not exist or are
+// no directories: a typo must not read as "no emulator installed".
+func (h Host) checkEmulatorDirs() error {
+	for _, d := range h.EmulatorDirs {
+		fi, err := os.Stat(d)
+		switch {
+		case err != nil:
+			return inputErr("emulator directory %s: %v", d, errors.Unwrap(err))
+		case !fi.IsDir():
+			return inputErr("emulator directory %s is not a directory", d)
+		}
+	}
+	return nil
 }
+
+func (h Host) isNative(arch string) bool { return binfmt.IsNative(arch) }
 
 // InstallOptions are the arguments of `mabd install`.
 type InstallOptions struct {
@@ -79,22 +95,33 @@ type Note struct {
 
 // InstallResult is what Install did.
 type InstallResult struct {
-	Mounted   bool // binfmt_misc was not mounted and Install mounted it
-	Changes   []binfmt.Change
+	Mounted bool // binfmt_misc was not mounted and Install mounted it
+	Changes []binfmt.Change
+	// Served are entries of the same name registered by another tool
+	// that run the architecture's programs as mabd's would (see
+	// [Host.Judge]): left alone, not conflicts.
+	Served []Note
+	// Conflicts are entries of the same name, registered by another
+	// tool, that do not serve the architecture: left alone (without
+	// Replace), with why.
+	Conflicts []Note
 	Skipped   []Note   // native architectures, absent emulators (with "all")
 	Refused   []Note   // emulators that cannot take the flags (with "all")
 	Persisted []string // files written
-	Warnings  []string
+	// PersistFailed are the binfmt.d files --persist did not write: one
+	// another tool or the administrator wrote, or an error.
+	PersistFailed []Note
+	Warnings      []string
 }
 
 // Degraded reports whether something asked for is not in place: a
-// conflict, a failure or a refused emulator.
+// conflict, a failure, a refused emulator or a file not persisted.
 func (r *InstallResult) Degraded() bool {
-	if len(r.Refused) > 0 {
+	if len(r.Refused)+len(r.PersistFailed)+len(r.Conflicts) > 0 {
 		return true
 	}
 	for _, c := range r.Changes {
-		if c.Action == binfmt.Conflict || c.Action == binfmt.Failed {
+		if c.Action == binfmt.Failed {
 			return true
 		}
 	}
@@ -160,21 +187,26 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 		names = append(names, a.Name)
 		wanted = append(wanted, a)
 	}
-	// Emulators that anyone but root could replace are refused before
-	// any of them runs (for its version).
-	var versions *emulator.VersionCache
-	if opt.Flags == "" {
-		// P depends on the QEMU version; remember it between runs.
-		versions = h.versionCache()
-		defer func() {
-			if err := versions.Save(); err != nil {
-				res.Warnings = append(res.Warnings, "save the emulator versions: "+err.Error())
-			}
-		}()
+	if err := h.checkEmulatorDirs(); err != nil {
+		return nil, nil, err
 	}
+	// Emulators that anyone but root could replace are refused before
+	// any of them runs; the others run once (remembered between runs by
+	// file identity) for their version (P depends on it) and target (an
+	// emulator of another architecture is refused).
+	versions, err := h.versionCache()
+	if err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
+	defer func() {
+		if err := versions.Save(); err != nil {
+			res.Warnings = append(res.Warnings, "save the emulator versions: "+err.Error())
+		}
+	}()
 	found, untrusted, err := emulator.FindTrustedWith(ctx, names, h.EmulatorDirs, versions)
 	if err != nil {
-		// An emulator whose version cannot be read is registered without P.
+		// An emulator whose version cannot be read is registered without
+		// P, and its target is not checked.
 		res.Warnings = append(res.Warnings, err.Error())
 	}
 	var specs []binfmt.Spec
@@ -217,8 +249,12 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 }
 
 // Install registers the handlers opt asks for: it plans (so bad input
-// changes nothing), mounts binfmt_misc if needed, applies the specs and
-// persists them when asked.
+// changes nothing), mounts binfmt_misc if needed (on an empty directory
+// only), applies the specs and persists them when asked. An entry of the
+// same name that another tool registered and that serves the architecture
+// (see [Host.Judge]) is left alone and reported in Served, unless
+// opt.Replace. Install goes on past the failures of single handlers and
+// files and reports each.
 func (h Host) Install(ctx context.Context, opt InstallOptions) (*InstallResult, error) {
 	specs, res, err := h.Plan(ctx, opt)
 	if err != nil {
@@ -228,17 +264,32 @@ func (h Host) Install(ctx context.Context, opt InstallOptions) (*InstallResult, 
 	if res.Mounted, err = binfmt.EnsureMounted(filepath.Clean(dir)); err != nil {
 		return nil, err
 	}
-	if res.Changes, err = h.Mount.Apply(specs, binfmt.ApplyOptions{Replace: opt.Replace}); err != nil {
+	changes, err := h.Mount.Apply(specs, binfmt.ApplyOptions{Replace: opt.Replace})
+	if err != nil {
 		return nil, err
+	}
+	for _, c := range changes {
+		if c.Action == binfmt.Conflict {
+			a, _ := binfmt.ArchByName(c.Spec.Name)
+			if j := h.Judge(a, *c.Old, nil); j.Serves {
+				res.Served = append(res.Served, Note{a.Name, j.Detail})
+			} else {
+				res.Conflicts = append(res.Conflicts, Note{a.Name, j.Detail})
+			}
+			continue
+		}
+		res.Changes = append(res.Changes, c)
 	}
 	if opt.Persist {
 		for _, c := range res.Changes {
-			if c.Action == binfmt.Conflict || c.Action == binfmt.Failed {
+			if c.Action == binfmt.Failed {
 				continue
 			}
 			p, err := binfmt.Persist(h.PersistDir, c.Spec)
 			if err != nil {
-				return res, err
+				a, _ := binfmt.ArchByName(c.Spec.Name)
+				res.PersistFailed = append(res.PersistFailed, Note{a.Name, err.Error()})
+				continue
 			}
 			res.Persisted = append(res.Persisted, p)
 		}
@@ -249,18 +300,31 @@ func (h Host) Install(ctx context.Context, opt InstallOptions) (*InstallResult, 
 // UninstallResult is what Uninstall did.
 type UninstallResult struct {
 	Removed   []string // entries removed
-	Absent    []string // architectures with no entry
+	Absent    []string // architectures with no entry (or removed meanwhile)
 	Kept      []Note   // entries that are not mabd's, left alone
 	Unpersist []string // binfmt.d files removed
+	// KeptFiles are binfmt.d files of those names that mabd did not
+	// write: never removed.
+	KeptFiles []string
+	// Failed are the entries and files that could not be removed, with
+	// the error.
+	Failed []Note
 }
 
-// Degraded reports whether an entry was left alone.
-func (r *UninstallResult) Degraded() bool { return len(r.Kept) > 0 }
+// Changed reports whether Uninstall removed anything.
+func (r *UninstallResult) Changed() bool { return len(r.Removed)+len(r.Unpersist) > 0 }
+
+// Degraded reports whether something asked for was not done: an entry
+// left alone, or a failure.
+func (r *UninstallResult) Degraded() bool { return len(r.Kept)+len(r.Failed) > 0 }
 
 // Uninstall removes mabd's handlers for the named architectures ("all":
 // every one in the table) and the binfmt.d files --persist wrote. An entry
 // of the same name is mabd's when its magic and mask are the table's and
 // its interpreter is a qemu-<arch>[-static]; others are kept unless force.
+// Files mabd did not write are never removed. It goes on past the failure
+// of one entry or file, reporting each; an entry that disappears meanwhile
+// (a concurrent uninstall) counts as absent.
 func (h Host) Uninstall(names []string, force bool) (*UninstallResult, error) {
 	if len(names) == 0 {
 		return nil, inputErr("no architecture given: name some (arm64, riscv64, …) or say all")
@@ -282,30 +346,44 @@ func (h Host) Uninstall(names []string, force bool) (*UninstallResult, error) {
 	}
 	res := &UninstallResult{}
 	for _, a := range arches {
-		e, err := h.Mount.Entry(a.HandlerName())
+		h.uninstall(a, force, res)
+	}
+	return res, nil
+}
+
+func (h Host) uninstall(a binfmt.Arch, force bool, res *UninstallResult) {
+	e, err := h.Mount.Entry(a.HandlerName())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		res.Absent = append(res.Absent, a.Name)
+	case err != nil:
+		res.Failed = append(res.Failed, Note{a.Name, err.Error()})
+		return
+	case !force && !IsOurs(e.Spec, a):
+		res.Kept = append(res.Kept, Note{a.Name, fmt.Sprintf("%s is not mabd's (interpreter %s, flags %q)", e.Name, e.Interpreter, e.Flags.String())})
+		return
+	default:
+		err := h.Mount.Remove(e.Name)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			res.Absent = append(res.Absent, a.Name)
 		case err != nil:
-			return res, err
-		case !force && !IsOurs(e.Spec, a):
-			res.Kept = append(res.Kept, Note{a.Name, fmt.Sprintf("%s is not mabd's (interpreter %s, flags %q): left alone; use --force to remove it", e.Name, e.Interpreter, e.Flags.String())})
-			continue
+			res.Failed = append(res.Failed, Note{a.Name, err.Error()})
+			return
 		default:
-			if err := h.Mount.Remove(e.Name); err != nil {
-				return res, err
-			}
 			res.Removed = append(res.Removed, e.Name)
 		}
-		removed, err := binfmt.Unpersist(h.PersistDir, a.HandlerName(), force)
-		if err != nil {
-			return res, err
-		}
-		if removed {
-			res.Unpersist = append(res.Unpersist, binfmt.PersistPath(h.PersistDir, a.HandlerName()))
-		}
 	}
-	return res, nil
+	removed, err := binfmt.Unpersist(h.PersistDir, a.HandlerName())
+	var foreign *binfmt.ForeignFileError
+	switch {
+	case errors.As(err, &foreign):
+		res.KeptFiles = append(res.KeptFiles, foreign.Path)
+	case err != nil:
+		res.Failed = append(res.Failed, Note{a.Name, err.Error()})
+	case removed:
+		res.Unpersist = append(res.Unpersist, binfmt.PersistPath(h.PersistDir, a.HandlerName()))
+	}
 }
 
 // IsOurs reports whether an entry looks like the handler mabd registers for

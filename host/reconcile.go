@@ -1,8 +1,9 @@
-package daemon
+package host
 
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"mabd/binfmt"
 )
@@ -19,24 +20,55 @@ type Repair struct {
 
 // Reconciled is the outcome of one reconcile pass.
 type Reconciled struct {
-	Repairs   []Repair `json:"repairs"`
-	Conflicts []string `json:"conflicts"` // entries left alone (conflict policy keep), with why
-	Failures  []string `json:"failures"`  // what could not be done, with why
+	Repairs []Repair `json:"repairs"`
+	// Served are entries of other tools that serve their architecture,
+	// left alone (see [Host.Judge]), with who registered them.
+	Served []string `json:"served,omitempty"`
+	// Conflicts are entries left alone that do not serve their
+	// architecture, with why.
+	Conflicts []string `json:"conflicts"`
+	Failures  []string `json:"failures"` // what could not be done, with why
 }
 
+// Policy says what Reconcile does with an entry of the same name that is
+// not the one mabd would register.
+type Policy string
+
+// The policies.
+const (
+	// PolicyKeep leaves other tools' entries alone; those that do not serve
+	// their architecture are reported as conflicts.
+	PolicyKeep Policy = "keep"
+	// PolicyRepair leaves other tools' entries that serve their architecture
+	// alone and replaces those that do not (a mask that refuses valid
+	// programs, no F flag, a missing or failing interpreter).
+	PolicyRepair Policy = "repair"
+	// PolicyReplace replaces every entry of the name that is not mabd's own.
+	PolicyReplace Policy = "replace"
+)
+
 // Reconcile makes the handlers in specs registered, enabled and equal to
-// the spec, with binfmt's Apply. An entry of the same name that is mabd's
-// (see IsOurs) but differs is replaced; one that is someone else's is
-// replaced only with replace, and otherwise reported as a conflict and left
-// alone (mabd does not fight). It is cheap when nothing changed: one read
-// per handler.
-func Reconcile(m binfmt.Mount, specs []binfmt.Spec, replace bool) Reconciled {
+// the spec, with binfmt's Apply, judging what is registered with
+// [Host.Judge] (last is the last verification, for entries that failed
+// it). An entry of the same name that is mabd's (see IsOurs) but differs
+// is replaced; one of another tool is left alone when it serves the
+// architecture (Served) and otherwise replaced or reported as a conflict,
+// as policy says. It is cheap when nothing changed: one read per handler.
+func (h Host) Reconcile(specs []binfmt.Spec, policy Policy, last *Verification) Reconciled {
 	var r Reconciled
-	ours := func(existing binfmt.Spec) bool {
-		a, ok := binfmt.ArchByName(existing.Name)
-		return ok && IsOurs(existing, a)
+	judge := func(existing binfmt.Spec) Judgement {
+		a, _ := binfmt.ArchByName(existing.Name)
+		e := binfmt.Entry{Spec: existing, Enabled: true}
+		if cur, err := h.Mount.Entry(existing.Name); err == nil {
+			e = cur
+		}
+		return h.Judge(a, e, last)
 	}
-	changes, err := m.Apply(specs, binfmt.ApplyOptions{Replace: replace, ReplaceIf: ours})
+	replaceIf := func(existing binfmt.Spec) bool {
+		j := judge(existing)
+		return j.Ours || (policy == PolicyRepair && !j.Serves && j.Reason != DefectDisabled)
+	}
+	changes, err := h.Mount.Apply(specs, binfmt.ApplyOptions{Replace: policy == PolicyReplace, ReplaceIf: replaceIf})
 	if err != nil {
 		r.Failures = append(r.Failures, err.Error())
 		return r
@@ -48,9 +80,18 @@ func Reconcile(m binfmt.Mount, specs []binfmt.Spec, replace bool) Reconciled {
 		case binfmt.Enabled:
 			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "enabled", "it was disabled"})
 		case binfmt.Replaced:
-			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "replaced", "it had " + binfmt.Diff(c.Old.Spec, c.Spec)})
+			why := "it had " + binfmt.Diff(c.Old.Spec, c.Spec)
+			if j := judge(c.Old.Spec); !j.Ours {
+				why = "the entry " + j.Detail
+			}
+			r.Repairs = append(r.Repairs, Repair{c.Spec.Name, "replaced", why})
 		case binfmt.Conflict:
-			r.Conflicts = append(r.Conflicts, fmt.Sprintf("%s: an entry with %s is registered; left alone (conflict = \"keep\")", c.Spec.Name, binfmt.Diff(c.Old.Spec, c.Spec)))
+			j := judge(c.Old.Spec)
+			if j.Serves {
+				r.Served = append(r.Served, c.Spec.Name+": "+j.Detail)
+				continue
+			}
+			r.Conflicts = append(r.Conflicts, fmt.Sprintf("%s: %s; left alone (conflict = %q)", c.Spec.Name, j.Detail, string(policy)))
 		case binfmt.Failed:
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", c.Spec.Name, c.Err))
 		}
@@ -59,7 +100,8 @@ func Reconcile(m binfmt.Mount, specs []binfmt.Spec, replace bool) Reconciled {
 }
 
 // RemoveOurs unregisters the entries named in specs that are mabd's (see
-// IsOurs), leaving other entries alone; it returns the names removed.
+// IsOurs), leaving other entries alone; it returns the names removed. An
+// entry that is gone already is not an error.
 func RemoveOurs(m binfmt.Mount, specs []binfmt.Spec) ([]string, error) {
 	var removed []string
 	var errs []error
@@ -73,7 +115,9 @@ func RemoveOurs(m binfmt.Mount, specs []binfmt.Spec) ([]string, error) {
 			continue
 		}
 		if err := m.Remove(s.Name); err != nil {
-			errs = append(errs, err)
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		removed = append(removed, s.Name)

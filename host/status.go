@@ -1,11 +1,9 @@
-package daemon
+package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
+	"strings"
 	"time"
 
 	"mabd/binfmt"
@@ -14,10 +12,11 @@ import (
 
 // Handler states in Status.
 const (
-	StateOK         = "ok"          // registered, enabled, mabd's spec, nothing shadows it
+	StateOK         = "ok"          // registered and enabled, mabd's or another tool's that serves it, nothing shadows it
+	StateFailing    = "failing"     // registered, but its last verification failed
 	StateMissing    = "missing"     // an emulator is installed but no handler is registered
 	StateDisabled   = "disabled"    // registered but disabled
-	StateConflict   = "conflict"    // another definition under its name, or another entry for its files
+	StateConflict   = "conflict"    // another tool's entry under its name that does not serve it, or another entry for its files
 	StateNoEmulator = "no-emulator" // no emulator installed, or the registered interpreter is gone
 	StateNative     = "native"      // the host runs it without an emulator
 )
@@ -37,15 +36,33 @@ type HandlerStatus struct {
 	Static bool `json:"static"`
 	// Registered is whether an entry named Name exists.
 	Registered bool `json:"registered"`
-	// Verified is the last `mabd verify` result for it, if any.
+	// Owner says who registered the entry: "mabd", "systemd-binfmt
+	// (/usr/lib/binfmt.d/qemu-aarch64.conf)", "update-binfmts (…)" or
+	// "another tool"; "" when none is registered.
+	Owner string `json:"owner,omitempty"`
+	// Verified is the last verification's result for it, if any.
 	Verified *LastCheck `json:"verified,omitempty"`
 }
 
-// LastCheck is an architecture's result in the last saved verification.
+// LastCheck is an architecture's result in the last verification.
 type LastCheck struct {
 	State  string    `json:"state"`
 	Reason string    `json:"reason,omitempty"`
+	Fix    string    `json:"fix,omitempty"`
 	At     time.Time `json:"at"`
+	// Stale: the handler changed since, so the result no longer says
+	// anything about it (and does not count).
+	Stale bool `json:"stale,omitempty"`
+}
+
+// StatusOptions narrow and feed [Host.Status].
+type StatusOptions struct {
+	// Only are the architectures health counts (names as the user typed
+	// them); none means every one.
+	Only []string
+	// Verification is the last verification; nil means the one saved in
+	// the state directory.
+	Verification *Verification
 }
 
 // Status is the health of binfmt_misc on the host, per architecture of
@@ -72,14 +89,17 @@ type Status struct {
 // Healthy reports whether Health is "healthy".
 func (s *Status) Healthy() bool { return s.Health == "healthy" }
 
-// Status inspects the mount, the emulators and the table. When only is
-// non-empty, health counts just those architectures (names as the user
-// typed them); every architecture is listed either way. An unreadable
-// mount is an error (the CLI exits 2); a missing mount is a degraded
-// status.
-func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
+// Status inspects the mount, the emulators and the table. When
+// opt.Only is non-empty, health counts just those architectures; every
+// architecture is listed either way. An entry of another tool that serves
+// its architecture (see [Host.Judge]) is ok; one that does not is a
+// conflict. A handler whose last verification failed, made through the
+// entry registered now, is failing: not supported, and the host degraded.
+// An unreadable mount is an error (the CLI exits 2); a missing mount is a
+// degraded status.
+func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 	focus := map[string]bool{}
-	for _, n := range only {
+	for _, n := range opt.Only {
 		a, err := emulator.LookupArch(n)
 		if err != nil {
 			return nil, &InputError{Err: err}
@@ -115,25 +135,27 @@ func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
 		names[i] = a.Name
 	}
 	found, _ := emulator.FindAll(ctx, names, h.EmulatorDirs, false)
-	last := map[string]*LastCheck{}
-	if v, err := LastVerification(h.StateDir); err == nil && v != nil && v.Mount == st.Mount {
-		for _, r := range v.Results {
-			last[r.QEMUArch] = &LastCheck{State: r.State, Reason: r.Reason, At: v.At}
+	last := opt.Verification
+	if last == nil {
+		if v, err := LastVerification(h.StateDir); err == nil {
+			last = v
 		}
+	}
+	if last != nil && last.Mount != st.Mount {
+		last = nil
 	}
 	supported := map[string]bool{}
 	for _, a := range arches {
-		hs := h.handlerStatus(a, entries, all, found[a.Name])
-		hs.Verified = last[a.Name]
+		hs := h.handlerStatus(a, entries, all, found[a.Name], last)
 		if hs.State == StateNative || (hs.State == StateOK && st.Enabled) {
 			if a.Platform != "" {
 				supported[a.Platform] = true
 			}
 		}
 		counted := len(focus) == 0 || focus[a.Name]
-		bad := hs.State == StateMissing || hs.State == StateDisabled || hs.State == StateConflict ||
+		bad := hs.State == StateMissing || hs.State == StateDisabled || hs.State == StateConflict || hs.State == StateFailing ||
 			(hs.State == StateNoEmulator && (hs.Registered || focus[a.Name]))
-		if counted && bad && st.Mounted {
+		if counted && bad && (st.Mounted || hs.State == StateFailing) {
 			st.Problems = append(st.Problems, hs.Name+": "+hs.State+": "+hs.Detail)
 		}
 		st.Handlers = append(st.Handlers, hs)
@@ -145,64 +167,96 @@ func (h Host) Status(ctx context.Context, only []string) (*Status, error) {
 	return st, nil
 }
 
-func (h Host) handlerStatus(a binfmt.Arch, entries map[string]binfmt.Entry, all []binfmt.Entry, emu *emulator.Emulator) HandlerStatus {
+func (h Host) handlerStatus(a binfmt.Arch, entries map[string]binfmt.Entry, all []binfmt.Entry, emu *emulator.Emulator, last *Verification) HandlerStatus {
 	hs := HandlerStatus{Name: a.HandlerName(), QEMUArch: a.Name, Platform: a.Platform}
 	e, registered := entries[hs.Name]
+	var cur *binfmt.Entry
 	if registered {
 		hs.Registered, hs.Interpreter, hs.Flags, hs.Enabled = true, e.Interpreter, e.Flags.String(), e.Enabled
 		hs.Static, _ = emulator.IsStatic(e.Interpreter)
+		cur = &e
 	} else if emu != nil {
 		hs.Interpreter, hs.Static = emu.Path, emu.Static
 	}
+	verified := last.current(a, cur)
+	hs.Verified = lastCheck(last, a, verified)
 	switch {
 	case h.isNative(a.Name):
 		hs.State, hs.Detail = StateNative, "runs without an emulator on this host"
 		if registered {
 			hs.Detail = "runs natively, but " + hs.Name + " is registered and sends these programs through " + e.Interpreter + "; remove it with `mabd uninstall --force " + a.Name + "`"
 		}
+		if verified != nil && verified.State == emulator.StateFailed {
+			hs.State, hs.Detail = StateFailing, "the kernel does not run these programs natively: "+verified.Reason
+		}
 	case !registered && emu == nil:
 		hs.State, hs.Detail = StateNoEmulator, fmt.Sprintf("no qemu-%s-static or qemu-%s in %v: install qemu-user-static", a.Name, a.Name, dirsOrDefault(h.EmulatorDirs))
 	case !registered:
 		hs.State, hs.Detail = StateMissing, fmt.Sprintf("%s is installed but not registered: run `mabd install %s`", emu.Path, a.Name)
 	default:
-		hs.State, hs.Detail = h.entryState(a, e, all, emu)
+		hs.State, hs.Detail, hs.Owner = h.entryState(a, e, all, last)
 	}
 	return hs
 }
 
-func (h Host) entryState(a binfmt.Arch, e binfmt.Entry, all []binfmt.Entry, emu *emulator.Emulator) (string, string) {
-	if !binfmt.Same(e.Spec, a.Spec(e.Interpreter, e.Flags)) {
-		return StateConflict, fmt.Sprintf("%s selects other files than mabd's (%s); replace it with `mabd install --replace %s`", e.Name, binfmt.Diff(e.Spec, a.Spec(e.Interpreter, e.Flags)), a.Name)
+// lastCheck is what status shows of the last verification of a: the
+// current result, or the stale one marked so.
+func lastCheck(last *Verification, a binfmt.Arch, cur *VerifyResult) *LastCheck {
+	if last == nil {
+		return nil
 	}
-	if _, err := os.Stat(e.Interpreter); errors.Is(err, fs.ErrNotExist) {
+	r, stale := cur, false
+	if r == nil {
+		for i := range last.Results {
+			if last.Results[i].QEMUArch == a.Name {
+				r, stale = &last.Results[i], true
+			}
+		}
+	}
+	if r == nil {
+		return nil
+	}
+	return &LastCheck{State: r.State, Reason: r.Reason, Fix: r.Fix, At: last.At, Stale: stale}
+}
+
+func (h Host) entryState(a binfmt.Arch, e binfmt.Entry, all []binfmt.Entry, last *Verification) (state, detail, owner string) {
+	j := h.Judge(a, e, last)
+	replace := "replace it with `mabd install --replace " + a.Name + "` (the daemon: conflict = \"repair\")"
+	switch {
+	case strings.HasPrefix(j.Reason, DefectMissing):
 		how := "install qemu-user-static, then `mabd install --replace " + a.Name + "`"
 		if e.Flags.Has(binfmt.FixBinary) {
-			return StateNoEmulator, "interpreter " + e.Interpreter + " was deleted; the kernel still holds the file it opened (F) until the entry is replaced: " + how
+			return StateNoEmulator, "interpreter " + e.Interpreter + " was deleted; the kernel still holds the file it opened (F) until the entry is replaced: " + how, j.Owner
 		}
-		return StateNoEmulator, "interpreter " + e.Interpreter + " does not exist, so every " + a.Name + " program fails: " + how
-	}
-	if err := emulator.CheckTrusted(e.Interpreter); err != nil {
-		return StateConflict, "registered, but " + err.Error()
-	}
-	if !IsOurs(e.Spec, a) {
-		want := "qemu-" + a.Name + "-static"
-		if emu != nil {
-			want = emu.Path
-		}
-		return StateConflict, fmt.Sprintf("registered by someone else with interpreter %s and flags %q, not mabd's %s; replace it with `mabd install --replace %s`", e.Interpreter, e.Flags.String(), want, a.Name)
+		return StateNoEmulator, "interpreter " + e.Interpreter + " does not exist, so every " + a.Name + " program fails: " + how, j.Owner
+	case j.Reason == DefectDisabled:
+		return StateDisabled, fmt.Sprintf("registered by %s but disabled: enable it with `echo 1 > %s` or `mabd install %s`", j.Owner, h.Mount.Path(e.Name), a.Name), j.Owner
+	case strings.HasPrefix(j.Reason, DefectFailedVerify) && j.Ours:
+		r := last.current(a, &e)
+		return StateFailing, r.Reason + fixSuffix(r.Fix), j.Owner
+	case !j.Serves:
+		return StateConflict, j.Detail + "; " + replace, j.Owner
 	}
 	for _, o := range all {
 		if o.Name != e.Name && o.Enabled && o.SameFiles(e.Spec) {
-			return StateConflict, fmt.Sprintf("entry %s also selects %s programs (interpreter %s); the kernel uses the newer of the two: remove one", o.Name, a.Name, o.Interpreter)
+			return StateConflict, fmt.Sprintf("entry %s also selects %s programs (interpreter %s); the kernel uses the newer of the two: remove one", o.Name, a.Name, o.Interpreter), j.Owner
 		}
 	}
-	if !e.Enabled {
-		return StateDisabled, fmt.Sprintf("registered but disabled: enable it with `echo 1 > %s` or `mabd install %s`", h.Mount.Path(e.Name), a.Name)
+	if !j.Ours {
+		return StateOK, j.Detail, j.Owner
 	}
 	if !e.Flags.Has(binfmt.FixBinary) {
-		return StateOK, "works on the host, but without the F flag programs in chroots and containers cannot reach " + e.Interpreter + "; `mabd install --replace " + a.Name + "` adds it"
+		return StateOK, "works on the host, but without the F flag programs in chroots and containers cannot reach " + e.Interpreter + "; `mabd install --replace " + a.Name + "` adds it", j.Owner
 	}
-	return StateOK, ""
+	return StateOK, "", j.Owner
+}
+
+// fixSuffix is " — fix: FIX", or "" without a fix.
+func fixSuffix(fix string) string {
+	if fix == "" {
+		return ""
+	}
+	return " — fix: " + fix
 }
 
 func dirsOrDefault(d []string) []string {

@@ -1,16 +1,20 @@
-package daemon
+package host
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"mabd/binfmt"
 	"mabd/emulator"
@@ -28,8 +32,9 @@ type VerifyOptions struct {
 	// architecture with a probe whose emulator is installed, and the
 	// host's own.
 	Arches []string
-	// Rootfs maps arguments of --rootfs: "ARCH=DIR".
-	Rootfs []string
+	// Rootfs maps architectures (names as the user typed them) to
+	// foreign root file systems whose sh must run too.
+	Rootfs map[string]string
 	// Bench measures the emulation slowdown of each architecture.
 	Bench bool
 	// Timeout bounds each probe; 0 means the emulator package's default.
@@ -50,6 +55,24 @@ type VerifyResult struct {
 	// its sh printed.
 	Rootfs string `json:"rootfs,omitempty"`
 	Shell  string `json:"shell,omitempty"`
+	// Handler is the entry qemu-<arch> as it was when the probe ran (its
+	// register line, "disabled " first when it was disabled), "" when none
+	// was registered. A later status uses the result only while the entry
+	// is still the same: after it changes, the result is stale. "none": no
+	// entry was registered; "": not recorded (an older mabd).
+	Handler string `json:"handler,omitempty"`
+}
+
+// handlerKey is what VerifyResult.Handler records of an entry: nil (no
+// entry) gives "".
+func handlerKey(e *binfmt.Entry) string {
+	switch {
+	case e == nil:
+		return "none"
+	case e.Enabled:
+		return e.Line()
+	}
+	return "disabled " + e.Line()
 }
 
 // Verification is the outcome of `mabd verify`.
@@ -57,16 +80,53 @@ type Verification struct {
 	At      time.Time      `json:"at"`
 	Mount   string         `json:"mount"`
 	Results []VerifyResult `json:"results"`
+	// Warnings are what went wrong besides the probes, such as the
+	// result not being saved. They are not saved.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // OK reports whether every result is ok or native.
 func (v *Verification) OK() bool {
 	for _, r := range v.Results {
-		if r.State == "failed" {
+		if r.State == emulator.StateFailed {
 			return false
 		}
 	}
 	return true
+}
+
+// Failed returns the results that failed.
+func (v *Verification) Failed() []VerifyResult {
+	var out []VerifyResult
+	if v == nil {
+		return out
+	}
+	for _, r := range v.Results {
+		if r.State == emulator.StateFailed {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// current returns v's result for a if it still describes the handler:
+// made on this mount, with qemu-<arch> the entry e (nil: none) it was. A
+// result saved without the entry (by an older mabd) counts as current.
+func (v *Verification) current(a binfmt.Arch, e *binfmt.Entry) *VerifyResult {
+	if v == nil {
+		return nil
+	}
+	for i := range v.Results {
+		r := &v.Results[i]
+		if r.QEMUArch != a.Name {
+			continue
+		}
+		if r.Handler == handlerKey(e) || (r.Handler == "" && e != nil) {
+			return r
+		}
+		return nil
+	}
+	return nil
 }
 
 // Verify proves foreign execution: the probe of each architecture runs
@@ -76,17 +136,14 @@ func (v *Verification) OK() bool {
 func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, error) {
 	rootfs := map[string]string{}
 	var explicit []string
-	for _, r := range opt.Rootfs {
-		name, dir, ok := strings.Cut(r, "=")
-		if !ok || name == "" || dir == "" {
-			return nil, inputErr("--rootfs %q: give ARCH=DIR, e.g. arm64=/srv/rootfs/arm64", r)
-		}
+	for _, name := range slices.Sorted(maps.Keys(opt.Rootfs)) {
+		dir := opt.Rootfs[name]
 		a, err := emulator.LookupArch(name)
 		if err != nil {
-			return nil, &InputError{Err: fmt.Errorf("--rootfs %s: %w", r, err)}
+			return nil, &InputError{Err: fmt.Errorf("rootfs %s: %w", name, err)}
 		}
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, inputErr("--rootfs %s: %s is not a directory", r, dir)
+			return nil, inputErr("rootfs %s: %s is not a directory", name, dir)
 		}
 		rootfs[a.Name] = dir
 		explicit = append(explicit, a.Name)
@@ -101,18 +158,25 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 			arches = append(arches, a)
 		}
 	}
+	if opt.Timeout < 0 {
+		return nil, inputErr("timeout %s: give a duration above 0", opt.Timeout)
+	}
+	if err := canChroot(); err != nil {
+		return nil, err
+	}
 	popt := emulator.ProbeOptions{Mount: h.Mount, Timeout: opt.Timeout}
 	v := &Verification{At: time.Now().UTC(), Mount: h.Mount.Path("")}
+	before := h.handlers(arches)
 	for i, r := range emulator.ProbeAll(ctx, arches, popt) {
 		a := arches[i]
 		row := VerifyResult{Platform: a.Platform, QEMUArch: a.Name, State: r.State, Reason: r.Reason, Fix: r.Fix,
-			Machine: r.Machine, DurationMS: float64(r.Duration.Microseconds()) / 1000}
+			Machine: r.Machine, DurationMS: float64(r.Duration.Microseconds()) / 1000, Handler: before[i]}
 		if dir, ok := rootfs[a.Name]; ok {
 			row.Rootfs = dir
 			out, err := emulator.Shell(ctx, a, dir, opt.Timeout)
 			row.Shell = strings.TrimSpace(out)
-			if err != nil && row.State != "failed" {
-				row.State, row.Reason, row.Fix = "failed", err.Error(), "check that "+dir+" is a root file system for "+a.Name+" with /bin/sh"
+			if err != nil && row.State != emulator.StateFailed {
+				row.State, row.Reason, row.Fix = emulator.StateFailed, err.Error(), "check that "+dir+" is a root file system for "+a.Name+" with /bin/sh"
 			}
 		}
 		if opt.Bench && row.State == "ok" {
@@ -123,12 +187,54 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 		}
 		v.Results = append(v.Results, row)
 	}
+	// A handler that changed while it was probed makes its result
+	// worthless: mark it stale at once.
+	for i, k := range h.handlers(arches) {
+		if k != before[i] {
+			v.Results[i].Handler = "changed during verification"
+		}
+	}
 	if h.StateDir != "-" {
 		if err := saveVerification(h.StateDir, v); err != nil {
-			return v, err
+			v.Warnings = append(v.Warnings, "the result was not saved, so `mabd status` will not show it: "+err.Error())
 		}
 	}
 	return v, nil
+}
+
+// handlers returns the handlerKey of each architecture's entry.
+func (h Host) handlers(arches []binfmt.Arch) []string {
+	out := make([]string, len(arches))
+	for i, a := range arches {
+		var e *binfmt.Entry
+		if x, err := h.Mount.Entry(a.HandlerName()); err == nil {
+			e = &x
+		}
+		out[i] = handlerKey(e)
+	}
+	return out
+}
+
+// NeedRootError says that verification cannot run: the probes chroot
+// into an empty directory, which needs CAP_SYS_CHROOT.
+type NeedRootError struct{}
+
+func (*NeedRootError) Error() string {
+	return "could not check: the probes run in an empty chroot, which needs root (CAP_SYS_CHROOT)"
+}
+
+// canChroot returns a *NeedRootError unless this process has
+// CAP_SYS_CHROOT in its effective set.
+func canChroot() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil // cannot tell: let the probes say
+	}
+	if data[0].Effective&(1<<unix.CAP_SYS_CHROOT) == 0 {
+		return &NeedRootError{}
+	}
+	return nil
 }
 
 // verifyArches resolves the names to probe. With none, every
@@ -180,27 +286,88 @@ func saveVerification(dir string, v *Verification) error {
 		return err
 	}
 	p := filepath.Join(dir, verifyFile)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := writeAtomic(p, b); err != nil {
 		return fmt.Errorf("save verification: %w", err)
 	}
-	return os.Rename(tmp, p)
+	return nil
+}
+
+// writeAtomic replaces the file p with b: it writes a temporary file of
+// a unique name in p's directory and renames it over p, so concurrent
+// writers never see each other's halves; the temporary file is removed on
+// failure.
+func writeAtomic(p string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // LastVerification reads what the last `mabd verify` saved in dir; nil
 // when there is none.
 func LastVerification(dir string) (*Verification, error) {
 	p := filepath.Join(stateDir(dir), verifyFile)
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", p)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if len(b) > maxStateFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes: not mabd's", p, maxStateFile)
+	}
 	var v Verification
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return &v, nil
+}
+
+// maxStateFile bounds what mabd reads back from its state directory.
+const maxStateFile = 1 << 20
+
+// Stale reports whether v no longer describes one of the handlers in
+// specs: the entry registered under its name now is not the one v probed
+// (another tool registered its own since, or the entry changed), so the
+// handler needs verifying again.
+func (h Host) Stale(v *Verification, specs []binfmt.Spec) bool {
+	for _, s := range specs {
+		a, ok := binfmt.ArchByName(s.Name)
+		if !ok || !emulator.HasProbe(a.Name) {
+			continue
+		}
+		var e *binfmt.Entry
+		if x, err := h.Mount.Entry(s.Name); err == nil {
+			e = &x
+		}
+		if v.current(a, e) == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -7,12 +7,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/binfmt"
-	"mabd/daemon"
+	"mabd/host"
 )
 
 func newInstall() *cobra.Command {
 	var hf hostFlags
-	var opt daemon.InstallOptions
+	var opt host.InstallOptions
 	cmd := &cobra.Command{
 		Use:   "install [flags] ARCH...|all",
 		Short: "Register QEMU emulators as binfmt_misc handlers",
@@ -20,12 +20,19 @@ func newInstall() *cobra.Command {
 (aarch64), OCI platforms (linux/arm64, linux/arm/v7) or aliases (arm64, armhf,
 x86_64). "all" means every architecture whose emulator is installed, except the
 host's own. Entries are named qemu-<arch>; an equal entry is adopted, a
-different one is a conflict, left alone unless --replace. A second run changes
-nothing. Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
+different one is left alone unless --replace: it is "served" when it runs every
+program of the architecture in containers too (F, a static trusted emulator,
+no mask refusing valid programs), and a conflict otherwise. A second run
+changes nothing. --persist never overwrites a binfmt.d file mabd did not write.
+Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Arches = args
-			res, err := hf.host().Install(cmd.Context(), opt)
+			h, err := hf.host()
+			if err != nil {
+				return err
+			}
+			res, err := h.Install(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}
@@ -43,7 +50,7 @@ nothing. Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 	return cmd
 }
 
-func printInstall(out, errw io.Writer, res *daemon.InstallResult) {
+func printInstall(out, errw io.Writer, res *host.InstallResult) {
 	for _, w := range res.Warnings {
 		fmt.Fprintln(errw, "warning:", w)
 	}
@@ -59,23 +66,36 @@ func printInstall(out, errw io.Writer, res *daemon.InstallResult) {
 			fmt.Fprintln(out, c.Describe())
 		}
 	}
+	for _, n := range res.Served {
+		fmt.Fprintf(out, "qemu-%s: %s; left alone (--replace registers mabd's)\n", n.Arch, safe(n.Reason))
+	}
+	for _, n := range res.Conflicts {
+		fmt.Fprintf(out, "qemu-%s: conflict: %s; left alone (--replace replaces it)\n", n.Arch, safe(n.Reason))
+	}
 	for _, n := range res.Refused {
-		fmt.Fprintf(out, "qemu-%s: refused: %s\n", n.Arch, n.Reason)
+		fmt.Fprintf(out, "qemu-%s: refused: %s\n", n.Arch, safe(n.Reason))
 	}
 	for _, n := range res.Skipped {
-		if n.Reason != daemon.NoEmulator {
-			fmt.Fprintf(out, "qemu-%s: skipped: %s\n", n.Arch, n.Reason)
+		if n.Reason != host.NoEmulator {
+			fmt.Fprintf(out, "qemu-%s: skipped: %s\n", n.Arch, safe(n.Reason))
 		}
 	}
 	for _, p := range res.Persisted {
 		fmt.Fprintln(out, "persisted", p)
 	}
-	if changed == 0 && len(res.Refused) == 0 {
-		fmt.Fprintf(out, "nothing to do: %d handlers already registered\n", count[binfmt.Unchanged])
+	for _, n := range res.PersistFailed {
+		fmt.Fprintf(out, "qemu-%s: not persisted: %s\n", n.Arch, safe(n.Reason))
+	}
+	if changed == 0 && len(res.Refused)+len(res.PersistFailed)+len(res.Conflicts) == 0 {
+		fmt.Fprintf(out, "nothing to do: %d handlers already registered", count[binfmt.Unchanged]+len(res.Served))
+		if len(res.Served) > 0 {
+			fmt.Fprintf(out, " (%d of them by other tools)", len(res.Served))
+		}
+		fmt.Fprintln(out)
 		return
 	}
-	fmt.Fprintf(out, "%d registered, %d replaced, %d enabled, %d unchanged, %d conflicts, %d failed\n",
-		count[binfmt.Registered], count[binfmt.Replaced], count[binfmt.Enabled], count[binfmt.Unchanged], count[binfmt.Conflict], count[binfmt.Failed]+len(res.Refused))
+	fmt.Fprintf(out, "%d registered, %d replaced, %d enabled, %d unchanged, %d served by other tools, %d conflicts, %d failed\n",
+		count[binfmt.Registered], count[binfmt.Replaced], count[binfmt.Enabled], count[binfmt.Unchanged], len(res.Served), len(res.Conflicts), count[binfmt.Failed]+len(res.Refused))
 }
 
 func newUninstall() *cobra.Command {
@@ -86,10 +106,16 @@ func newUninstall() *cobra.Command {
 		Short: "Remove mabd's binfmt_misc handlers and the files --persist wrote",
 		Long: `Remove the qemu-<arch> handlers mabd registers (the table's magic and
 mask, interpreter qemu-<arch>[-static]) and the binfmt.d files --persist wrote.
-Entries of that name that are not mabd's are left alone unless --force.`,
+Entries of that name that are not mabd's are left alone unless --force; files
+mabd did not write are never removed. It goes on past a failure and reports
+each. Exit 0 done, 1 partly done or entries left alone, 2 nothing changed.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := hf.host().Uninstall(args, force)
+			h, err := hf.host()
+			if err != nil {
+				return err
+			}
+			res, err := h.Uninstall(args, force)
 			if err != nil {
 				return err
 			}
@@ -101,12 +127,25 @@ Entries of that name that are not mabd's are left alone unless --force.`,
 				fmt.Fprintln(out, "removed", p)
 			}
 			for _, k := range res.Kept {
-				fmt.Fprintf(out, "qemu-%s: kept: %s\n", k.Arch, k.Reason)
+				fmt.Fprintf(out, "qemu-%s: kept: %s: left alone (--force removes it)\n", k.Arch, safe(k.Reason))
 			}
-			if len(res.Removed) == 0 && len(res.Kept) == 0 {
+			for _, p := range res.KeptFiles {
+				fmt.Fprintf(out, "%s: kept: not written by mabd (mabd never removes it)\n", p)
+			}
+			for _, f := range res.Failed {
+				fmt.Fprintf(cmd.ErrOrStderr(), "qemu-%s: failed: %s\n", f.Arch, safe(f.Reason))
+			}
+			if !res.Changed() && len(res.Kept)+len(res.Failed) == 0 {
 				fmt.Fprintln(out, "nothing to do: no handler registered")
 			}
-			if res.Degraded() {
+			switch {
+			case len(res.Failed) > 0 && !res.Changed():
+				fmt.Fprintln(out, "nothing changed")
+				return exitCode(exitError)
+			case len(res.Failed) > 0:
+				fmt.Fprintf(out, "partly done: %d removed, %d failed\n", len(res.Removed), len(res.Failed))
+				return exitCode(exitDegraded)
+			case res.Degraded():
 				return exitCode(exitDegraded)
 			}
 			return nil

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/binfmt"
-	"mabd/daemon"
+	"mabd/host"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -44,8 +44,14 @@ func (f *hostFlags) register(cmd *cobra.Command) {
 	_ = cmd.Flags().MarkHidden("persist-dir")
 }
 
-func (f *hostFlags) host() daemon.Host {
-	return daemon.Host{Mount: binfmt.Mount{Dir: f.mount}, EmulatorDirs: f.emulatorDirs, PersistDir: f.persistDir, StateDir: f.stateDir}
+// host returns the host the flags name. An empty --binfmt-mount is
+// refused rather than taken for the host's table: it is what a script
+// with an unset variable passes.
+func (f *hostFlags) host() (host.Host, error) {
+	if f.mount == "" {
+		return host.Host{}, &host.InputError{Err: errors.New(`--binfmt-mount "": give a directory (the host's table is ` + binfmt.DefaultDir + ")")}
+	}
+	return host.Host{Mount: binfmt.Mount{Dir: f.mount}, EmulatorDirs: f.emulatorDirs, PersistDir: f.persistDir, StateDir: f.stateDir}, nil
 }
 
 func newRoot() *cobra.Command {

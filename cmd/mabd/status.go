@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"mabd/builder"
 	"mabd/daemon"
+	"mabd/host"
 )
 
 func newStatus() *cobra.Command {
@@ -27,7 +29,7 @@ health counts only those. When a mabd daemon answers on --socket (and neither
 counting the configured architectures; otherwise the host is inspected
 directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st *daemon.Status
+			var st *host.Status
 			var out any
 			var bk *builder.Status
 			c := daemon.NewClient(socket)
@@ -39,7 +41,11 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 				st, out, bk = &ds.Status, ds, ds.Daemon.BuildKit
 			} else {
-				hs, err := hf.host().Status(cmd.Context(), args)
+				h, err := hf.host()
+				if err != nil {
+					return err
+				}
+				hs, err := h.Status(cmd.Context(), host.StatusOptions{Only: args})
 				if err != nil {
 					return err
 				}
@@ -64,7 +70,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 		},
 	}
 	hf.register(cmd)
-	cmd.Flags().StringVar(&hf.stateDir, "state-dir", daemon.DefaultStateDir, "where mabd verify saved its last result")
+	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
 	cmd.Flags().StringVar(&socket, "socket", daemon.DefaultSocket, "the daemon's control socket")
@@ -72,7 +78,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 	return cmd
 }
 
-func printStatus(out io.Writer, st *daemon.Status, all bool, socket string) {
+func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 	state := "disabled"
 	if st.Enabled {
 		state = "enabled"
@@ -84,20 +90,27 @@ func printStatus(out io.Writer, st *daemon.Status, all bool, socket string) {
 	if st.Source == "daemon" {
 		source = "from the mabd daemon at " + socket
 	}
-	fmt.Fprintf(out, "binfmt_misc %s at %s (%s)\n", state, st.Mount, source)
+	fmt.Fprintf(out, "binfmt_misc %s at %s (%s)\n", state, safe(st.Mount), source)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tVERIFIED\tINTERPRETER\tDETAIL")
+	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tVERIFIED\tOWNER\tINTERPRETER\tDETAIL")
 	hidden := 0
 	for _, h := range st.Handlers {
-		if !all && h.State == daemon.StateNoEmulator && !h.Registered {
+		if !all && h.State == host.StateNoEmulator && !h.Registered {
 			hidden++
 			continue
 		}
 		verified := "-"
 		if h.Verified != nil {
 			verified = h.Verified.State
+			if h.Verified.Stale {
+				verified += " (stale)"
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), verified, dash(h.Interpreter), h.Detail)
+		owner := h.Owner
+		if o, _, ok := strings.Cut(owner, " ("); ok {
+			owner = o // the file is in the detail and in --json
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(safe(h.Flags)), safe(verified), dash(safe(owner)), dash(safe(h.Interpreter)), safe(h.Detail))
 	}
 	tw.Flush()
 	if hidden > 0 {
@@ -106,13 +119,13 @@ func printStatus(out io.Writer, st *daemon.Status, all bool, socket string) {
 	fmt.Fprintf(out, "supported: %v\n", st.Supported)
 	fmt.Fprintf(out, "health: %s\n", st.Health)
 	for _, p := range st.Problems {
-		fmt.Fprintln(out, "  -", p)
+		fmt.Fprintln(out, "  -", safe(p))
 	}
 }
 
 func printBuildKit(out io.Writer, bk *builder.Status) {
 	if !bk.Running {
-		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", bk.LastError, bk.Restarts)
+		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", safe(bk.LastError), bk.Restarts)
 		return
 	}
 	fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",

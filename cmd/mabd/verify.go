@@ -4,17 +4,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"mabd/daemon"
+	"mabd/emulator"
+	"mabd/host"
 )
 
 func newVerify() *cobra.Command {
 	var hf hostFlags
-	var opt daemon.VerifyOptions
+	var opt host.VerifyOptions
+	var rootfs []string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify [--json] [--rootfs ARCH=DIR]... [--bench] [ARCH...]",
@@ -29,9 +32,27 @@ fixed CPU workload under each emulator against the host.
 Exit 0 all pass, 1 any fails, 2 could not check.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Arches = args
-			v, err := hf.host().Verify(cmd.Context(), opt)
+			if opt.Timeout <= 0 {
+				return &host.InputError{Err: fmt.Errorf("--timeout %s: give a duration above 0, like 10s", opt.Timeout)}
+			}
+			opt.Rootfs = map[string]string{}
+			for _, r := range rootfs {
+				name, dir, ok := strings.Cut(r, "=")
+				if !ok || name == "" || dir == "" {
+					return &host.InputError{Err: fmt.Errorf("--rootfs %q: give ARCH=DIR, e.g. arm64=/srv/rootfs/arm64", r)}
+				}
+				opt.Rootfs[name] = dir
+			}
+			h, err := hf.host()
 			if err != nil {
 				return err
+			}
+			v, err := h.Verify(cmd.Context(), opt)
+			if err != nil {
+				return err
+			}
+			for _, w := range v.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -49,15 +70,15 @@ Exit 0 all pass, 1 any fails, 2 could not check.`,
 		},
 	}
 	hf.register(cmd)
-	cmd.Flags().StringVar(&hf.stateDir, "state-dir", daemon.DefaultStateDir, `where the result is saved for mabd status ("-": do not save)`)
+	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, `where the result is saved for mabd status ("-": do not save)`)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringArrayVar(&opt.Rootfs, "rootfs", nil, "ARCH=DIR: also run DIR's /bin/sh in a chroot (repeatable)")
+	cmd.Flags().StringArrayVar(&rootfs, "rootfs", nil, "ARCH=DIR: also run DIR's /bin/sh in a chroot (repeatable)")
 	cmd.Flags().BoolVar(&opt.Bench, "bench", false, "measure each emulator's slowdown on a fixed CPU workload")
 	cmd.Flags().DurationVar(&opt.Timeout, "timeout", 10*time.Second, "deadline of each probe")
 	return cmd
 }
 
-func printVerify(out io.Writer, v *daemon.Verification, bench bool) {
+func printVerify(out io.Writer, v *host.Verification, bench bool) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	head := "PLATFORM\tQEMU\tSTATE\tMACHINE\tTIME"
 	if bench {
@@ -66,7 +87,7 @@ func printVerify(out io.Writer, v *daemon.Verification, bench bool) {
 	fmt.Fprintln(tw, head+"\tREASON")
 	failed := 0
 	for _, r := range v.Results {
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%.1fms", dash(r.Platform), r.QEMUArch, r.State, dash(r.Machine), r.DurationMS)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%.1fms", dash(r.Platform), r.QEMUArch, r.State, dash(safe(r.Machine)), r.DurationMS)
 		if bench {
 			s := "-"
 			if r.Slowdown > 0 {
@@ -78,15 +99,15 @@ func printVerify(out io.Writer, v *daemon.Verification, bench bool) {
 		if r.Fix != "" {
 			reason += " — fix: " + r.Fix
 		}
-		fmt.Fprintln(tw, line+"\t"+reason)
-		if r.State == "failed" {
+		fmt.Fprintln(tw, line+"\t"+safe(reason))
+		if r.State == emulator.StateFailed {
 			failed++
 		}
 	}
 	tw.Flush()
 	for _, r := range v.Results {
 		if r.Shell != "" {
-			fmt.Fprintf(out, "%s foreign sh in %s: %q\n", r.QEMUArch, r.Rootfs, r.Shell)
+			fmt.Fprintf(out, "%s foreign sh in %s: %q\n", r.QEMUArch, safe(r.Rootfs), r.Shell)
 		}
 	}
 	fmt.Fprintf(out, "%d verified, %d failed\n", len(v.Results)-failed, failed)
