@@ -9,11 +9,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -137,5 +140,61 @@ func TestImageAuditClean(t *testing.T) {
 	p := rep.Platforms[0]
 	if p.Platform != "linux/arm64" || len(p.Problems) != 0 || p.Layers[0].ELF != 1 || p.Layers[1].Files != len(files) || p.Layers[1].ELF != 0 {
 		t.Errorf("scripts and data: %+v", p)
+	}
+}
+
+// TestImageAuditNothingToAudit: an image with nothing to audit used to
+// pass ("0 platforms audited", exit 0); it fails (exit 1) saying why.
+// --platform that matches nothing, or an empty one, is an error (exit 2).
+func TestImageAuditNothingToAudit(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := layout.Write(dir, empty.Index); err != nil {
+		t.Fatal(err)
+	}
+	ref := "oci-layout:" + dir
+	code, out, _ := mabd(t, "image", "audit", ref)
+	if want := "failed: " + ref + " lists no image: there is nothing to audit"; code != exitDegraded || !strings.Contains(out, want) {
+		t.Errorf("audit of an empty index: exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+	code, rep := auditJSON(t, ref)
+	if code != exitDegraded || rep.OK() || !strings.Contains(rep.Failure, "nothing to audit") {
+		t.Errorf("audit --json of an empty index: exit %d, %+v", code, rep)
+	}
+	for _, c := range []struct {
+		platform, want string
+	}{
+		{"linux/arm64", "no linux/arm64 image (it has no image of any platform)"},
+		{"", "--platform is empty"},
+	} {
+		if code, _, errs := mabd(t, "image", "audit", "--platform", c.platform, ref); code != exitError || !strings.Contains(errs, c.want) {
+			t.Errorf("--platform %q: exit %d, %q; want 2 and %q", c.platform, code, errs, c.want)
+		}
+	}
+}
+
+// TestImageAuditLayerIsDevZero: a layout whose layer is a symlink to
+// /dev/zero used to make the audit run forever; it is refused (exit 2).
+func TestImageAuditLayerIsDevZero(t *testing.T) {
+	img := mfBusybox(t, "amd64")
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	d, _ := ls[0].Digest()
+	blob := filepath.Join(dir, "blobs", d.Algorithm, d.Hex)
+	if err := os.Remove(blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", blob); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := mabd(t, "image", "audit", "oci-layout:"+dir)
+	if code != exitError || !strings.Contains(errs, "not a regular file: it is a character device (through a symlink to /dev/zero)") {
+		t.Errorf("audit: exit %d, %q", code, errs)
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"mabd/binfmt"
-	"mabd/daemon"
+	"mabd/host"
 	"mabd/testing/fixtures"
 	"mabd/testing/sandbox"
 )
@@ -59,9 +59,9 @@ func mabdJSON(t *testing.T, v any, args ...string) int {
 	return code
 }
 
-func statusJSON(t *testing.T, mount string, args ...string) (int, daemon.Status) {
+func statusJSON(t *testing.T, mount string, args ...string) (int, host.Status) {
 	t.Helper()
-	var st daemon.Status
+	var st host.Status
 	code := mabdJSON(t, &st, append([]string{"status", "--binfmt-mount", mount}, args...)...)
 	return code, st
 }
@@ -79,10 +79,10 @@ func TestInstallAllThenStatusAndForeignShell(t *testing.T) {
 			_, err := os.Stat("/usr/bin/" + h.Name + "-static")
 			switch {
 			case h.QEMUArch == "x86_64" || h.QEMUArch == "i386":
-				if h.State != daemon.StateNative {
+				if h.State != host.StateNative {
 					t.Errorf("%s: state %s, want native", h.Name, h.State)
 				}
-			case err == nil && h.State != daemon.StateOK:
+			case err == nil && h.State != host.StateOK:
 				t.Errorf("%s: emulator installed but state %s (%s)", h.Name, h.State, h.Detail)
 			case err == nil && h.Flags != "PF":
 				t.Errorf("%s: flags %q, want PF (QEMU 7.2 honours P)", h.Name, h.Flags)
@@ -132,47 +132,7 @@ func TestInstallAllThenStatusAndForeignShell(t *testing.T) {
 	})
 }
 
-// debianAarch64 is Debian's own line: another interpreter and flags OPF.
-const debianAarch64 = `:qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF`
-
-func TestConflictIsKeptThenReplaced(t *testing.T) {
-	sandbox.Run(t, func(t *testing.T, mount string) {
-		m := binfmt.Mount{Dir: mount}
-		deb, err := binfmt.Parse(debianAarch64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Register(deb); err != nil {
-			t.Fatal(err)
-		}
-		code, out, _ := mabd(t, "install", "arm64", "--binfmt-mount", mount)
-		if code != 1 || !strings.Contains(out, "conflict") || !strings.Contains(out, "--replace") {
-			t.Fatalf("install over a conflicting entry: exit %d, %q; want 1 and a conflict", code, out)
-		}
-		if e, _ := m.Entry("qemu-aarch64"); !e.Spec.Equal(deb) {
-			t.Fatalf("the conflicting entry was changed: %v", e.Spec)
-		}
-		code, st := statusJSON(t, mount, "arm64")
-		if code != 1 || handler(t, st, "aarch64").State != daemon.StateConflict {
-			t.Fatalf("status: exit %d, state %s; want 1, conflict", code, handler(t, st, "aarch64").State)
-		}
-		if code, _, _ := mabd(t, "uninstall", "arm64", "--binfmt-mount", mount); code != 1 {
-			t.Fatalf("uninstall of a foreign entry without --force exited %d, want 1", code)
-		}
-		if code, _, _ := mabd(t, "install", "--replace", "arm64", "--binfmt-mount", mount); code != 0 {
-			t.Fatalf("install --replace exited %d", code)
-		}
-		e, err := m.Entry("qemu-aarch64")
-		if err != nil || e.Interpreter != "/usr/bin/qemu-aarch64-static" || e.Flags.String() != "PF" {
-			t.Fatalf("after --replace: %+v, %v", e, err)
-		}
-		if code, st := statusJSON(t, mount, "arm64"); code != 0 || handler(t, st, "aarch64").State != daemon.StateOK {
-			t.Fatalf("status after replace: exit %d", code)
-		}
-	})
-}
-
-func handler(t *testing.T, st daemon.Status, arch string) daemon.HandlerStatus {
+func handler(t *testing.T, st host.Status, arch string) host.HandlerStatus {
 	t.Helper()
 	for _, h := range st.Handlers {
 		if h.QEMUArch == arch {
@@ -180,7 +140,7 @@ func handler(t *testing.T, st daemon.Status, arch string) daemon.HandlerStatus {
 		}
 	}
 	t.Fatalf("no handler for %s in status", arch)
-	return daemon.HandlerStatus{}
+	return host.HandlerStatus{}
 }
 
 // TestPreserveArgv0 proves that QEMU honours P: a foreign busybox exec'd
@@ -278,7 +238,7 @@ func TestStatusFlagsUntrustedInterpreter(t *testing.T) {
 		}
 		code, st := statusJSON(t, mount, "--emulator-dir", dir, "riscv64")
 		h := handler(t, st, "riscv64")
-		if code != 1 || h.State != daemon.StateConflict || !strings.Contains(h.Detail, "writable by everyone") {
+		if code != 1 || h.State != host.StateConflict || !strings.Contains(h.Detail, "writable by everyone") {
 			t.Fatalf("status: exit %d, %s: %s", code, h.State, h.Detail)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/daemon"
+	"mabd/host"
 	"mabd/testing/logbuf"
 	"mabd/testing/sandbox"
 )
@@ -338,40 +340,62 @@ func TestDaemonSelfHeals(t *testing.T) {
 	})
 }
 
+// TestDaemonConflictPolicies: with an entry of another tool that serves
+// its architecture (Debian's aarch64) and a defective one (Debian's mips,
+// whose mask refuses ABI version 2 and above), "repair" (the default)
+// keeps the first and replaces the second, "keep" keeps both and reports
+// the second as a conflict, "replace" replaces both.
 func TestDaemonConflictPolicies(t *testing.T) {
 	bin := mabdBinary(t)
-	for _, policy := range []string{"keep", "replace"} {
+	for _, policy := range []string{"repair", "keep", "replace"} {
 		t.Run(policy, func(t *testing.T) {
 			sandbox.Run(t, func(t *testing.T, mount string) {
-				_, _, d := startReadyDaemon(t, bin, mount, fmt.Sprintf("conflict = %q\n", policy)+testConfig)
+				_, _, d := startReadyDaemon(t, bin, mount, fmt.Sprintf("conflict = %q\narchitectures = [\"arm64\", \"mips\"]\nreconcile_interval = \"1s\"\n[verify]\ninterval = \"0\"\n", policy))
 				m := binfmt.Mount{Dir: mount}
-				deb, _ := binfmt.Parse(debianAarch64)
-				if err := m.Remove("qemu-aarch64"); err != nil {
-					t.Fatal(err)
-				}
-				if err := m.Register(deb); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(5 * time.Second) // two reconcile passes
-				e, _ := m.Entry("qemu-aarch64")
-				st, err := d.client().Status(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch policy {
-				case "keep":
-					if !e.Spec.Equal(deb) {
-						t.Fatalf("with keep the daemon replaced the conflicting entry: %+v", e.Spec)
+				debArm, debMips := debianLine(t, "aarch64"), debianLine(t, "mips")
+				for _, s := range []binfmt.Spec{debArm, debMips} {
+					if err := m.Remove(s.Name); err != nil {
+						t.Fatal(err)
 					}
-					if handler(t, st.Status, "aarch64").State != daemon.StateConflict || st.Healthy() || len(st.Daemon.Conflicts) != 1 {
-						t.Fatalf("with keep, status does not show the conflict: %+v", st.Daemon.Conflicts)
+					if err := m.Register(s); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var st *daemon.DaemonStatus
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					var err error
+					if st, err = d.client().Status(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					h := handler(t, st.Status, "mips")
+					settled := h.Verified != nil && !h.Verified.Stale
+					if settled || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				arm, _ := m.Entry("qemu-aarch64")
+				mips, _ := m.Entry("qemu-mips")
+				kept := func(e binfmt.Entry, s binfmt.Spec) bool { return e.Spec.Equal(s) }
+				switch policy {
+				case "repair":
+					if !kept(arm, debArm) || kept(mips, debMips) || !st.Healthy() || len(st.Daemon.Served) != 1 {
+						t.Fatalf("repair: aarch64 kept %v, mips kept %v, health %s, served %v", kept(arm, debArm), kept(mips, debMips), st.Health, st.Daemon.Served)
+					}
+					if h := handler(t, st.Status, "aarch64"); h.State != host.StateOK || !strings.HasPrefix(h.Owner, "systemd-binfmt") {
+						t.Fatalf("repair: aarch64 %s owned by %q", h.State, h.Owner)
+					}
+				case "keep":
+					if !kept(arm, debArm) || !kept(mips, debMips) || st.Healthy() || len(st.Daemon.Conflicts) != 1 || !strings.Contains(st.Daemon.Conflicts[0], host.DefectNarrowMask) {
+						t.Fatalf("keep: aarch64 kept %v, mips kept %v, health %s, conflicts %v", kept(arm, debArm), kept(mips, debMips), st.Health, st.Daemon.Conflicts)
+					}
+					if h := handler(t, st.Status, "mips"); h.State != host.StateConflict {
+						t.Fatalf("keep: mips is %s", h.State)
 					}
 				case "replace":
-					if e.Interpreter != "/usr/bin/qemu-aarch64-static" {
-						t.Fatalf("with replace the conflicting entry stayed: %+v", e.Spec)
-					}
-					if st.Daemon.Repairs < 1 || !st.Healthy() {
-						t.Fatalf("with replace: repairs %d, health %s", st.Daemon.Repairs, st.Health)
+					if kept(arm, debArm) || kept(mips, debMips) || !st.Healthy() || st.Daemon.Repairs < 2 {
+						t.Fatalf("replace: aarch64 kept %v, mips kept %v, health %s, repairs %d", kept(arm, debArm), kept(mips, debMips), st.Health, st.Daemon.Repairs)
 					}
 				}
 			})
@@ -478,20 +502,20 @@ func TestDaemonSocketActivation(t *testing.T) {
 			_ = cmd.Wait()
 			t.Logf("log:\n%s", log.String())
 		}()
-		c := daemon.NewClient(sock)
-		var st *daemon.DaemonStatus
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			st, err = c.Status(ctx)
-			cancel()
-			if err == nil || time.Now().After(deadline) {
-				break
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(sock); err == nil || time.Now().After(deadline) {
+				break // systemd-socket-activate listens; the daemon is not started yet
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-		if err != nil || st.Source != "daemon" {
-			t.Fatalf("GET /v1/status on the activated socket: %v", err)
+		// The first request reaches the daemon while it starts: it is
+		// held until the daemon is ready, and answered as a ready daemon
+		// answers (not 503).
+		st, err := daemon.NewClient(sock).Status(context.Background())
+		if err != nil || st.Source != "daemon" || st.Daemon.LastVerification == nil {
+			t.Fatalf("the first GET /v1/status on the activated socket: %v, source %q, last verification %v; want the status of a verified daemon", err, st.Source, st.Daemon.LastVerification)
+		}
+		if code := healthz(t, sock); code != http.StatusOK {
+			t.Fatalf("GET /healthz on the activated socket answered %d, want 200", code)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "unused.sock")); !os.IsNotExist(err) {
 			t.Errorf("the daemon opened its own socket although systemd passed one")

@@ -35,6 +35,7 @@ import (
 	"mabd/builder/buildertest"
 	"mabd/daemon"
 	"mabd/emulator"
+	"mabd/host"
 	"mabd/testing/logbuf"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
@@ -643,9 +644,9 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 			}
 		}
 		hostArgs := []string{"--binfmt-mount", mount, "--emulator-dir", emuDir, "--state-dir", state}
-		verify := func() (int, daemon.VerifyResult) {
+		verify := func() (int, host.VerifyResult) {
 			t.Helper()
-			var v daemon.Verification
+			var v host.Verification
 			code := mabdJSON(t, &v, append(append([]string{"verify"}, hostArgs...), "--timeout", "20s", "riscv64")...)
 			for _, r := range v.Results {
 				if r.QEMUArch == "riscv64" {
@@ -653,9 +654,9 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 				}
 			}
 			t.Fatalf("verify riscv64 has no riscv64 result: %+v", v.Results)
-			return 0, daemon.VerifyResult{}
+			return 0, host.VerifyResult{}
 		}
-		status := func(want ...string) daemon.HandlerStatus {
+		status := func(want ...string) host.HandlerStatus {
 			t.Helper()
 			code, out, _ := mabd(t, append(append([]string{"status"}, hostArgs...), "riscv64")...)
 			if code != exitDegraded {
@@ -668,8 +669,8 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 			}
 			_, st := statusJSON(t, mount, "--emulator-dir", emuDir, "--state-dir", state, "riscv64")
 			h := handler(t, st, "riscv64")
-			if h.State != daemon.StateNoEmulator || !h.Registered {
-				t.Errorf("status --json: riscv64 is %s (registered %v), want %s", h.State, h.Registered, daemon.StateNoEmulator)
+			if h.State != host.StateNoEmulator || !h.Registered {
+				t.Errorf("status --json: riscv64 is %s (registered %v), want %s", h.State, h.Registered, host.StateNoEmulator)
 			}
 			return h
 		}

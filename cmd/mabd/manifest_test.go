@@ -11,10 +11,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
+	"net"
 	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -376,5 +378,77 @@ func TestManifestCreate(t *testing.T) {
 	code, _, _ = mabd(t, "manifest", "create", "--annotation", "org.opencontainers.image.title=demo", repo+":annotated", repo+":v1")
 	if a := mfParseIndex(t, mfSkopeoRaw(t, repo+":annotated")); code != 0 || a.Annotations["org.opencontainers.image.title"] != "demo" || len(a.Manifests) != 2 {
 		t.Errorf("annotated: %d %+v", code, a)
+	}
+}
+
+// mfSilentRegistry listens on 127.0.0.1, accepts connections and never
+// answers: a registry host that hangs. It returns its address.
+func mfSilentRegistry(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn // held open, never written to
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// TestManifestTimeout runs inspect, create and audit against a registry
+// that accepts connections and never answers (they used to hang for good):
+// each fails with exit 2, naming the registry and the timeout. A --timeout
+// that is not positive is bad usage.
+func TestManifestTimeout(t *testing.T) {
+	silent := mfSilentRegistry(t)
+	idx, err := registry.BusyboxIndex(registry.DebianBase(t, "amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := "oci-archive:" + mfOCIArchive(t, idx)
+	hangs := "registry " + silent + " did not answer within 1s"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"manifest", "inspect", "--timeout", "1s", silent + "/demo:v1"}, hangs},
+		{[]string{"manifest", "inspect", "--format", "table", "--timeout", "1s", silent + "/demo:v1"}, hangs},
+		{[]string{"manifest", "create", "--timeout", "1s", silent + "/demo:v1", archive}, hangs},
+		{[]string{"manifest", "create", "--timeout", "1s", silent + "/demo:v1", silent + "/demo:v1-amd64"}, hangs},
+		{[]string{"image", "audit", "--timeout", "1s", silent + "/demo:v1"}, hangs},
+		{[]string{"manifest", "inspect", "--timeout", "0", archive}, "--timeout 0s: give a positive duration"},
+		{[]string{"manifest", "create", "--timeout", "-5s", silent + "/demo:v1", archive}, "--timeout -5s: give a positive duration"},
+		{[]string{"image", "audit", "--timeout", "0s", archive}, "--timeout 0s: give a positive duration"},
+		{[]string{"image", "audit", "--timeout", "soon", archive}, "invalid argument \"soon\" for \"--timeout\""},
+	} {
+		code, _, errs := mabd(t, c.args...)
+		if code != exitError || !strings.Contains(errs, c.want) {
+			t.Errorf("mabd %s: exit %d, %q; want 2 and %q", strings.Join(c.args, " "), code, errs, c.want)
+		}
+		if c.want == hangs && !strings.Contains(errs, "raise --timeout") {
+			t.Errorf("mabd %s: %q does not say what to do", strings.Join(c.args, " "), errs)
+		}
+	}
+	// The default is documented in the help.
+	if _, out, _ := mabd(t, "manifest", "inspect", "--help"); !strings.Contains(out, "(default 30s)") {
+		t.Errorf("inspect --help does not give the default timeout:\n%s", out)
 	}
 }

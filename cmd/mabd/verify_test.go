@@ -5,14 +5,14 @@ import (
 	"testing"
 
 	"mabd/binfmt"
-	"mabd/daemon"
+	"mabd/host"
 	"mabd/testing/fixtures"
 	"mabd/testing/sandbox"
 )
 
-func verifyJSON(t *testing.T, args ...string) (int, daemon.Verification) {
+func verifyJSON(t *testing.T, args ...string) (int, host.Verification) {
 	t.Helper()
-	var v daemon.Verification
+	var v host.Verification
 	code := mabdJSON(t, &v, append([]string{"verify"}, args...)...)
 	return code, v
 }
@@ -33,7 +33,7 @@ func TestVerifyAfterInstallAll(t *testing.T) {
 		}
 		want := map[string]string{"aarch64": "aarch64", "arm": "armv7l", "ppc64le": "ppc64le", "ppc64": "ppc64", "s390x": "s390x",
 			"riscv64": "riscv64", "mips64el": "mips64", "mips64": "mips64", "mips": "mips", "mipsel": "mips", "loongarch64": "loongarch64"}
-		got := map[string]daemon.VerifyResult{}
+		got := map[string]host.VerifyResult{}
 		for _, r := range v.Results {
 			got[r.QEMUArch] = r
 		}
