@@ -517,9 +517,13 @@ func decodeErrors(err error) []*ConfigError {
 // configuration, suggesting the nearest one.
 func unknownKey(key []string, line int, table bool) *ConfigError {
 	name := strings.Join(key, ".")
-	msg := fmt.Sprintf("unknown key %q", name)
+	shown := name
+	if len(shown) > maxKeyForSuggestion {
+		shown = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(shown[:maxKeyForSuggestion], ""), len(name))
+	}
+	msg := fmt.Sprintf("unknown key %q", shown)
 	if table {
-		msg = fmt.Sprintf("unknown table [%s]", name)
+		msg = fmt.Sprintf("unknown table [%s]", shown)
 	}
 	if s := suggest(key); s != "" {
 		msg += " (" + s + ")"

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -351,6 +352,10 @@ func TestConfigErrors(t *testing.T) {
 		{"keep_storage", "[buildkit]\nkeep_storage = \"lots\"\n", 2, "buildkit.keep_storage", `"lots" is not a size`},
 		{"keep_storage zero", "[buildkit]\nkeep_storage = \"0GB\"\n", 2, "buildkit.keep_storage", `give more than 0`},
 		{"same socket", "[control]\nsocket = \"/run/s\"\n[buildkit]\nsocket = \"/run/s\"\n", 4, "buildkit.socket", `is the control socket too`},
+		{"socket too long", "[control]\nsocket = \"/run/" + strings.Repeat("s", 103) + "\"\n", 2, "control.socket", `is 108 bytes long: a unix socket's path holds at most 107`},
+		{"buildkit socket too long", "[buildkit]\nsocket = \"/" + strings.Repeat("b", 120) + "\"\n", 2, "buildkit.socket", `holds at most 107`},
+		{"binfmt_mount over files", "binfmt_mount = \"/etc\"\n", 1, "binfmt_mount", `holds files`},
+		{"binfmt_mount missing", "binfmt_mount = \"/nonexistent-mabd\"\n", 1, "binfmt_mount", `does not exist`},
 
 		{"duplicate key", "persist = true\nconflict = \"keep\"\npersist = false\n", 3, "persist", `defined more than once`},
 		{"duplicate table", "[log]\n[verify]\n[log]\n", 3, "log", `defined more than once`},
@@ -538,4 +543,60 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatalf("bad position in %+v", ce)
 		}
 	})
+}
+
+// TestConfigHostileInput: a huge unknown key gets no did-you-mean search
+// (which grows with the square of its length), and a file that is not a
+// regular file of sane size is refused without being read to its end.
+func TestConfigHostileInput(t *testing.T) {
+	if _, err := LoadConfig(writeConfig(t, strings.Repeat("k", 10<<20)+" = 1\n"), true); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 10 MB file: %.200v", err)
+	}
+	long := strings.Repeat("k", 512<<10)
+	_, err := LoadConfig(writeConfig(t, long+" = 1\n"), true)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || strings.Contains(err.Error(), "did you mean") || len(err.Error()) > 1000 {
+		t.Fatalf("a 512 KB unknown key: %.200v", err)
+	}
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, []byte(strings.Repeat("# comment\n", 200000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.toml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{big, zero, fifo} {
+		if _, err := LoadConfig(p, true); err == nil {
+			t.Errorf("%s: accepted", p)
+		}
+	}
+}
+
+// TestConfigWarnings: what Validate accepts but an administrator should
+// hear about.
+func TestConfigWarnings(t *testing.T) {
+	tests := []struct {
+		doc, says string
+	}{
+		{"[control]\nmode = \"0777\"\n", "lets every user on the host use the control API"},
+		{"[control]\nmode = \"0444\"\n", "nobody write to the socket"},
+		{"flags = \"FC\"\n", "setuid programs"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		c, err := LoadConfig(writeConfig(t, tt.doc), true)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.doc, err)
+		}
+		w := strings.Join(c.Warnings(), "\n")
+		if (tt.says == "") != (w == "") || !strings.Contains(w, tt.says) {
+			t.Errorf("%q: warnings %q; want %q", tt.doc, w, tt.says)
+		}
+	}
 }

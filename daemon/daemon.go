@@ -149,6 +149,9 @@ func loadConfig(opt Options) (Config, error) {
 	return cfg, nil
 }
 
+// Config returns the configuration the daemon runs on.
+func (d *Daemon) Config() Config { return d.config() }
+
 func (d *Daemon) config() Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()

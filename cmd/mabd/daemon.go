@@ -48,6 +48,9 @@ Flags override the configuration file.`,
 				return err
 			}
 			if checkOnly {
+				for _, w := range d.Config().Warnings() {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: configuration ok\n", configPath)
 				return nil
 			}
