@@ -461,11 +461,15 @@ func (d *Daemon) reconcile(count bool) host.Reconciled {
 	specs, last := d.specs, d.lastVerify
 	d.mu.Unlock()
 	var remount []host.Repair
-	if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err == nil && mounted {
+	mounted, mountErr := binfmt.EnsureMounted(cfg.BinfmtMount)
+	if mounted {
 		remount = append(remount, host.Repair{Name: cfg.BinfmtMount, Action: "mounted", Why: "binfmt_misc was not mounted there (unmounting it destroyed its entries)"})
 	}
 	r := d.host(cfg).Reconcile(specs, host.Policy(cfg.Conflict), last)
 	r.Repairs = append(remount, r.Repairs...)
+	if mountErr != nil {
+		r.Failures = append([]string{"mount binfmt_misc: " + mountErr.Error()}, r.Failures...)
+	}
 	for _, rep := range r.Repairs {
 		if !count {
 			d.log.Info("handler "+rep.Action, zap.String("handler", rep.Name), zap.String("why", rep.Why))

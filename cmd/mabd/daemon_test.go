@@ -340,6 +340,46 @@ func TestDaemonSelfHeals(t *testing.T) {
 	})
 }
 
+// TestDaemonRemounts: binfmt_misc unmounted under the daemon (which
+// destroys the instance's entries) is mounted again and the handlers
+// restored; while it cannot be mounted (a file appeared on the mount
+// point) the daemon says so once, not at every pass, and hides nothing.
+func TestDaemonRemounts(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		_, _, d := startReadyDaemon(t, bin, mount, "architectures = [\"arm64\", \"riscv64\"]\nreconcile_interval = \"200ms\"\n[verify]\ninterval = \"0\"\n")
+		m := binfmt.Mount{Dir: mount}
+		// This is the sandbox's private instance; never do this to the host's.
+		if err := syscall.Unmount(mount, 0); err != nil {
+			t.Fatal(err)
+		}
+		stray := filepath.Join(mount, "stray")
+		if err := os.WriteFile(stray, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // ten passes
+		if ok, _ := binfmt.Mounted(mount); ok {
+			t.Fatal("the daemon mounted binfmt_misc over a directory holding a file")
+		}
+		if n := strings.Count(d.log.String(), "holds files"); n != 1 {
+			t.Errorf("the refusal to mount was logged %d times in ten passes, want once", n)
+		}
+		if err := os.Remove(stray); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for es, _ := m.Entries(); len(es) != 2; es, _ = m.Entries() {
+			if time.Now().After(deadline) {
+				t.Fatalf("handlers not restored after the remount: %v", es)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !d.logSays(`"action":"mounted"`, 5*time.Second) {
+			t.Errorf("the log does not say binfmt_misc was mounted again")
+		}
+	})
+}
+
 // TestDaemonConflictPolicies: with an entry of another tool that serves
 // its architecture (Debian's aarch64) and a defective one (Debian's mips,
 // whose mask refuses ABI version 2 and above), "repair" (the default)
