@@ -37,7 +37,11 @@
 // Registries are reached with go-containerregistry, with the credentials of
 // the Docker config file ([authn.DefaultKeychain]). [Options.Insecure]
 // allows plain HTTP and TLS certificates that do not verify; registries on
-// 127.0.0.1, ::1 and localhost are always allowed plain HTTP.
+// 127.0.0.1, ::1 and localhost are always allowed plain HTTP. Every request
+// is bounded by [Options.Timeout] ([DefaultTimeout], 30s): connecting, the
+// TLS handshake, the response headers and a whole manifest must each come
+// within it, and a blob may not stall for longer; a registry that does not
+// answer fails with a [TimeoutError] naming it and the timeout.
 //
 // # Inspecting
 //

@@ -25,7 +25,7 @@ func newImageAudit() *cobra.Command {
 	var opt audit.Options
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "audit [--json] [--insecure] [--platform P]... REF",
+		Use:   "audit [--json] [--insecure] [--timeout D] [--platform P]... REF",
 		Short: "Check that every program in an image is built for the image's platform",
 		Long: `For each platform of REF (or each --platform), read the image's layers and
 compare every ELF file's class, byte order and machine with the platform's,
@@ -40,16 +40,31 @@ Known platforms: linux/ amd64, arm64, arm, 386, ppc64le, ppc64, s390x, riscv64,
 mips64le, mips64, mipsle, mips, loong64.
 
 REF is a registry reference, oci-layout:DIR[:TAG] or oci-archive:FILE (see
-mabd manifest --help).
+mabd manifest --help). Each layer must have the size and digest its
+manifest says, and is read no further than that size. --timeout (default
+30s) bounds each registry request; a layer may take longer, but may not
+stall for longer.
 
-Exit status: 0 clean; 1 a mismatch; 2 bad usage, or REF could not be read.`,
+An audit that audits no image fails: an index that lists none, or only
+attestations and platforms without an entry above. --platform that REF does
+not have is an error.
+
+Exit status: 0 clean; 1 a mismatch, or no image audited; 2 bad usage, or REF
+could not be read (the registry did not answer within --timeout, a layer is
+not what its manifest says).`,
 		Example: `  mabd image audit 127.0.0.1:5000/demo:v1
   mabd image audit --platform linux/arm64 --json oci-archive:out.tar`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTimeout("image audit", opt.Timeout); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("platform") && len(opt.Platforms) == 0 {
+				return fmt.Errorf("image audit: --platform is empty: give a platform such as linux/arm64, or leave it out to audit all")
+			}
 			rep, err := audit.Audit(cmd.Context(), args[0], opt)
 			if err != nil {
-				return err
+				return registryHint(err)
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -57,6 +72,9 @@ Exit status: 0 clean; 1 a mismatch; 2 bad usage, or REF could not be read.`,
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(rep); err != nil {
 					return err
+				}
+				if rep.Failure != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "mabd image audit: failed:", rep.Failure)
 				}
 			} else {
 				printAudit(out, rep)
@@ -70,6 +88,7 @@ Exit status: 0 clean; 1 a mismatch; 2 bad usage, or REF could not be read.`,
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&opt.Insecure, "insecure", false, "allow plain HTTP and unverified TLS")
+	timeoutFlag(f, &opt.Timeout)
 	f.StringSliceVar(&opt.Platforms, "platform", nil, "audit only this platform (repeatable, or comma-separated)")
 	return cmd
 }
@@ -120,6 +139,9 @@ func printAudit(w io.Writer, rep *audit.Report) {
 		parts = append(parts, fmt.Sprintf("%d skipped", skipped))
 	}
 	fmt.Fprintf(w, "%s audited: %s\n", plural(len(rep.Platforms), "platform", "platforms"), strings.Join(parts, ", "))
+	if rep.Failure != "" {
+		fmt.Fprintln(w, "failed:", rep.Failure)
+	}
 }
 
 func plural(n int, one, many string) string {

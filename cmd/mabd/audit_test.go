@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"mabd/builder/audit"
+	"mabd/builder/buildertest"
 	"mabd/testing/registry"
 )
 
@@ -196,5 +197,26 @@ func TestImageAuditLayerIsDevZero(t *testing.T) {
 	code, _, errs := mabd(t, "image", "audit", "oci-layout:"+dir)
 	if code != exitError || !strings.Contains(errs, "not a regular file: it is a character device (through a symlink to /dev/zero)") {
 		t.Errorf("audit: exit %d, %q", code, errs)
+	}
+}
+
+// TestImageAuditOfBuild: `mabd build --audit` audits what a real buildkitd
+// (linux/amd64 only: no binfmt handler needed) pushed, and the OCI tarball
+// it wrote, which passes the archive checks (regular files only, sizes and
+// digests).
+func TestImageAuditOfBuild(t *testing.T) {
+	hello := helloExample(t)
+	reg := registry.Start(t)
+	base := registry.PushBusyboxBase(t, reg, "busybox", "amd64")
+	addr := buildertest.Start(t, "linux/amd64").Address()
+	build := []string{"build", "--addr", addr, "--progress", "plain", "--platform", "linux/amd64", "--build-arg", "BASE=" + base, "--audit"}
+	for _, args := range [][]string{
+		{"--push", "-t", reg + "/demo:v1", "--insecure-registry", reg},
+		{"--output", "type=oci,dest=" + filepath.Join(t.TempDir(), "demo.tar")},
+	} {
+		code, _, errs := mabd(t, append(append(build, args...), hello)...)
+		if code != 0 || !strings.Contains(errs, "1 platform audited: 1 clean, 0 with mismatches") {
+			t.Errorf("mabd build --audit %s: exit %d\n%s", strings.Join(args, " "), code, errs)
+		}
 	}
 }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"mabd/builder/manifest"
 )
@@ -25,7 +28,13 @@ oci-layout:DIR[:TAG|@DIGEST], or oci-archive:FILE[:TAG|@DIGEST] (the tarball
 mabd build --output type=oci,dest=FILE writes). Registry credentials come from
 the Docker config file (~/.docker/config.json, $DOCKER_CONFIG); --insecure
 allows plain HTTP and unverified TLS, which registries on 127.0.0.1 and
-localhost always get.`,
+localhost always get. --timeout (default 30s) bounds each registry request:
+connecting, the TLS handshake, the response headers and a whole manifest
+must each come within it, and a layer may not stall for longer.
+
+Layout files and archive entries must be regular files (a symlink in a
+layout directory is followed to one), and every blob must have the size
+and digest (sha256 or sha512) its descriptor says.`,
 	}
 	cmd.AddCommand(newManifestInspect(), newManifestCreate())
 	return cmd
@@ -36,7 +45,7 @@ func newManifestInspect() *cobra.Command {
 	var verbose, raw bool
 	var format string
 	cmd := &cobra.Command{
-		Use:   "inspect [--verbose] [--raw] [--insecure] [--format json|table] REF",
+		Use:   "inspect [--verbose] [--raw] [--insecure] [--timeout D] [--format json|table] REF",
 		Short: "Print an image's manifest or a multi-platform index",
 		Long: `Print the manifest or index REF names, as stored (indented; --raw: exactly
 the stored bytes, whose sha256 is the digest). It may be a single-platform
@@ -55,7 +64,9 @@ org.opencontainers.image.ref.name; with neither TAG nor DIGEST, an index.json
 with one entry stands for it (BuildKit's tarball: its image index), and one
 with several for index.json itself.
 
-Exit status: 0 printed; 2 bad usage, or REF could not be read.`,
+Exit status: 0 printed; 2 bad usage, or REF could not be read (the registry
+did not answer within --timeout, a layout file is not a regular file or not
+what its descriptor says).`,
 		Example: `  mabd manifest inspect 127.0.0.1:5000/demo:v1
   mabd manifest inspect --verbose alpine:latest
   mabd manifest inspect --format table oci-archive:out.tar`,
@@ -67,9 +78,12 @@ Exit status: 0 printed; 2 bad usage, or REF could not be read.`,
 			if raw && (verbose || format == "table") {
 				return fmt.Errorf("manifest inspect: --raw prints the stored bytes: it goes with neither --verbose nor --format table")
 			}
+			if err := checkTimeout("manifest inspect", opt.Timeout); err != nil {
+				return err
+			}
 			a, err := manifest.Resolve(cmd.Context(), args[0], opt)
 			if err != nil {
-				return err
+				return registryHint(err)
 			}
 			defer a.Close()
 			out := cmd.OutOrStdout()
@@ -77,7 +91,7 @@ Exit status: 0 printed; 2 bad usage, or REF could not be read.`,
 			case format == "table":
 				ms, err := a.Manifests()
 				if err != nil {
-					return fmt.Errorf("inspect %s: %w", args[0], err)
+					return registryHint(fmt.Errorf("inspect %s: %w", args[0], err))
 				}
 				rows, err := manifest.Table(ms)
 				if err != nil {
@@ -86,7 +100,7 @@ Exit status: 0 printed; 2 bad usage, or REF could not be read.`,
 				return manifest.WriteTable(out, rows)
 			case verbose:
 				if err := a.WriteVerbose(out); err != nil {
-					return fmt.Errorf("inspect %s: %w", args[0], err)
+					return registryHint(fmt.Errorf("inspect %s: %w", args[0], err))
 				}
 				return nil
 			}
@@ -97,6 +111,7 @@ Exit status: 0 printed; 2 bad usage, or REF could not be read.`,
 	f.BoolVarP(&verbose, "verbose", "v", false, "per image manifest: reference, descriptor with platform, and the manifest")
 	f.BoolVar(&raw, "raw", false, "print exactly the stored bytes")
 	f.BoolVar(&opt.Insecure, "insecure", false, "allow plain HTTP and unverified TLS")
+	timeoutFlag(f, &opt.Timeout)
 	f.StringVar(&format, "format", "json", "json or table")
 	return cmd
 }
@@ -105,7 +120,7 @@ func newManifestCreate() *cobra.Command {
 	var opt manifest.CreateOptions
 	var annotations, overrides []string
 	cmd := &cobra.Command{
-		Use:   "create [--insecure] [--format oci|docker] [--annotation K=V]... [--platform-override PLATFORM=SRC]... TARGET SRC...",
+		Use:   "create [--insecure] [--timeout D] [--format oci|docker] [--annotation K=V]... [--platform-override PLATFORM=SRC]... TARGET SRC...",
 		Short: "Join images into a multi-platform index and push it",
 		Long: `Create an index of the images SRC... and push it to the registry reference
 TARGET, like "docker manifest create" followed by "docker manifest push".
@@ -125,11 +140,14 @@ manifest list; --annotation sets the index's annotations (OCI only).
 
 The digest of the index is printed on stdout, what it lists on stderr.
 Exit status: 0 pushed; 2 bad usage, a missing source, a platform conflict,
-or the push failed.`,
+a registry that did not answer within --timeout, or the push failed.`,
 		Example: `  mabd manifest create 127.0.0.1:5000/demo:v1 127.0.0.1:5000/demo:v1-amd64 127.0.0.1:5000/demo:v1-arm64
   mabd manifest create --platform-override linux/arm64=r/app:arm64-fixed r/app:v2 r/app:v1 r/app:arm64-fixed`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTimeout("manifest create", opt.Timeout); err != nil {
+				return err
+			}
 			var err error
 			if opt.Annotations, err = keyValues("--annotation", annotations); err != nil {
 				return err
@@ -139,7 +157,7 @@ or the push failed.`,
 			}
 			res, err := manifest.Create(cmd.Context(), args[0], args[1:], opt)
 			if err != nil {
-				return err
+				return registryHint(err)
 			}
 			errw := cmd.ErrOrStderr()
 			for _, w := range res.Warnings {
@@ -155,10 +173,33 @@ or the push failed.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&opt.Insecure, "insecure", false, "allow plain HTTP and unverified TLS")
+	timeoutFlag(f, &opt.Timeout)
 	f.StringVar(&opt.Format, "format", manifest.FormatOCI, "oci (OCI image index) or docker (Docker manifest list)")
 	f.StringArrayVar(&annotations, "annotation", nil, "K=V annotation of the index (repeatable)")
 	f.StringArrayVar(&overrides, "platform-override", nil, "PLATFORM=SRC: SRC's image of PLATFORM wins over other sources' (repeatable)")
 	return cmd
+}
+
+// timeoutFlag registers --timeout, the bound of each registry request.
+func timeoutFlag(f *pflag.FlagSet, d *time.Duration) {
+	f.DurationVar(d, "timeout", manifest.DefaultTimeout, "how long a registry may take to connect, to answer a request, to send a whole manifest; how long a layer may stall")
+}
+
+// checkTimeout refuses a --timeout that is not positive.
+func checkTimeout(command string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: --timeout %s: give a positive duration, such as 30s or 2m", command, d)
+	}
+	return nil
+}
+
+// registryHint adds to a registry's timeout what to do about it.
+func registryHint(err error) error {
+	var te *manifest.TimeoutError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%w (check that a registry answers at %s; for a slow one, raise --timeout)", err, te.Host)
+	}
+	return err
 }
 
 // keyValues parses K=V flags; a key given twice with different values is
