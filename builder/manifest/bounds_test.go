@@ -42,9 +42,13 @@ type testLayout struct {
 }
 
 // newTestLayout builds a linux/amd64 image with one gzip layer holding a
-// small file; its manifest is stored under the digest algorithm alg.
-func newTestLayout(t *testing.T, alg string) *testLayout {
+// small file; its manifest is stored under the digest algorithm alg
+// (default sha256). before, if not nil, may then change the layout.
+func newTestLayout(t *testing.T, alg string, before func(*testLayout)) *testLayout {
 	t.Helper()
+	if alg == "" {
+		alg = "sha256"
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	data := []byte("#!/bin/sh\necho hello\n")
@@ -73,6 +77,9 @@ func newTestLayout(t *testing.T, alg string) *testLayout {
 	rc, _ := layer.Compressed()
 	l.layer, _ = io.ReadAll(rc)
 	l.desc = v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: int64(len(l.manifest)), Digest: digestOf(alg, l.manifest)}
+	if before != nil {
+		before(l)
+	}
 	return l
 }
 
@@ -160,8 +167,8 @@ func (l *testLayout) writeArchive(t *testing.T, edit func(h *tar.Header, data []
 
 // readEverything resolves ref and reads all of it: its manifests, each
 // image's config, and each layer to its end.
-func readEverything(ref string) error {
-	a, err := manifest.Resolve(context.Background(), ref, manifest.Options{})
+func readEverything(ref string, opt manifest.Options) error {
+	a, err := manifest.Resolve(context.Background(), ref, opt)
 	if err != nil {
 		return err
 	}
@@ -271,19 +278,12 @@ func TestLayoutDirBounded(t *testing.T) {
 		{name: "sha256 manifest of another digest", before: tamperManifest, want: mismatch},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			alg := c.alg
-			if alg == "" {
-				alg = "sha256"
-			}
-			l := newTestLayout(t, alg)
-			if c.before != nil {
-				c.before(l)
-			}
+			l := newTestLayout(t, c.alg, c.before)
 			dir := l.writeDir(t)
 			if c.mangle != nil {
 				c.mangle(t, filepath.Join(dir, filepath.FromSlash(c.file(l))))
 			}
-			err := readEverything("oci-layout:" + dir)
+			err := readEverything("oci-layout:"+dir, manifest.Options{})
 			checkErr(t, err, c.want)
 		})
 	}
@@ -378,14 +378,7 @@ func TestLayoutArchiveBounded(t *testing.T) {
 		}, want: notRegular},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			alg := c.alg
-			if alg == "" {
-				alg = "sha256"
-			}
-			l := newTestLayout(t, alg)
-			if c.before != nil {
-				c.before(l)
-			}
+			l := newTestLayout(t, c.alg, c.before)
 			var edit func(h *tar.Header, data []byte) []byte
 			if c.edit != nil {
 				edit = c.edit(l)
@@ -394,7 +387,7 @@ func TestLayoutArchiveBounded(t *testing.T) {
 			if c.after != nil {
 				file = c.after(t, file)
 			}
-			checkErr(t, readEverything("oci-archive:"+file), c.want)
+			checkErr(t, readEverything("oci-archive:"+file, manifest.Options{}), c.want)
 		})
 	}
 }
@@ -402,13 +395,13 @@ func TestLayoutArchiveBounded(t *testing.T) {
 // TestLayoutUnknownDigestAlgorithm: an index entry with a digest algorithm
 // go-containerregistry cannot compute is refused, naming the algorithm.
 func TestLayoutUnknownDigestAlgorithm(t *testing.T) {
-	l := newTestLayout(t, "sha256")
+	l := newTestLayout(t, "", nil)
 	dir := l.writeDir(t)
 	idx := fmt.Sprintf(`{"schemaVersion":2,"manifests":[{"mediaType":%q,"digest":"sha384:%s","size":%d}]}`, types.OCIManifestSchema1, strings.Repeat("ab", 48), len(l.manifest))
 	if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(idx), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := readEverything("oci-layout:" + dir)
+	err := readEverything("oci-layout:"+dir, manifest.Options{})
 	if err == nil || !strings.Contains(err.Error(), "sha384") {
 		t.Errorf("error %v, want one naming sha384", err)
 	}
