@@ -57,7 +57,7 @@ func TestJudge(t *testing.T) {
 		{"another machine", entry(other, FP, func(s *binfmt.Spec) { s.Magic[18] = 0xf3 }), nil, false, false, "another tool", DefectSelectsOther},
 		{"too broad", entry(other, FP, func(s *binfmt.Spec) { s.Mask[18], s.Mask[4] = 0, 0 }), nil, false, false, "another tool", DefectTooBroad},
 		{"a missing interpreter", entry("/nonexistent/qemu-x", FP, nil), nil, false, false, "another tool", DefectMissing},
-		{"an untrusted interpreter", entry("/tmp", FP, nil), nil, false, false, "another tool", DefectNotEmulator},
+		{"a directory for an interpreter", entry("/tmp", FP, nil), nil, false, false, "another tool", DefectNotEmulator},
 		{"a dynamic interpreter", entry("/bin/ls", FP, nil), nil, false, false, "another tool", DefectDynamic},
 		{"failed verification", entry(other, FP, nil), failed, false, false, "another tool", DefectFailedVerify},
 		{"mabd's, failed verification", entry(static, FP, nil), failed, false, true, "mabd", DefectFailedVerify},
