@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -91,36 +92,8 @@ func TestDebPackage(t *testing.T) {
 	refuseExisting(t)
 	t.Cleanup(func() { purge(t) })
 
-	// The version: fixed here, so that a commit made while `make deb`
-	// runs cannot change it half-way.
-	version := strings.TrimSpace(mustRun(t, root, nil, "git", "describe", "--tags", "--always", "--dirty"))
-	debver := debVersion(t, version)
-	deb := filepath.Join(root, "dist", fmt.Sprintf("%s_%s_%s.deb", pkg, debver, runtime.GOARCH))
-	t.Logf("mabd %s → Debian version %s", version, debver)
-
-	// Build. The first run also compiles nfpm.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "make", "deb", "VERSION="+version)
-	cmd.Dir = root
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {
-		return strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "MFLAGS=") || strings.HasPrefix(e, "MAKELEVEL=")
-	})
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("make deb: %v\n%s%s", err, stdout.String(), stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	if last := lines[len(lines)-1]; filepath.Join(root, last) != deb {
-		t.Fatalf("make deb: printed %q last, want %s\n%s%s", last, deb, stdout.String(), stderr.String())
-	}
-	fi, err := os.Stat(deb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("make deb: %s, %.1f MB, in %s", deb, float64(fi.Size())/1e6, time.Since(start).Round(time.Second))
+	b := buildDeb(t)
+	deb, version, debver := b.path, b.version, b.debver
 
 	// --- The package file -------------------------------------------------
 	fields := map[string]string{
@@ -456,6 +429,65 @@ echo '[Service]' >/etc/systemd/system/mabd.service.d/override.conf
 	}
 }
 
+// builtDeb is a package `make deb` built for this test run.
+type builtDeb struct {
+	path    string // dist/mabd_<debver>_<arch>.deb, relative to this package
+	version string // mabd's version (git describe)
+	debver  string // the package's version
+}
+
+var (
+	debMu sync.Mutex
+	debDone *builtDeb
+)
+
+// buildDeb builds the package with `make deb` once per test run: the
+// first test that needs it builds it, later ones reuse it. The version is
+// fixed before the build, so that a commit made while `make deb` runs
+// cannot change it half-way.
+func buildDeb(t *testing.T) builtDeb {
+	t.Helper()
+	debMu.Lock()
+	defer debMu.Unlock()
+	if debDone != nil {
+		if _, err := os.Stat(debDone.path); err == nil {
+			t.Logf("reusing %s, built by an earlier test of this run", debDone.path)
+			return *debDone
+		}
+	}
+	needTools(t, "make", "git", "bash")
+	version := strings.TrimSpace(mustRun(t, root, nil, "git", "describe", "--tags", "--always", "--dirty"))
+	debver := debVersion(t, version)
+	deb := filepath.Join(root, "dist", fmt.Sprintf("%s_%s_%s.deb", pkg, debver, runtime.GOARCH))
+	t.Logf("mabd %s → Debian version %s", version, debver)
+
+	// The first run also compiles nfpm.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "make", "deb", "VERSION="+version)
+	cmd.Dir = root
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {
+		return strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "MFLAGS=") || strings.HasPrefix(e, "MAKELEVEL=")
+	})
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("make deb: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if last := lines[len(lines)-1]; filepath.Join(root, last) != deb {
+		t.Fatalf("make deb: printed %q last, want %s\n%s%s", last, deb, stdout.String(), stderr.String())
+	}
+	fi, err := os.Stat(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("make deb: %s, %.1f MB, in %s", deb, float64(fi.Size())/1e6, time.Since(start).Round(time.Second))
+	debDone = &builtDeb{path: deb, version: version, debver: debver}
+	return *debDone
+}
+
 // debVersion runs `scripts/deb.sh --deb-version` for a `git describe`
 // output.
 func debVersion(t *testing.T, gitVersion string) string {
@@ -647,4 +679,15 @@ func fileHash(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// needTool returns the path of a program the test needs, and fails the
+// test with the package to install when it is missing.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is needed: %v; install the %s package", name, err, pkg)
+	}
+	return p
 }
