@@ -437,7 +437,7 @@ type builtDeb struct {
 }
 
 var (
-	debMu sync.Mutex
+	debMu   sync.Mutex
 	debDone *builtDeb
 )
 
