@@ -504,7 +504,7 @@ func bootContainer(t *testing.T, remove, mask []string) *container {
 	cgroup := makeCgroup(t)
 	t.Cleanup(func() { removeCgroup(t, cgroup) }) // after the container's end
 
-	dir := t.TempDir()
+	dir := makeDir(t)
 	for _, d := range []string{"layers", "root"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
 			t.Fatal(err)
@@ -643,7 +643,8 @@ func bootContainer(t *testing.T, remove, mask []string) *container {
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.booted = time.Since(start)
-	t.Logf("systemd booted: %s after %s", state, c.booted.Round(time.Millisecond))
+	t.Logf("systemd booted: %s after %s; systemd-analyze: %s; slowest units:\n%s", state, c.booted.Round(time.Millisecond),
+		strings.TrimSpace(c.output("systemd-analyze", "time")), c.output("sh", "-c", "systemd-analyze blame --no-pager | head -n 3"))
 	if state != "running" {
 		t.Logf("failed units:\n%s", c.output("systemctl", "--failed", "--no-legend", "--plain"))
 	}
@@ -778,12 +779,52 @@ func binfmtMounts(t *testing.T) []string {
 	return points
 }
 
-// cgroupPrefix names the container cgroups; the test's PID follows.
-const cgroupPrefix = "mabd-debtest-"
+// leftPrefix starts the names of the container's cgroup and directory;
+// the test's PID follows, so that a later run can tell those of a test
+// that was killed before its cleanup (SIGKILL, a crash) and remove them.
+const leftPrefix = "mabd-debtest-"
+
+// leftBehind returns the paths matching dir/leftPrefix<pid>[-…] whose pid
+// is not a live process.
+func leftBehind(dir string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, leftPrefix+"*"))
+	var dead []string
+	for _, p := range m {
+		s := strings.TrimPrefix(filepath.Base(p), leftPrefix)
+		s, _, _ = strings.Cut(s, "-")
+		pid, err := strconv.Atoi(s)
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			dead = append(dead, p)
+		}
+	}
+	return dead
+}
+
+// makeDir creates the container's directory in os.TempDir(), after
+// removing those that killed runs left behind (the mounts on them lived
+// in the stages' mount namespace and died with it).
+func makeDir(t *testing.T) string {
+	t.Helper()
+	for _, d := range leftBehind(os.TempDir()) {
+		t.Logf("removing %s, left by an earlier run", d)
+		if err := os.RemoveAll(d); err != nil {
+			t.Errorf("remove %s: %v", d, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", leftPrefix, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the container's directory: %v", err)
+		}
+	})
+	return dir
+}
 
 // makeCgroup creates the container's cgroup below the test's own in the
-// cgroup2 hierarchy, after removing those that earlier runs, killed before
-// their cleanup, left behind.
+// cgroup2 hierarchy, after removing those that killed runs left behind.
 func makeCgroup(t *testing.T) string {
 	t.Helper()
 	mnt := cgroup2Mount(t)
@@ -801,15 +842,11 @@ func makeCgroup(t *testing.T) string {
 		t.Fatalf("/proc/self/cgroup has no cgroup2 line:\n%s", b)
 	}
 	parent := filepath.Join(mnt, own)
-	stale, _ := filepath.Glob(filepath.Join(parent, cgroupPrefix+"*"))
-	for _, s := range stale {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(s), cgroupPrefix))
-		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
-			t.Logf("removing %s, left by an earlier run", s)
-			removeCgroup(t, s)
-		}
+	for _, s := range leftBehind(parent) {
+		t.Logf("removing %s, left by an earlier run", s)
+		removeCgroup(t, s)
 	}
-	cg := filepath.Join(parent, fmt.Sprintf("%s%d", cgroupPrefix, os.Getpid()))
+	cg := filepath.Join(parent, fmt.Sprintf("%s%d", leftPrefix, os.Getpid()))
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Fatalf("create the container's cgroup: %v", err)
 	}
