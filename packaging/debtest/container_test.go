@@ -264,12 +264,12 @@ func mountDev(dev string) error {
 		}
 	}
 	// systemd writes to /dev/console in a container; the test reads
-	// systemd's stdout and the journal instead.
+	// systemd's stdout and the journal instead. It is a file of the
+	// container's own: a bind of the host's /dev/null would hand the
+	// host's node to whatever in the container chowns and chmods its
+	// console (getty made the host's /dev/null root:tty 0620 once).
 	if err := os.WriteFile(filepath.Join(dev, "console"), nil, 0o600); err != nil {
 		return err
-	}
-	if err := unix.Mount("/dev/null", filepath.Join(dev, "console"), "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind /dev/console: %w", err)
 	}
 	for _, d := range []string{"pts", "shm", "mqueue"} {
 		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
@@ -501,6 +501,12 @@ func bootContainer(t *testing.T, remove, mask []string) *container {
 	}
 	before := hostBinfmt(t)
 	mountsBefore := binfmtMounts(t)
+	devBefore := devNodes(t)
+	t.Cleanup(func() {
+		if after := devNodes(t); after != devBefore {
+			t.Errorf("the host's device nodes changed:\nbefore %s\nafter  %s", devBefore, after)
+		}
+	})
 	cgroup := makeCgroup(t)
 	t.Cleanup(func() { removeCgroup(t, cgroup) }) // after the container's end
 
@@ -898,4 +904,20 @@ func removeCgroup(t *testing.T, cg string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// devNodes describes the owner and mode of the host's device nodes that
+// the container binds in: the container must leave them as they were.
+func devNodes(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, n := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		fi, err := os.Stat("/dev/" + n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s %v %d:%d; ", n, fi.Mode(), st.Uid, st.Gid)
+	}
+	return b.String()
 }
