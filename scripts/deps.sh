@@ -9,8 +9,10 @@
 #   binutils, file    readelf/file to identify ELF machines
 #   ca-certificates   TLS for registry access
 #   curl              the demo and tests talk HTTP to the registry and the control socket
-#   systemd           only for /lib/systemd/systemd-binfmt and systemd-analyze; it is
-#                     installed without systemd-sysv, so init (PID 1) is never changed
+#   systemd           for /lib/systemd/systemd-binfmt, systemd-analyze, and
+#                     /lib/systemd/systemd, booted as PID 1 of TestSystemd's throwaway
+#                     container; it is installed without systemd-sysv, so this machine's
+#                     init (PID 1) is never changed
 #   runc, skopeo      running containers and copying images
 #
 # Test fixtures (fixtures/ at the repo root, git-ignored): Debian's busybox-static for
