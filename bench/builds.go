@@ -27,7 +27,6 @@ import (
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/builder/buildertest"
-	"mabd/emulator"
 	"mabd/testing/registry"
 )
 
@@ -62,7 +61,7 @@ type hostHandler struct {
 }
 
 func acquireHostHandler(platform string) (*hostHandler, error) {
-	a, err := emulator.LookupArch(platform)
+	a, err := binfmt.Lookup(platform)
 	if err != nil {
 		return nil, err
 	}

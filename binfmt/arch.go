@@ -1,6 +1,8 @@
 package binfmt
 
 import (
+	"debug/elf"
+	"encoding/binary"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,6 +23,50 @@ type Arch struct {
 	// Magic and Mask select its ELF files: the ELF identification, class,
 	// byte order and e_machine, as QEMU's qemu-binfmt-conf.sh has them.
 	Magic, Mask []byte
+}
+
+// GOARCH returns the Go architecture of a's programs ("arm64", "arm",
+// "386"): the architecture of its OCI platform, which OCI names as Go
+// does; "" when a has no platform (Go builds for none of those).
+func (a Arch) GOARCH() string {
+	parts := strings.Split(a.Platform, "/")
+	if len(parts) < 2 {
+		return ""
+	}
+	return parts[1]
+}
+
+// ELFIdentity is what an ELF header says about the machine a program is
+// for: its class (32 or 64 bits), byte order and e_machine.
+type ELFIdentity struct {
+	Class   elf.Class   `json:"class"`
+	Data    elf.Data    `json:"data"`
+	Machine elf.Machine `json:"machine"`
+}
+
+// ELF returns the identity of a's programs, read from the start of the
+// magic that selects them (the ELF header's e_ident class and byte order,
+// and e_machine).
+func (a Arch) ELF() ELFIdentity {
+	id := ELFIdentity{Class: elf.Class(a.Magic[elf.EI_CLASS]), Data: elf.Data(a.Magic[elf.EI_DATA])}
+	var bo binary.ByteOrder = binary.LittleEndian
+	if id.Data == elf.ELFDATA2MSB {
+		bo = binary.BigEndian
+	}
+	id.Machine = elf.Machine(bo.Uint16(a.Magic[18:20]))
+	return id
+}
+
+// ArchByELF returns the architecture of the table whose programs have the
+// identity id; of several, the first by name (mips and mipsn32 share one,
+// told apart only by e_flags: mips).
+func ArchByELF(id ELFIdentity) (Arch, bool) {
+	for _, a := range arches {
+		if a.ELF() == id {
+			return a, true
+		}
+	}
+	return Arch{}, false
 }
 
 // HandlerName returns the entry name mabd gives the handler: qemu-<Name>.
@@ -46,8 +92,10 @@ func Arches() []Arch {
 	return out
 }
 
-// ArchByName finds an architecture by its QEMU name, its handler name
-// (qemu-<name>) or an alias, ignoring case.
+// ArchByName finds an architecture by one of the table's own names: its
+// QEMU name, its handler name (qemu-<name>) or an alias, ignoring case.
+// [Lookup] takes those and OCI platforms, and says what is wrong with a
+// name it does not know: use it for what people type.
 func ArchByName(name string) (Arch, bool) {
 	n := strings.TrimPrefix(strings.ToLower(name), "qemu-")
 	for _, a := range arches {
@@ -63,11 +111,11 @@ func ArchByName(name string) (Arch, bool) {
 	return Arch{}, false
 }
 
-// ArchByPlatform finds the architecture that runs an OCI platform's
+// archByPlatform finds the architecture that runs an OCI platform's
 // binaries, given the platform architecture as containerd/platforms
-// normalises it ("arm64", "arm"). Every 32-bit
-// arm variant runs under qemu-arm.
-func ArchByPlatform(arch string) (Arch, bool) {
+// normalises it ("arm64", "arm"). Every 32-bit arm variant runs under
+// qemu-arm.
+func archByPlatform(arch string) (Arch, bool) {
 	for _, a := range arches {
 		p := strings.Split(a.Platform, "/")
 		if len(p) >= 2 && p[1] == arch {

@@ -28,32 +28,14 @@ import (
 	"mabd/binfmt"
 )
 
-// The probe programs: ./internal/probe built for every architecture in
-// probeGoarch by ./internal/genprobes, gzipped, with a manifest of their
-// sha256 sums and of the Go release that built them. Regenerate them with
-// `go generate ./emulator` after changing the probe or Go.
+// The probe programs: ./internal/probe built by ./internal/genprobes for
+// every architecture of binfmt's table that Go builds for (those with a
+// GOARCH), gzipped, with a manifest of their sha256 sums and of the Go
+// release that built them. Regenerate them with `go generate ./emulator`
+// after changing the probe, the table or Go.
 //
 //go:embed probes/*.gz probes/manifest.txt
 var probeFS embed.FS
-
-// probeGoarch maps the QEMU names of the architectures that have a probe to
-// the Go architecture it is built for. Keep it in step with the targets of
-// ./internal/genprobes.
-var probeGoarch = map[string]string{
-	"aarch64":     "arm64",
-	"arm":         "arm",
-	"i386":        "386",
-	"loongarch64": "loong64",
-	"mips":        "mips",
-	"mips64":      "mips64",
-	"mips64el":    "mips64le",
-	"mipsel":      "mipsle",
-	"ppc64":       "ppc64",
-	"ppc64le":     "ppc64le",
-	"riscv64":     "riscv64",
-	"s390x":       "s390x",
-	"x86_64":      "amd64",
-}
 
 // The states of a [Result].
 const (
@@ -185,31 +167,35 @@ func (o ProbeOptions) timeout() time.Duration {
 
 // HasProbe reports whether mabd has a probe program for the architecture
 // qemuArch (a QEMU name such as "aarch64"; aliases such as "arm64" are
-// accepted too): one of the 13 architectures Go builds for (aarch64, arm,
+// accepted too): one of the architectures Go builds for (aarch64, arm,
 // i386, loongarch64, mips, mips64, mips64el, mipsel, ppc64, ppc64le,
 // riscv64, s390x, x86_64).
 func HasProbe(qemuArch string) bool {
-	_, ok := probeGoarch[canonicalArch(qemuArch)]
+	_, ok := probeGoarch(qemuArch)
 	return ok
+}
+
+// probeGoarch returns the Go architecture whose probe runs qemuArch's
+// programs, from the table.
+func probeGoarch(qemuArch string) (string, bool) {
+	a, ok := binfmt.ArchByName(qemuArch)
+	if !ok || a.GOARCH() == "" {
+		return "", false
+	}
+	return a.GOARCH(), true
 }
 
 // ProbeArches returns the QEMU names of the architectures that have a
 // probe program, sorted.
 func ProbeArches() []string {
-	out := make([]string, 0, len(probeGoarch))
-	for n := range probeGoarch {
-		out = append(out, n)
+	var out []string
+	for _, a := range binfmt.Arches() {
+		if a.GOARCH() != "" {
+			out = append(out, a.Name)
+		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-// canonicalArch resolves an alias to the QEMU name.
-func canonicalArch(name string) string {
-	if a, ok := binfmt.ArchByName(name); ok {
-		return a.Name
-	}
-	return name
 }
 
 var (
@@ -263,7 +249,7 @@ func parseManifest(b []byte) (probeManifest, error) {
 // probeProgram returns the probe for the QEMU architecture name, checked
 // against the manifest and decompressed.
 func probeProgram(qemuArch string) ([]byte, error) {
-	goarch, ok := probeGoarch[canonicalArch(qemuArch)]
+	goarch, ok := probeGoarch(qemuArch)
 	if !ok {
 		return nil, fmt.Errorf("no probe program for %s", qemuArch)
 	}

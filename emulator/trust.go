@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"fmt"
+	"mabd/binfmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,7 +214,7 @@ func splitPath(p string) []string {
 func emulatorRole(path string) string {
 	base := strings.TrimSuffix(filepath.Base(path), "-static")
 	if name, ok := strings.CutPrefix(base, "qemu-"); ok {
-		if a, err := LookupArch(name); err == nil {
+		if a, err := binfmt.Lookup(name); err == nil {
 			what := strings.TrimPrefix(a.Platform, "linux/")
 			if what == "" {
 				what = a.Name

@@ -153,7 +153,7 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 			all = true
 			continue
 		}
-		a, err := emulator.LookupArch(n)
+		a, err := binfmt.Lookup(n)
 		if err != nil {
 			return nil, nil, &InputError{Err: err}
 		}
@@ -335,7 +335,7 @@ func (h Host) Uninstall(names []string, force bool) (*UninstallResult, error) {
 			arches = binfmt.Arches()
 			break
 		}
-		a, err := emulator.LookupArch(n)
+		a, err := binfmt.Lookup(n)
 		if err != nil {
 			return nil, &InputError{Err: err}
 		}

@@ -100,7 +100,7 @@ func (s *Status) Healthy() bool { return s.Health == "healthy" }
 func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 	focus := map[string]bool{}
 	for _, n := range opt.Only {
-		a, err := emulator.LookupArch(n)
+		a, err := binfmt.Lookup(n)
 		if err != nil {
 			return nil, &InputError{Err: err}
 		}

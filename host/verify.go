@@ -138,7 +138,7 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 	var explicit []string
 	for _, name := range slices.Sorted(maps.Keys(opt.Rootfs)) {
 		dir := opt.Rootfs[name]
-		a, err := emulator.LookupArch(name)
+		a, err := binfmt.Lookup(name)
 		if err != nil {
 			return nil, &InputError{Err: fmt.Errorf("rootfs %s: %w", name, err)}
 		}
@@ -242,7 +242,7 @@ func canChroot() error {
 // ones.
 func (h Host) verifyArches(names []string) ([]binfmt.Arch, error) {
 	if len(names) > 0 && !(len(names) == 1 && names[0] == "all") {
-		arches, err := emulator.LookupArches(names)
+		arches, err := binfmt.LookupAll(names)
 		if err != nil {
 			return nil, &InputError{Err: err}
 		}

@@ -38,10 +38,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"mabd/binfmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -49,31 +51,25 @@ import (
 // probePkg is the import path of the probe program.
 const probePkg = "mabd/emulator/internal/probe"
 
-// target is one architecture to build for.
+// target is one architecture to build for, and the identity its ELF files
+// must have.
 type target struct {
-	goarch  string
-	machine elf.Machine
-	class   elf.Class
-	order   elf.Data
+	goarch string
+	elf    binfmt.ELFIdentity
 }
 
-// targets are the architectures, in the order of the manifest. Keep this
-// list in step with probeArches in emulator/probe.go.
-var targets = []target{
-	{"386", elf.EM_386, elf.ELFCLASS32, elf.ELFDATA2LSB},
-	{"amd64", elf.EM_X86_64, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"arm", elf.EM_ARM, elf.ELFCLASS32, elf.ELFDATA2LSB},
-	{"arm64", elf.EM_AARCH64, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"loong64", elf.EM_LOONGARCH, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"mips", elf.EM_MIPS, elf.ELFCLASS32, elf.ELFDATA2MSB},
-	{"mips64", elf.EM_MIPS, elf.ELFCLASS64, elf.ELFDATA2MSB},
-	{"mips64le", elf.EM_MIPS, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"mipsle", elf.EM_MIPS, elf.ELFCLASS32, elf.ELFDATA2LSB},
-	{"ppc64", elf.EM_PPC64, elf.ELFCLASS64, elf.ELFDATA2MSB},
-	{"ppc64le", elf.EM_PPC64, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"riscv64", elf.EM_RISCV, elf.ELFCLASS64, elf.ELFDATA2LSB},
-	{"s390x", elf.EM_S390, elf.ELFCLASS64, elf.ELFDATA2MSB},
-}
+// targets are the architectures of binfmt's table that Go builds for, in
+// the order of the manifest (by GOARCH).
+var targets = func() []target {
+	var out []target
+	for _, a := range binfmt.Arches() {
+		if g := a.GOARCH(); g != "" {
+			out = append(out, target{g, a.ELF()})
+		}
+	}
+	slices.SortFunc(out, func(a, b target) int { return strings.Compare(a.goarch, b.goarch) })
+	return out
+}()
 
 // pinnedEnv is added to the environment of every build; later entries win
 // over the caller's.
@@ -183,9 +179,9 @@ func buildOne(gotool, tmp string, t target) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the %s probe %s: %w", t.goarch, bin, err)
 	}
-	if f.Machine != t.machine || f.Class != t.class || f.Data != t.order || f.Type != elf.ET_EXEC {
+	if f.Machine != t.elf.Machine || f.Class != t.elf.Class || f.Data != t.elf.Data || f.Type != elf.ET_EXEC {
 		return nil, fmt.Errorf("the %s probe %s is %v %v %v %v, want %v %v %v ET_EXEC",
-			t.goarch, bin, f.Machine, f.Class, f.Data, f.Type, t.machine, t.class, t.order)
+			t.goarch, bin, f.Machine, f.Class, f.Data, f.Type, t.elf.Machine, t.elf.Class, t.elf.Data)
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {

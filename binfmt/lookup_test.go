@@ -1,4 +1,4 @@
-package emulator
+package binfmt
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-func TestLookupArch(t *testing.T) {
+func TestLookup(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"linux/arm64", "aarch64"}, {"arm64", "aarch64"}, {"aarch64", "aarch64"}, {"linux/arm64/v8", "aarch64"},
 		{"armhf", "arm"}, {"linux/arm/v7", "arm"}, {"linux/arm/v6", "arm"}, {"armel", "arm"},
@@ -18,14 +18,14 @@ func TestLookupArch(t *testing.T) {
 		{"qemu-sparc64", "sparc64"}, {"m68k", "m68k"}, {"Linux/ARM64", "aarch64"},
 	}
 	for _, tt := range tests {
-		a, err := LookupArch(tt.in)
+		a, err := Lookup(tt.in)
 		if err != nil || a.Name != tt.want {
-			t.Errorf("LookupArch(%q) = %q, %v; want %q", tt.in, a.Name, err, tt.want)
+			t.Errorf("Lookup(%q) = %q, %v; want %q", tt.in, a.Name, err, tt.want)
 		}
 	}
-	got, err := LookupArches([]string{"arm64", "linux/arm64", "aarch64", "riscv64"})
+	got, err := LookupAll([]string{"arm64", "linux/arm64", "aarch64", "riscv64"})
 	if err != nil || len(got) != 2 {
-		t.Errorf("LookupArches dedup = %v, %v", got, err)
+		t.Errorf("LookupAll dedup = %v, %v", got, err)
 	}
 }
 
@@ -71,9 +71,9 @@ func TestLookupArchRefuses(t *testing.T) {
 			name = name[:30] + "…"
 		}
 		t.Run(name, func(t *testing.T) {
-			a, err := LookupArch(tt.in)
+			a, err := Lookup(tt.in)
 			if err == nil {
-				t.Fatalf("LookupArch(%q) = %s, want an error", name, a.Name)
+				t.Fatalf("Lookup(%q) = %s, want an error", name, a.Name)
 			}
 			var ua *UnknownArchError
 			var nl *NotLinuxError
