@@ -1,20 +1,18 @@
 package manifest_test
 
 // Tests of registry timeouts: a listener on 127.0.0.1 that accepts and
-// never answers, and the real registry (testing/registry) behind a proxy
-// that stalls or trickles what it serves.
+// never answers (registry.Silent), and the real registry (registry.Start)
+// behind a proxy that stalls or trickles what it serves.
 
 import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,38 +25,6 @@ import (
 	"mabd/builder/manifest"
 	"mabd/testing/registry"
 )
-
-// silentRegistry listens on 127.0.0.1, accepts connections and never
-// answers; it returns its address.
-func silentRegistry(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
 
 // slowProxy serves the registry at upstream on 127.0.0.1; the bodies of
 // the responses whose path contains match are stalled after their first
@@ -117,7 +83,7 @@ func TestRegistryTimeout(t *testing.T) {
 	addr := registry.Start(t)
 	mustPush(t, addr+"/demo:v1", newTestLayout(t, "", nil).img)
 	mustPush(t, addr+"/big:v1", bigImage(t))
-	silent := silentRegistry(t)
+	silent := registry.Silent(t)
 	const short = 300 * time.Millisecond
 	for _, c := range []struct {
 		name    string

@@ -11,12 +11,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
-	"net"
 	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -381,44 +379,12 @@ func TestManifestCreate(t *testing.T) {
 	}
 }
 
-// mfSilentRegistry listens on 127.0.0.1, accepts connections and never
-// answers: a registry host that hangs. It returns its address.
-func mfSilentRegistry(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn // held open, never written to
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
-
 // TestManifestTimeout runs inspect, create and audit against a registry
 // that accepts connections and never answers (they used to hang for good):
 // each fails with exit 2, naming the registry and the timeout. A --timeout
 // that is not positive is bad usage.
 func TestManifestTimeout(t *testing.T) {
-	silent := mfSilentRegistry(t)
+	silent := registry.Silent(t)
 	idx, err := registry.BusyboxIndex(registry.DebianBase(t, "amd64"))
 	if err != nil {
 		t.Fatal(err)

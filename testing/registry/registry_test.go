@@ -2,11 +2,14 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
+	"net"
 	"os/exec"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFindMissing(t *testing.T) {
@@ -88,4 +91,21 @@ func mustRaw(t *testing.T, ref string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestSilent: a connection to Silent is accepted and gets no answer.
+func TestSilent(t *testing.T) {
+	c, err := net.Dial("tcp", Silent(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var ne net.Error
+	if n, err := c.Read(make([]byte, 1)); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("read %d bytes, %v; want a timeout", n, err)
+	}
 }
