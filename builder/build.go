@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"mabd/binfmt"
+	"mabd/builder/manifest"
 	"mabd/emulator"
 )
 
@@ -288,7 +288,9 @@ func frontendInputs(opt BuildOptions) (map[string]string, map[string]fsutil.FS, 
 	return attrs, map[string]fsutil.FS{"context": cfs, "dockerfile": dfs}, nil
 }
 
-// insecureSet is the set of registry hosts reached without TLS checks.
+// insecureSet is the set of registry hosts ("host:port") reached without
+// TLS checks; an http:// or https:// prefix and a trailing slash are
+// ignored.
 func insecureSet(hosts []string) map[string]bool {
 	m := map[string]bool{}
 	for _, h := range hosts {
@@ -298,31 +300,19 @@ func insecureSet(hosts []string) map[string]bool {
 	return m
 }
 
-// refHost returns the registry host of an image reference ("docker.io"
-// when it has none).
-func refHost(ref string) string {
-	first, _, ok := strings.Cut(ref, "/")
-	if !ok || (!strings.ContainsAny(first, ".:") && first != "localhost") {
-		return "docker.io"
-	}
-	return first
+// isInsecure: the registry of ref is in insecure or on this machine
+// ([manifest.LocalRegistry]).
+func isInsecure(ref string, insecure map[string]bool) bool {
+	h := manifest.RegistryHost(ref)
+	return insecure[h] || manifest.LocalRegistry(h)
 }
 
-// isInsecure: the registry of ref is in insecure or on the loopback.
-func isInsecure(ref string, insecure map[string]bool) bool {
-	h := refHost(ref)
-	if insecure[h] {
-		return true
-	}
-	host := h
-	if hh, _, err := net.SplitHostPort(h); err == nil {
-		host = hh
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+// InsecureRegistry says whether the registry of the image reference ref is
+// reached over plain HTTP or unverified TLS by a build whose
+// [BuildOptions.InsecureRegistries] are insecure: it is one of them, or it
+// is on this machine.
+func InsecureRegistry(ref string, insecure []string) bool {
+	return isInsecure(ref, insecureSet(insecure))
 }
 
 // exportEntries turns -t/--push and --output into BuildKit's exports.

@@ -54,6 +54,35 @@ func TestParseReference(t *testing.T) {
 	}
 }
 
+// TestLocalRegistry: which registries are on this machine, and so reached
+// over plain HTTP without being named insecure.
+func TestLocalRegistry(t *testing.T) {
+	for _, c := range []struct {
+		ref, host string
+		local     bool
+	}{
+		{"localhost/demo:v1", "localhost", true},
+		{"localhost:5000/demo:v1", "localhost:5000", true},
+		{"127.0.0.1:5000/demo:v1", "127.0.0.1:5000", true},
+		{"127.0.0.1/demo", "127.0.0.1", true},
+		{"127.1.2.3:80/a/b@sha256:" + strings.Repeat("ab", 32), "127.1.2.3:80", true},
+		{"[::1]:5000/demo:v1", "[::1]:5000", true},
+		{"[::1]/demo", "[::1]", true},
+		{"registry.example:5000/demo:v1", "registry.example:5000", false},
+		{"10.0.0.1:5000/demo", "10.0.0.1:5000", false},
+		{"[2001:db8::1]:5000/demo", "[2001:db8::1]:5000", false},
+		{"localhost.example/demo", "localhost.example", false},
+		{"alpine", "docker.io", false},
+		{"library/alpine:3", "docker.io", false},
+		{"localhost", "docker.io", false}, // a Docker Hub repository named localhost
+	} {
+		host := manifest.RegistryHost(c.ref)
+		if host != c.host || manifest.LocalRegistry(host) != c.local {
+			t.Errorf("%s: host %q, local %v; want %q, %v", c.ref, host, manifest.LocalRegistry(host), c.host, c.local)
+		}
+	}
+}
+
 // ociArchive writes a BuildKit-like OCI layout of a two-platform busybox
 // index (index.json → image index → manifests) named ref.name "v1", and its
 // tarball.

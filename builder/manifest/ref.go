@@ -121,7 +121,7 @@ func ParseReference(s string, opt Options) (Reference, error) {
 			return ref, fmt.Errorf("parse reference %q: give a registry reference (host:port/repo:tag) without a scheme, oci-layout:DIR or oci-archive:FILE", s)
 		}
 		var opts []name.Option
-		if opt.Insecure || loopback(s) {
+		if opt.Insecure || LocalRegistry(RegistryHost(s)) {
 			opts = append(opts, name.Insecure)
 		}
 		n, err := name.ParseReference(s, opts...)
@@ -150,13 +150,23 @@ func ParseReference(s string, opt Options) (Reference, error) {
 	return ref, nil
 }
 
-// loopback says whether a registry reference names a registry on a
-// loopback address, which is always allowed plain HTTP.
-func loopback(ref string) bool {
-	host, _, _ := strings.Cut(ref, "/")
-	if !strings.ContainsAny(host, ".:") && host != "localhost" {
-		return false // a Docker Hub repository, not a host
+// RegistryHost returns the registry host ("host", "host:port") of a
+// registry reference, or "docker.io" when it names none: as with docker
+// pull, the reference's first component is a host when it has a "." or a
+// ":" or is "localhost" ("alpine" and "library/alpine" are Docker Hub's).
+func RegistryHost(ref string) string {
+	first, _, ok := strings.Cut(ref, "/")
+	if !ok || (!strings.ContainsAny(first, ".:") && first != "localhost") {
+		return "docker.io"
 	}
+	return first
+}
+
+// LocalRegistry says whether a registry host ("localhost",
+// "127.0.0.1:5000", "[::1]:5000") is on this machine: localhost or a
+// loopback address. Local registries are always allowed plain HTTP, here
+// and in the builder's pushes, without being named as insecure.
+func LocalRegistry(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

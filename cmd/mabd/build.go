@@ -118,10 +118,7 @@ func auditRef(opt builder.BuildOptions) string {
 // goes to stderr (stdout holds the digest), a mismatch exits 1.
 func auditBuilt(cmd *cobra.Command, opt builder.BuildOptions) error {
 	ref := auditRef(opt)
-	insecure := false
-	for _, h := range opt.InsecureRegistries {
-		insecure = insecure || strings.HasPrefix(ref, h+"/")
-	}
+	insecure := builder.InsecureRegistry(ref, opt.InsecureRegistries)
 	rep, err := audit.Audit(cmd.Context(), ref, audit.Options{Options: manifest.Options{Insecure: insecure}})
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "mabd build --audit:", err)
