@@ -32,11 +32,11 @@ type Change struct {
 }
 
 // Describe returns one line for a person: what was done and, for a
-// conflict, what differs and how to resolve it.
+// conflict, what differs.
 func (c Change) Describe() string {
 	switch c.Action {
 	case Conflict:
-		return fmt.Sprintf("%s: conflict: an entry with %s is registered; left alone (use --replace to replace it)", c.Spec.Name, Diff(c.Old.Spec, c.Spec))
+		return fmt.Sprintf("%s: conflict: an entry with %s is registered; left alone", c.Spec.Name, Diff(c.Old.Spec, c.Spec))
 	case Replaced:
 		return fmt.Sprintf("%s: replaced the entry with %s", c.Spec.Name, Diff(c.Old.Spec, c.Spec))
 	case Failed:

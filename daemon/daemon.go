@@ -443,7 +443,7 @@ func buildkitdBinary(configured string) (string, error) {
 	}
 	p, err := exec.LookPath("buildkitd")
 	if err != nil {
-		return "", fmt.Errorf("buildkitd not found next to mabd or in PATH: run `make deps` (it builds bin/buildkitd) or set [buildkit] binary, or disable it with [buildkit] enabled = false")
+		return "", fmt.Errorf("buildkitd not found next to mabd or in PATH: set [buildkit] binary to its path (the Debian package installs /usr/lib/mabd/buildkitd; a source checkout builds bin/buildkitd with make deps), or run without BuildKit: [buildkit] enabled = false")
 	}
 	return p, nil
 }
@@ -551,7 +551,7 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 		d.metrics.observeVerification(v)
 		for _, r := range v.Failed() {
 			{
-				d.log.Warn("verification failed", zap.String("platform", r.Platform), zap.String("qemu_arch", r.QEMUArch), zap.String("reason", r.Reason), zap.String("fix", r.Fix))
+				d.log.Warn("verification failed", zap.String("platform", r.Platform), zap.String("qemu_arch", r.QEMUArch), zap.String("reason", r.Reason), zap.String("fix", daemonFix(r)))
 			}
 		}
 	}
@@ -769,4 +769,17 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		}
 	}
 	return &DaemonStatus{Status: *st, Daemon: info}, nil
+}
+
+// daemonFix words a failure's fix for the daemon's log: what the daemon
+// does or which setting makes it, and the rest of the fix.
+func daemonFix(r host.VerifyResult) string {
+	var what string
+	switch r.Remedy {
+	case emulator.RemedyRegister:
+		what = "the daemon registers qemu-" + r.QEMUArch + " at its next pass while the architecture is configured"
+	case emulator.RemedyReplace:
+		what = `conflict = "repair" (the default) replaces the entry with mabd's at the next pass`
+	}
+	return strings.Trim(r.Fix+"; "+what, "; ")
 }

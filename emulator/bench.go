@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"mabd/binfmt"
@@ -63,7 +64,8 @@ func Bench(ctx context.Context, a binfmt.Arch, opt ProbeOptions, n int) (native,
 				if !side.emulated {
 					what = "the native run (" + runtime.GOARCH + ")"
 				}
-				return fail("%s failed: %s (fix: %s)", what, r.Reason, orNone(r.Fix))
+				fix := strings.Trim(r.Remedy.Describe(a.Name)+"; "+r.Fix, "; ")
+				return fail("%s failed: %s (fix: %s)", what, r.Reason, orNone(fix))
 			}
 			got := firstLine(run.stdout)
 			switch {

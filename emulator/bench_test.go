@@ -17,7 +17,7 @@ func TestBench(t *testing.T) {
 	sandbox.Run(t, func(t *testing.T, mount string) {
 		m := binfmt.Mount{Dir: mount}
 		opt := emulator.ProbeOptions{Mount: m}
-		if _, _, err := emulator.Bench(context.Background(), a, opt, 50); err == nil || !strings.Contains(err.Error(), emulator.ReasonNoHandler) || !strings.Contains(err.Error(), "mabd install aarch64") {
+		if _, _, err := emulator.Bench(context.Background(), a, opt, 50); err == nil || !strings.Contains(err.Error(), emulator.ReasonNoHandler) || !strings.Contains(err.Error(), "register mabd's handler for aarch64") {
 			t.Errorf("Bench without a handler: %v; want an error saying %q and the fix", err, emulator.ReasonNoHandler)
 		}
 		if err := m.Register(a.Spec(probeTestEmulator(t, a), binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {

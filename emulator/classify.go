@@ -15,12 +15,37 @@ import (
 	"mabd/binfmt"
 )
 
+// Remedy is a step mabd itself can take about a failure, for the caller
+// to word for its user: the CLI says which command, the daemon which
+// setting. The rest of a fix (install a package, echo 1 > a file) is in
+// [Result.Fix].
+type Remedy string
+
+// The remedies.
+const (
+	RemedyNone     Remedy = ""
+	RemedyRegister Remedy = "register" // register mabd's handler for the architecture
+	RemedyReplace  Remedy = "replace"  // replace the entry that holds the name with mabd's handler
+)
+
+// Describe says what the remedy does, without naming a command: ""
+// for none.
+func (r Remedy) Describe(arch string) string {
+	switch r {
+	case RemedyRegister:
+		return "register mabd's handler for " + arch
+	case RemedyReplace:
+		return "replace the entry with mabd's handler for " + arch
+	}
+	return ""
+}
+
 // Every failed [Result] has a Reason that starts with one of these phrases
 // (followed, for most, by ": " and the details), so that callers and tests
 // can tell the cases apart, and a Fix.
 const (
 	// ReasonNoHandler: exec format error, and no entry of the mount
-	// selects the architecture's programs. Fix: mabd install <arch>.
+	// selects the architecture's programs. Remedy: register one.
 	ReasonNoHandler = "no handler"
 	// ReasonNotMounted: exec format error, and the mount is not a
 	// binfmt_misc instance. Fix: mount it.
@@ -158,17 +183,16 @@ func (h handlerState) disabledMatch() *binfmt.Entry {
 // the outcome depends on it, from the state of the handlers in opt.Mount.
 func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 	r.Machine = firstLine(run.stdout)
-	fail := func(reason, fix string) {
-		r.State, r.Reason, r.Fix = StateFailed, reason, fix
+	fail := func(reason, fix string, remedy Remedy) {
+		r.State, r.Reason, r.Fix, r.Remedy = StateFailed, reason, fix, remedy
 	}
-	replace := "mabd install --replace " + a.Name
 
 	if run.setup {
-		fail(ReasonSetup+": "+run.err.Error(), "make os.TempDir() ("+os.TempDir()+") writable, or set TMPDIR to a writable directory")
+		fail(ReasonSetup+": "+run.err.Error(), "make os.TempDir() ("+os.TempDir()+") writable, or set TMPDIR to a writable directory", RemedyNone)
 		return
 	}
 	if run.ctxErr != nil {
-		fail(fmt.Sprintf("%s: %v", ReasonCanceled, run.ctxErr), "")
+		fail(fmt.Sprintf("%s: %v", ReasonCanceled, run.ctxErr), "", RemedyNone)
 		return
 	}
 	h := inspectHandlers(opt.Mount, a, run.header)
@@ -179,7 +203,7 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 	}
 	if run.timedOut {
 		fail(fmt.Sprintf("%s: the probe did not finish within %v and was killed%s", ReasonTimeout, opt.timeout(), via),
-			"check that the emulator works ("+emulatorOf(act, a)+" --version) and is not stuck; on a busy machine, probe again with a longer timeout")
+			"check that the emulator works ("+emulatorOf(act, a)+" --version) and is not stuck; on a busy machine, probe again with a longer timeout", RemedyNone)
 		return
 	}
 
@@ -196,14 +220,14 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 		switch {
 		case ws.Signaled():
 			sig := ws.Signal()
-			fail(fmt.Sprintf("%s: killed by %s (%s)%s%s", ReasonCrashed, signalName(sig), sig, via, detail), upgrade)
+			fail(fmt.Sprintf("%s: killed by %s (%s)%s%s", ReasonCrashed, signalName(sig), sig, via, detail), upgrade, RemedyNone)
 		default:
-			fail(fmt.Sprintf("%s: exit status %d%s%s", ReasonExitStatus, exitErr.ExitCode(), via, detail), upgrade)
+			fail(fmt.Sprintf("%s: exit status %d%s%s", ReasonExitStatus, exitErr.ExitCode(), via, detail), upgrade, RemedyNone)
 		}
 		return
 	}
 	if run.err != nil {
-		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "")
+		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "", RemedyNone)
 		return
 	}
 
@@ -217,55 +241,55 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 	}
 	if a.Machine != "" && r.Machine != a.Machine {
 		fail(fmt.Sprintf("%s: the probe reports %q, want %q%s", ReasonWrongMachine, r.Machine, a.Machine, via),
-			"the handler runs an emulator for another architecture: "+replace+" registers "+staticPath(a))
+			"the handler runs an emulator for another architecture; mabd's runs "+staticPath(a), RemedyReplace)
 		return
 	}
 	if r.Machine == "" {
 		fail(fmt.Sprintf("%s: the probe printed nothing%s%s", ReasonWrongMachine, via, stderrDetail(run.stderr)),
-			"check "+emulatorOf(act, a)+" (run it with --version) and upgrade qemu-user-static")
+			"check "+emulatorOf(act, a)+" (run it with --version) and upgrade qemu-user-static", RemedyNone)
 		return
 	}
 	r.State = StateOK
 }
 
 // classifyExecError explains an error of execve(2) on the probe.
-func classifyExecError(r *Result, a binfmt.Arch, h handlerState, act *binfmt.Entry, errno syscall.Errno, run probeRun, fail func(reason, fix string)) {
-	install := "mabd install " + a.Name
-	replace := "mabd install --replace " + a.Name
+func classifyExecError(r *Result, a binfmt.Arch, h handlerState, act *binfmt.Entry, errno syscall.Errno, run probeRun, fail func(reason, fix string, remedy Remedy)) {
+	ours := "mabd's runs " + staticPath(a)
+	qemu := "install qemu-user-static (apt-get install qemu-user-static)"
 	switch errno {
 	case syscall.ENOEXEC:
 		own := a.HandlerName()
 		switch {
 		case h.mountErr != nil:
 			fail(fmt.Sprintf("%s: exec format error, and %v", ReasonNotMounted, h.mountErr),
-				fmt.Sprintf("mount -t binfmt_misc binfmt_misc %s, then %s", h.dir, install))
+				fmt.Sprintf("mount -t binfmt_misc binfmt_misc %s", h.dir), RemedyRegister)
 		case !h.enabled:
 			fail(fmt.Sprintf("%s: exec format error, and %s says disabled, so no handler runs", ReasonFacilityDisabled, h.mount.Path("status")),
-				"echo 1 > "+h.mount.Path("status"))
+				"echo 1 > "+h.mount.Path("status"), RemedyNone)
 		case act != nil:
 			fail(fmt.Sprintf("%s: the kernel cannot execute the interpreter %s of entry %s (exec format error)", ReasonBadInterpreter, act.Interpreter, act.Name),
-				replace+" (registers "+staticPath(a)+")")
+				ours, RemedyReplace)
 		case h.disabledMatch() != nil:
 			e := h.disabledMatch()
 			fail(fmt.Sprintf("%s: entry %s, which selects %s programs, is disabled (exec format error)", ReasonEntryDisabled, e.Name, a.Name),
-				"echo 1 > "+h.mount.Path(e.Name))
+				"echo 1 > "+h.mount.Path(e.Name), RemedyNone)
 		case h.own != nil && !h.own.Enabled:
 			fail(fmt.Sprintf("%s: entry %s is disabled, and it does not select the probe either", ReasonEntryDisabled, own),
-				replace)
+				"", RemedyReplace)
 		case h.own != nil:
 			fail(fmt.Sprintf("%s: entry %s is enabled but its magic and mask do not select %s programs such as the probe (exec format error)", ReasonNoMatch, own, a.Name),
-				replace)
+				"", RemedyReplace)
 		default:
 			detail := ""
 			if h.listErr != nil {
 				detail = fmt.Sprintf(" (reading the other entries failed: %v)", h.listErr)
 			}
-			fail(fmt.Sprintf("%s: exec format error; no entry in %s selects %s programs%s", ReasonNoHandler, h.dir, a.Name, detail), install)
+			fail(fmt.Sprintf("%s: exec format error; no entry in %s selects %s programs%s", ReasonNoHandler, h.dir, a.Name, detail), "", RemedyRegister)
 		}
 
 	case syscall.ENOENT:
 		if act == nil {
-			fail(fmt.Sprintf("%s: %v, and no enabled entry in %s selects %s programs", ReasonExecFailed, errno, h.dir, a.Name), install)
+			fail(fmt.Sprintf("%s: %v, and no enabled entry in %s selects %s programs", ReasonExecFailed, errno, h.dir, a.Name), "", RemedyRegister)
 			return
 		}
 		interp := act.Interpreter
@@ -273,40 +297,40 @@ func classifyExecError(r *Result, a binfmt.Arch, h handlerState, act *binfmt.Ent
 		switch {
 		case errors.Is(statErr, fs.ErrNotExist) && !act.Flags.Has(binfmt.FixBinary):
 			fail(fmt.Sprintf("%s: the interpreter %s of entry %s does not exist", ReasonInterpreterMissing, interp, act.Name),
-				"install qemu-user-static (apt-get install qemu-user-static), then "+replace)
+				qemu, RemedyReplace)
 		case !act.Flags.Has(binfmt.FixBinary):
 			fail(fmt.Sprintf("%s: entry %s (flags %q) makes the kernel look for its interpreter %s inside the program's root; in the empty chroot (as in a container) it does not exist",
 				ReasonNoFixBinary, act.Name, act.Flags.String(), interp),
-				replace+" (registers it with F)")
+				"mabd's has F", RemedyReplace)
 		default:
 			if static, err := IsStatic(interp); err == nil && !static {
 				fail(fmt.Sprintf("%s: entry %s has F, but its interpreter %s is dynamically linked and its loader and libraries do not exist inside the chroot", ReasonDynamicInterpreter, act.Name, interp),
-					"install qemu-user-static (apt-get install qemu-user-static), then "+replace+" (registers "+staticPath(a)+")")
+					qemu+"; "+ours, RemedyReplace)
 				return
 			}
 			fail(fmt.Sprintf("%s: %v running %s through entry %s (interpreter %s)", ReasonExecFailed, errno, a.Name, act.Name, interp),
-				replace)
+				"", RemedyReplace)
 		}
 
 	case syscall.EACCES:
 		// run.dir is gone by now; its parent is on the same file system.
 		if run.dir != "" && noexec(filepath.Dir(run.dir)) {
 			fail(fmt.Sprintf("%s: the temporary directory %s is on a file system mounted noexec", ReasonNoExec, filepath.Dir(run.dir)),
-				"set TMPDIR to a directory on a file system that allows executing programs")
+				"set TMPDIR to a directory on a file system that allows executing programs", RemedyNone)
 			return
 		}
 		if act != nil {
 			fail(fmt.Sprintf("%s: the interpreter %s of entry %s may not be executed", ReasonNoExec, act.Interpreter, act.Name),
-				"make "+act.Interpreter+" executable (chmod 0755), or "+replace)
+				"make "+act.Interpreter+" executable (chmod 0755)", RemedyReplace)
 			return
 		}
-		fail(fmt.Sprintf("%s: %v", ReasonNoExec, run.err), "")
+		fail(fmt.Sprintf("%s: %v", ReasonNoExec, run.err), "", RemedyNone)
 
 	case syscall.EPERM:
-		fail(fmt.Sprintf("%s: %v: probing needs root (CAP_SYS_CHROOT)", ReasonNoChroot, run.err), "run as root (sudo)")
+		fail(fmt.Sprintf("%s: %v: probing needs root (CAP_SYS_CHROOT)", ReasonNoChroot, run.err), "run as root (sudo)", RemedyNone)
 
 	default:
-		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "")
+		fail(fmt.Sprintf("%s: %v", ReasonExecFailed, run.err), "", RemedyNone)
 	}
 }
 

@@ -60,9 +60,9 @@ type NotFoundError struct {
 
 // Error reads, for example:
 //
-//	qemu-aarch64-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static) or pass --emulator-dir
+//	qemu-aarch64-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static)
 func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("%s not found in %s: install qemu-user-static (apt-get install qemu-user-static) or pass --emulator-dir",
+	return fmt.Sprintf("%s not found in %s: install qemu-user-static (apt-get install qemu-user-static)",
 		staticName(e.Arch), strings.Join(e.Dirs, ", "))
 }
 

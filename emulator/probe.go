@@ -82,8 +82,12 @@ type Result struct {
 	// It starts with one of the Reason constants (see classify.go), such
 	// as [ReasonNoHandler], followed by details after a colon.
 	Reason string
-	// Fix says what to do about a failure: a command or a step to take.
+	// Fix says what to do about a failure besides what mabd can do itself
+	// (Remedy): a command or a step to take.
 	Fix string
+	// Remedy is what mabd can do about the failure, for the caller to
+	// word.
+	Remedy Remedy
 	// Machine is what the probe printed (uname -m as the program sees
 	// it), "" if it printed nothing. Natively the host kernel answers, so
 	// the i386 probe on an amd64 host says "x86_64".
@@ -103,6 +107,7 @@ type resultJSON struct {
 	State      string  `json:"state"`
 	Reason     string  `json:"reason"`
 	Fix        string  `json:"fix"`
+	Remedy     Remedy  `json:"remedy,omitempty"`
 	Machine    string  `json:"machine"`
 	DurationMS float64 `json:"duration_ms"`
 	Slowdown   float64 `json:"slowdown,omitempty"`
@@ -121,6 +126,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		State:      r.State,
 		Reason:     r.Reason,
 		Fix:        r.Fix,
+		Remedy:     r.Remedy,
 		Machine:    r.Machine,
 		DurationMS: float64(r.Duration.Microseconds()) / 1000,
 		Slowdown:   r.Slowdown,
@@ -139,6 +145,7 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 		State:    j.State,
 		Reason:   j.Reason,
 		Fix:      j.Fix,
+		Remedy:   j.Remedy,
 		Machine:  j.Machine,
 		Duration: time.Duration(j.DurationMS * float64(time.Millisecond)).Round(time.Microsecond),
 		Slowdown: j.Slowdown,

@@ -46,10 +46,13 @@ type HandlerStatus struct {
 
 // LastCheck is an architecture's result in the last verification.
 type LastCheck struct {
-	State  string    `json:"state"`
-	Reason string    `json:"reason,omitempty"`
-	Fix    string    `json:"fix,omitempty"`
-	At     time.Time `json:"at"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	Fix    string `json:"fix,omitempty"`
+	// Remedy is what mabd can do about the failure, for the caller to
+	// word.
+	Remedy emulator.Remedy `json:"remedy,omitempty"`
+	At     time.Time       `json:"at"`
 	// Stale: the handler changed since, so the result no longer says
 	// anything about it (and does not count).
 	Stale bool `json:"stale,omitempty"`
@@ -216,7 +219,7 @@ func lastCheck(last *Verification, a binfmt.Arch, cur *VerifyResult) *LastCheck 
 	if r == nil {
 		return nil
 	}
-	return &LastCheck{State: r.State, Reason: r.Reason, Fix: r.Fix, At: last.At, Stale: stale}
+	return &LastCheck{State: r.State, Reason: r.Reason, Fix: r.Fix, Remedy: r.Remedy, At: last.At, Stale: stale}
 }
 
 func (h Host) entryState(a binfmt.Arch, e binfmt.Entry, all []binfmt.Entry, last *Verification) (state, detail, owner string) {

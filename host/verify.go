@@ -43,14 +43,17 @@ type VerifyOptions struct {
 
 // VerifyResult is one architecture's line of `mabd verify --json`.
 type VerifyResult struct {
-	Platform   string  `json:"platform"`
-	QEMUArch   string  `json:"qemu_arch"`
-	State      string  `json:"state"` // ok, native or failed
-	Reason     string  `json:"reason"`
-	Fix        string  `json:"fix"`
-	Machine    string  `json:"machine"`
-	DurationMS float64 `json:"duration_ms"`
-	Slowdown   float64 `json:"slowdown,omitempty"`
+	Platform string `json:"platform"`
+	QEMUArch string `json:"qemu_arch"`
+	State    string `json:"state"` // ok, native or failed
+	Reason   string `json:"reason"`
+	Fix      string `json:"fix"`
+	// Remedy is what mabd can do about a failure (register or replace
+	// the handler), for the CLI and the daemon to word.
+	Remedy     emulator.Remedy `json:"remedy,omitempty"`
+	Machine    string          `json:"machine"`
+	DurationMS float64         `json:"duration_ms"`
+	Slowdown   float64         `json:"slowdown,omitempty"`
 	// Rootfs and Shell: the foreign root file system of --rootfs and what
 	// its sh printed.
 	Rootfs string `json:"rootfs,omitempty"`
@@ -169,7 +172,7 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 	before := h.handlers(arches)
 	for i, r := range emulator.ProbeAll(ctx, arches, popt) {
 		a := arches[i]
-		row := VerifyResult{Platform: a.Platform, QEMUArch: a.Name, State: r.State, Reason: r.Reason, Fix: r.Fix,
+		row := VerifyResult{Platform: a.Platform, QEMUArch: a.Name, State: r.State, Reason: r.Reason, Fix: r.Fix, Remedy: r.Remedy,
 			Machine: r.Machine, DurationMS: float64(r.Duration.Microseconds()) / 1000, Handler: before[i]}
 		if dir, ok := rootfs[a.Name]; ok {
 			row.Rootfs = dir

@@ -110,7 +110,11 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 		if o, _, ok := strings.Cut(owner, " ("); ok {
 			owner = o // the file is in the detail and in --json
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(safe(h.Flags)), safe(verified), dash(safe(owner)), dash(safe(h.Interpreter)), safe(h.Detail))
+		detail := h.Detail
+		if h.State == host.StateFailing && h.Verified != nil && h.Verified.Remedy != "" {
+			detail += " (" + fixText(h.Verified.Remedy, h.QEMUArch, "") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(safe(h.Flags)), safe(verified), dash(safe(owner)), dash(safe(h.Interpreter)), safe(detail))
 	}
 	tw.Flush()
 	if hidden > 0 {

@@ -96,8 +96,8 @@ func printVerify(out io.Writer, v *host.Verification, bench bool) {
 			line += "\t" + s
 		}
 		reason := r.Reason
-		if r.Fix != "" {
-			reason += " — fix: " + r.Fix
+		if fix := fixText(r.Remedy, r.QEMUArch, r.Fix); fix != "" {
+			reason += " — fix: " + fix
 		}
 		fmt.Fprintln(tw, line+"\t"+safe(reason))
 		if r.State == emulator.StateFailed {
@@ -111,4 +111,23 @@ func printVerify(out io.Writer, v *host.Verification, bench bool) {
 		}
 	}
 	fmt.Fprintf(out, "%d verified, %d failed\n", len(v.Results)-failed, failed)
+}
+
+// fixText words a fix for the command line: what mabd can do (the
+// command that does it) and the rest of the fix.
+func fixText(remedy emulator.Remedy, arch, fix string) string {
+	var cmd string
+	switch remedy {
+	case emulator.RemedyRegister:
+		cmd = "mabd install " + arch
+	case emulator.RemedyReplace:
+		cmd = "mabd install --replace " + arch
+	}
+	switch {
+	case cmd == "":
+		return fix
+	case fix == "":
+		return cmd
+	}
+	return fix + ", then " + cmd
 }
