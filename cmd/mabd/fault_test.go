@@ -698,8 +698,8 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 		if code != exitDegraded || r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonInterpreterMissing) {
 			t.Errorf("verify without F: exit %d, %+v; want %d, failed, %q", code, r, exitDegraded, emulator.ReasonInterpreterMissing)
 		}
-		if !strings.Contains(r.Reason, emu) || !strings.Contains(r.Fix, "install qemu-user-static") || !strings.Contains(r.Fix, "mabd install --replace riscv64") {
-			t.Errorf("verify without F: reason %q, fix %q; want the file named and the fix", r.Reason, r.Fix)
+		if !strings.Contains(r.Reason, emu) || !strings.Contains(r.Fix, "install qemu-user-static") || r.Remedy != emulator.RemedyReplace {
+			t.Errorf("verify without F: reason %q, fix %q, remedy %q; want the file named and the fix", r.Reason, r.Fix, r.Remedy)
 		}
 	})
 }
