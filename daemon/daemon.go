@@ -67,43 +67,21 @@ type Daemon struct {
 	// bk supervises buildkitd when [buildkit] enabled; nil otherwise.
 	bk *builder.Supervisor
 
-	// statusMu guards the host status that GET /v1/status reuses for
-	// statusTTL; reconcile and verify drop it when they change something.
-	statusMu  sync.Mutex
-	statusAt  time.Time
-	statusVal host.Status
+	// status is the host status that GET /v1/status reuses for a
+	// moment; reconcile and verify drop it when they change something.
+	status statusCache
 }
 
-// statusTTL is how long GET /v1/status reuses the host's status: a burst
-// of health checks costs one inspection of the table and emulators.
-const statusTTL = 250 * time.Millisecond
-
 // hostStatus returns the host's status, inspected at most once per
-// statusTTL; concurrent callers wait for one inspection.
+// statusTTL (see statusCache).
 func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*host.Status, error) {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	if !d.statusAt.IsZero() && time.Since(d.statusAt) < statusTTL {
-		st := d.statusVal
-		st.Problems = append([]string(nil), st.Problems...)
-		return &st, nil
-	}
-	st, err := d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification()})
-	if err != nil {
-		return nil, err
-	}
-	d.statusVal, d.statusAt = *st, time.Now()
-	cp := *st
-	cp.Problems = append([]string(nil), st.Problems...)
-	return &cp, nil
+	return d.status.get(func() (*host.Status, error) {
+		return d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification()})
+	})
 }
 
 // dropStatus makes the next GET /v1/status inspect the host again.
-func (d *Daemon) dropStatus() {
-	d.statusMu.Lock()
-	d.statusAt = time.Time{}
-	d.statusMu.Unlock()
-}
+func (d *Daemon) dropStatus() { d.status.drop() }
 
 // Options are what the command line gives the daemon besides the config.
 type Options struct {
@@ -152,10 +130,21 @@ func loadConfig(opt Options) (Config, error) {
 // Config returns the configuration the daemon runs on.
 func (d *Daemon) Config() Config { return d.config() }
 
-func (d *Daemon) config() Config {
+func (d *Daemon) config() Config { return d.now().cfg }
+
+// view is what the daemon works from at one moment: the configuration, the
+// handlers it keeps and the last verification.
+type view struct {
+	cfg   Config
+	specs []binfmt.Spec
+	last  *host.Verification
+}
+
+// now returns the daemon's view, read under its lock once.
+func (d *Daemon) now() view {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.cfg
+	return view{cfg: d.cfg, specs: d.specs, last: d.lastVerify}
 }
 
 func (d *Daemon) uptime() time.Duration { return time.Since(d.started) }
@@ -260,10 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("stopping")
 	cfg = d.config()
 	if cfg.UnregisterOnStop {
-		d.mu.Lock()
-		specs := d.specs
-		d.mu.Unlock()
-		removed, rerr := host.RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, specs)
+		removed, rerr := host.RemoveOurs(binfmt.Mount{Dir: cfg.BinfmtMount}, d.now().specs)
 		d.log.Info("unregistered handlers on stop", zap.Strings("removed", removed), zap.Error(rerr))
 	}
 	return err
@@ -342,14 +328,11 @@ func (d *Daemon) reverifyAsync(ctx context.Context) {
 // `systemctl restart systemd-binfmt`): its result then says nothing, and
 // it is verified again.
 func (d *Daemon) verifiedOther() bool {
-	cfg := d.config()
-	d.mu.Lock()
-	specs, v := d.specs, d.lastVerify
-	d.mu.Unlock()
-	if v == nil {
+	v := d.now()
+	if v.last == nil {
 		return false
 	}
-	return d.host(cfg).Stale(v, specs)
+	return d.host(v.cfg).Stale(v.last, v.specs)
 }
 
 func (d *Daemon) reverify(ctx context.Context) {
@@ -456,10 +439,8 @@ func buildkitdBinary(configured string) (string, error) {
 func (d *Daemon) reconcile(count bool) host.Reconciled {
 	d.reconcileMu.Lock()
 	defer d.reconcileMu.Unlock()
-	cfg := d.config()
-	d.mu.Lock()
-	specs, last := d.specs, d.lastVerify
-	d.mu.Unlock()
+	v := d.now()
+	cfg, specs, last := v.cfg, v.specs, v.last
 	var remount []host.Repair
 	mounted, mountErr := binfmt.EnsureMounted(cfg.BinfmtMount)
 	if mounted {
@@ -527,10 +508,8 @@ func (d *Daemon) ReconcileNow(ctx context.Context) (host.Reconciled, error) {
 func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 	d.verifyMu.Lock()
 	defer d.verifyMu.Unlock()
-	cfg := d.config()
-	d.mu.Lock()
-	specs := d.specs
-	d.mu.Unlock()
+	v0 := d.now()
+	cfg, specs := v0.cfg, v0.specs
 	var names []string
 	for _, s := range specs {
 		a, ok := binfmt.ArchByName(s.Name)
@@ -660,11 +639,7 @@ func (d *Daemon) override(c *Config) {
 	}
 }
 
-func (d *Daemon) lastVerification() *host.Verification {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.lastVerify
-}
+func (d *Daemon) lastVerification() *host.Verification { return d.now().last }
 
 func (d *Daemon) persist(cfg Config, specs []binfmt.Spec) {
 	if !cfg.Persist {
