@@ -1,14 +1,14 @@
 package binfmt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"mabd/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // DefaultPersistDir is where systemd-binfmt reads the administrator's
@@ -36,27 +36,17 @@ func (e *ForeignFileError) Error() string {
 	return e.Path + " was not written by mabd: left alone"
 }
 
-// written reports whether the file at p exists and whether mabd wrote it.
-func written(p string) (exists, ours bool, err error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, false, nil
+// written reads the file at p, if it exists, and reports whether mabd
+// wrote it.
+func written(p string) (body []byte, exists, ours bool, err error) {
+	b, err := safefile.Read(p, maxConf, safefile.Options{})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, false, false, nil
+	case err != nil:
+		return nil, true, false, err
 	}
-	if err != nil {
-		return false, false, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return true, false, err
-	} else if !fi.Mode().IsRegular() {
-		return true, false, &fs.PathError{Op: "read", Path: p, Err: errors.New("not a regular file")}
-	}
-	head := make([]byte, len(persistHeader))
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return true, false, fmt.Errorf("read %s: %w", p, err)
-	}
-	return true, string(head[:n]) == persistHeader, nil
+	return b, true, bytes.HasPrefix(b, []byte(persistHeader)), nil
 }
 
 // Persist writes s to dir/<name>.conf in systemd's binfmt.d format, so that
@@ -69,36 +59,19 @@ func Persist(dir string, s Spec) (string, error) {
 	}
 	p := PersistPath(dir, s.Name)
 	body := persistHeader + "\n" + s.Line() + "\n"
-	exists, ours, err := written(p)
+	old, exists, ours, err := written(p)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("persist %s: %w", p, err)
 	case exists && !ours:
 		return "", &ForeignFileError{Path: p}
-	case exists:
-		if old, err := readBounded(p, maxConf); err == nil && string(old) == body {
-			return p, nil
-		}
+	case exists && string(old) == body:
+		return p, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return "", fmt.Errorf("persist %s: %w", p, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+s.Name+".conf.*")
-	if err != nil {
-		return "", fmt.Errorf("persist %s: %w", p, err)
-	}
-	_, err = tmp.WriteString(body)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := safefile.Write(p, []byte(body), 0o644); err != nil {
 		return "", fmt.Errorf("persist %s: %w", p, err)
 	}
 	return p, nil
@@ -109,7 +82,7 @@ func Persist(dir string, s Spec) (string, error) {
 // alone with a *ForeignFileError.
 func Unpersist(dir, name string) (bool, error) {
 	p := PersistPath(dir, name)
-	exists, ours, err := written(p)
+	_, exists, ours, err := written(p)
 	switch {
 	case err != nil:
 		return false, err
@@ -128,36 +101,12 @@ func Unpersist(dir, name string) (bool, error) {
 // most 1920 bytes, and such files hold a few of them.
 const maxConf = 1 << 20
 
-// readBounded reads a regular file of at most limit bytes. It opens
-// without blocking, so a FIFO is refused rather than waited on.
-func readBounded(p string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read", Path: p, Err: errors.New("not a regular file")}
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, &fs.PathError{Op: "read", Path: p, Err: fmt.Errorf("larger than %d bytes", limit)}
-	}
-	return b, nil
-}
-
 // ReadConf reads the register lines of a binfmt.d file: one per line,
 // blank lines and lines starting with '#' or ';' skipped. A bad line is an
-// error naming the file and line.
+// error naming the file and line. The file must be a regular file of at
+// most 1 MiB.
 func ReadConf(path string) ([]Spec, error) {
-	b, err := readBounded(path, maxConf)
+	b, err := safefile.Read(path, maxConf, safefile.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +128,6 @@ func ReadConf(path string) ([]Spec, error) {
 // WrittenByMabd reports whether the binfmt.d file at p is one mabd wrote
 // (it starts with mabd's header).
 func WrittenByMabd(p string) bool {
-	_, ours, err := written(p)
+	_, _, ours, err := written(p)
 	return err == nil && ours
 }

@@ -323,11 +323,11 @@ func TestNotFoundError(t *testing.T) {
 	}{
 		{
 			arch: "aarch64", dirs: []string{"/usr/bin", "/usr/local/bin"},
-			want: "qemu-aarch64-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static) or pass --emulator-dir",
+			want: "qemu-aarch64-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static)",
 		},
 		{
 			arch: "riscv64", dirs: []string{"/opt/qemu/bin"},
-			want: "qemu-riscv64-static not found in /opt/qemu/bin: install qemu-user-static (apt-get install qemu-user-static) or pass --emulator-dir",
+			want: "qemu-riscv64-static not found in /opt/qemu/bin: install qemu-user-static (apt-get install qemu-user-static)",
 		},
 	}
 	for _, tt := range tests {
@@ -345,7 +345,7 @@ func TestNotFoundError(t *testing.T) {
 
 	// Through Find with the default directories.
 	_, err := Find("nosucharch", nil)
-	want := "qemu-nosucharch-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static) or pass --emulator-dir"
+	want := "qemu-nosucharch-static not found in /usr/bin, /usr/local/bin: install qemu-user-static (apt-get install qemu-user-static)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Find(nosucharch, nil) error = %v, want %q", err, want)
 	}

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"mabd/internal/safefile"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,7 +30,7 @@ const (
 // [LoadVersionCache] and [VersionCache.Save] when the cache's path is a
 // symlink, a directory or any other file that is not a regular file: it
 // is neither read nor replaced.
-var ErrNotRegularFile = errors.New("not a regular file")
+var ErrNotRegularFile = safefile.ErrNotRegular
 
 // VersionCache remembers what emulators say with --version (see
 // [Inspect]: their version and their target) by file identity (device,
@@ -116,9 +116,10 @@ func OpenVersionCache(path string) *VersionCache {
 // readVersionCache reads and decodes the file at path, without following
 // a symlink and without blocking on a FIFO.
 func readVersionCache(path string) (map[string]cachedVersion, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("a symlink, %w", ErrNotRegularFile)
+	b, err := safefile.Read(path, MaxVersionCacheBytes, safefile.Options{NoFollow: true})
+	var tooLarge *safefile.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("%d bytes, larger than the %d a version cache may be", tooLarge.Size, MaxVersionCacheBytes)
 	}
 	if err != nil {
 		var pe *fs.PathError
@@ -126,27 +127,6 @@ func readVersionCache(path string) (map[string]cachedVersion, error) {
 			err = pe.Err
 		}
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w (%v)", ErrNotRegularFile, fi.Mode().Type())
-	}
-	tooLarge := func(n int64) error {
-		return fmt.Errorf("%d bytes, larger than the %d a version cache may be", n, MaxVersionCacheBytes)
-	}
-	if fi.Size() > MaxVersionCacheBytes {
-		return nil, tooLarge(fi.Size())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxVersionCacheBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxVersionCacheBytes {
-		return nil, tooLarge(int64(len(b)))
 	}
 	var m map[string]cachedVersion
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -235,7 +215,7 @@ func (c *VersionCache) Save() error {
 	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
 		return fail(err)
 	}
-	if err := replaceFile(c.path, b, 0o644); err != nil {
+	if err := safefile.Write(c.path, b, 0o644); err != nil {
 		return fail(err)
 	}
 	c.m = m
@@ -268,32 +248,4 @@ func (c *VersionCache) pruned() map[string]cachedVersion {
 		}
 	}
 	return out
-}
-
-// replaceFile replaces path with a file holding b (mode perm): it writes
-// a new file of a unique name in path's directory, syncs it and renames
-// it over path, so that readers see the old file or the new one, never a
-// part; the new file is removed when any step fails.
-func replaceFile(path string, b []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }

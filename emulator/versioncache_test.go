@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mabd/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -357,8 +358,8 @@ func TestReplaceFileRemovesTemporary(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "emulators.json")
 	writeFile(t, filepath.Join(target, "inside"), []byte("x"), 0o644) // a non-empty directory
-	if err := replaceFile(target, []byte("{}"), 0o644); err == nil {
-		t.Fatal("replaceFile over a non-empty directory succeeded")
+	if err := safefile.Write(target, []byte("{}"), 0o644); err == nil {
+		t.Fatal("safefile.Write over a non-empty directory succeeded")
 	}
 	des, _ := os.ReadDir(dir)
 	if len(des) != 1 || des[0].Name() != "emulators.json" {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/emulator"
+	"mabd/internal/safefile"
 )
 
 // DefaultStateDir holds what mabd remembers between runs, such as the
@@ -289,60 +289,22 @@ func saveVerification(dir string, v *Verification) error {
 		return err
 	}
 	p := filepath.Join(dir, verifyFile)
-	if err := writeAtomic(p, b); err != nil {
+	if err := safefile.Write(p, b, 0o644); err != nil {
 		return fmt.Errorf("save verification: %w", err)
 	}
 	return nil
-}
-
-// writeAtomic replaces the file p with b: it writes a temporary file of
-// a unique name in p's directory and renames it over p, so concurrent
-// writers never see each other's halves; the temporary file is removed on
-// failure.
-func writeAtomic(p string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // LastVerification reads what the last `mabd verify` saved in dir; nil
 // when there is none.
 func LastVerification(dir string) (*Verification, error) {
 	p := filepath.Join(stateDir(dir), verifyFile)
-	f, err := os.Open(p)
+	b, err := safefile.Read(p, maxStateFile, safefile.Options{})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", p)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if len(b) > maxStateFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes: not mabd's", p, maxStateFile)
 	}
 	var v Verification
 	if err := json.Unmarshal(b, &v); err != nil {
