@@ -353,26 +353,23 @@ func (h Host) Uninstall(names []string, force bool) (*UninstallResult, error) {
 
 func (h Host) uninstall(a binfmt.Arch, force bool, res *UninstallResult) {
 	e, err := h.Mount.Entry(a.HandlerName())
+	if err == nil && !force && !IsOurs(e.Spec, a) {
+		res.Kept = append(res.Kept, Note{a.Name, fmt.Sprintf("%s is not mabd's (interpreter %s, flags %q)", e.Name, e.Interpreter, e.Flags.String())})
+		return
+	}
+	if err == nil {
+		// Gone meanwhile (a concurrent uninstall) is as good as removed
+		// by us: absent.
+		if err = h.Mount.Remove(e.Name); err == nil {
+			res.Removed = append(res.Removed, e.Name)
+		}
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		res.Absent = append(res.Absent, a.Name)
 	case err != nil:
 		res.Failed = append(res.Failed, Note{a.Name, err.Error()})
 		return
-	case !force && !IsOurs(e.Spec, a):
-		res.Kept = append(res.Kept, Note{a.Name, fmt.Sprintf("%s is not mabd's (interpreter %s, flags %q)", e.Name, e.Interpreter, e.Flags.String())})
-		return
-	default:
-		err := h.Mount.Remove(e.Name)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			res.Absent = append(res.Absent, a.Name)
-		case err != nil:
-			res.Failed = append(res.Failed, Note{a.Name, err.Error()})
-			return
-		default:
-			res.Removed = append(res.Removed, e.Name)
-		}
 	}
 	removed, err := binfmt.Unpersist(h.PersistDir, a.HandlerName())
 	var foreign *binfmt.ForeignFileError
