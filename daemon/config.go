@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-	"github.com/pelletier/go-toml/v2/unstable"
-
 	"mabd/binfmt"
 	"mabd/emulator"
 	"mabd/host"
+	"mabd/internal/tomlcheck"
 )
 
 // DefaultConfigPath is the daemon's configuration file. When it does not
@@ -46,10 +43,6 @@ const (
 	// maxConfigSize bounds the configuration file (the default one is 5
 	// KB).
 	maxConfigSize = 1 << 20
-	// maxKeyForSuggestion: an unknown key longer than this gets no
-	// "did you mean" (no key of the configuration is near it, and the edit
-	// distance grows with the square of the length).
-	maxKeyForSuggestion = 64
 
 	// MinReconcileInterval is the shortest reconcile_interval.
 	MinReconcileInterval = 100 * time.Millisecond
@@ -316,35 +309,7 @@ func ParseSize(s string) (int64, error) {
 // of the key, the key (dotted for tables: "verify.interval") and what is
 // wrong. LoadConfig's and Validate's errors are ConfigErrors, or several
 // joined with errors.Join; find the first with errors.As.
-type ConfigError struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-
-	// bare: Msg names the key already (unknown keys), so Error does not
-	// prefix it.
-	bare bool
-}
-
-// Error formats the error as FILE:LINE: key "KEY": MSG, leaving out what
-// is unknown.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	switch {
-	case e.File != "" && e.Line > 0:
-		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
-	case e.File != "":
-		fmt.Fprintf(&b, "%s: ", e.File)
-	case e.Line > 0:
-		fmt.Fprintf(&b, "line %d: ", e.Line)
-	}
-	if e.Key != "" && !e.bare {
-		fmt.Fprintf(&b, "key %q: ", e.Key)
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+type ConfigError = tomlcheck.Error
 
 // LoadConfig reads the configuration file at path ("" means
 // DefaultConfigPath) over DefaultConfig and validates it. A missing file
@@ -391,522 +356,54 @@ func readConfig(path string) ([]byte, error) {
 	return data, nil
 }
 
+// configSchema checks the file's keys and the types of its values. The
+// leaf types are those whose TOML form is not their Go one.
+var configSchema = tomlcheck.New[Config](tomlcheck.Options{
+	Leaves: []tomlcheck.Leaf{
+		{Type: reflect.TypeFor[Duration](), What: `a duration string like "2s"`, Check: func(v tomlcheck.Value) error {
+			if v.Kind == tomlcheck.Integer && v.Text == "0" {
+				return nil
+			}
+			if v.Kind != tomlcheck.String {
+				return v.WrongKind()
+			}
+			_, err := parseDuration(v.Text)
+			return err
+		}},
+		{Type: reflect.TypeFor[FileMode](), What: `an octal mode string like "0660"`, Check: func(v tomlcheck.Value) error {
+			if v.Kind == tomlcheck.Integer && strings.HasPrefix(v.Text, "0o") {
+				return nil
+			}
+			if v.Kind != tomlcheck.String {
+				return v.WrongKind()
+			}
+			_, err := parseMode(v.Text)
+			return err
+		}},
+		{Type: reflect.TypeFor[Architectures](), What: `"all" or a list of architectures like ["arm64", "riscv64"]`, Check: func(v tomlcheck.Value) error {
+			if v.Kind == tomlcheck.String {
+				return nil
+			}
+			return v.ListOf(tomlcheck.String)
+		}},
+	},
+	What: map[string]string{"verify.rootfs": `a table of ARCH = "DIR"`},
+})
+
 // parseConfig decodes and validates data, the content of the file path.
 func parseConfig(path string, data []byte) (Config, error) {
 	cfg := DefaultConfig()
-	keys := indexKeys(data)
-	// Keys and types are checked on the document itself, so that a
-	// mistyped value is reported with its key and line (the decoder would
-	// take architectures = 3 for ["3"], or a bare integer as nanoseconds),
-	// and a key spelled with other capitals is unknown (the decoder would
-	// take Persist for persist).
-	pre := checkKeys(keys)
-	derr := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(&cfg)
-	errs := firstErrors(append(pre, decodeErrors(derr)...))
+	lines, errs := configSchema.Decode(path, data, &cfg)
 	if len(errs) == 0 {
 		errs = cfg.validate()
-		lines := map[string]int{}
-		for _, k := range keys {
-			if _, ok := lines[k.dotted()]; !ok {
-				lines[k.dotted()] = k.line
-			}
-		}
 		for _, e := range errs {
-			e.Line = lines[e.Key]
+			e.File, e.Line = path, lines[e.Key]
 		}
 	}
 	if len(errs) > 0 {
-		for _, e := range errs {
-			e.File = path
-		}
-		return Config{}, joinConfigErrors(errs)
+		return Config{}, tomlcheck.Join(errs)
 	}
 	return cfg, nil
-}
-
-// firstErrors picks what to report: the error that comes first in the
-// file (one of unknown line last) or, when that is an unknown key, all
-// the unknown keys.
-func firstErrors(errs []*ConfigError) []*ConfigError {
-	if len(errs) == 0 {
-		return nil
-	}
-	after := func(a, b *ConfigError) bool { // a comes after b
-		return b.Line > 0 && (a.Line == 0 || a.Line > b.Line)
-	}
-	first := errs[0]
-	for _, e := range errs[1:] {
-		if after(first, e) {
-			first = e
-		}
-	}
-	if !first.bare {
-		return []*ConfigError{first}
-	}
-	var unknown []*ConfigError
-	seen := map[string]bool{}
-	for _, e := range errs {
-		if e.bare && !seen[e.Key] {
-			seen[e.Key] = true
-			unknown = append(unknown, e)
-		}
-	}
-	slices.SortStableFunc(unknown, func(a, b *ConfigError) int {
-		switch {
-		case after(a, b):
-			return 1
-		case after(b, a):
-			return -1
-		}
-		return 0
-	})
-	return unknown
-}
-
-func joinConfigErrors(errs []*ConfigError) error {
-	switch len(errs) {
-	case 0:
-		return nil
-	case 1:
-		return errs[0]
-	}
-	es := make([]error, len(errs))
-	for i, e := range errs {
-		es[i] = e
-	}
-	return errors.Join(es...)
-}
-
-// decodeErrors turns what go-toml's decoder returned into ConfigErrors.
-func decodeErrors(err error) []*ConfigError {
-	if err == nil {
-		return nil
-	}
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) {
-		var out []*ConfigError
-		for i := range strict.Errors {
-			e := &strict.Errors[i]
-			line, _ := e.Position()
-			out = append(out, unknownKey(e.Key(), line, strings.Contains(e.Error(), "table")))
-		}
-		return out
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, _ := de.Position()
-		key := []string(de.Key())
-		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		ce := &ConfigError{Line: line, Key: strings.Join(key, "."), Msg: msg}
-		switch {
-		case strings.Contains(msg, "already"):
-			ce.Msg = "defined more than once (each key and table may appear once)"
-		case len(key) == 0:
-			ce.Msg = "invalid TOML: " + msg
-		case strings.HasPrefix(msg, "cannot "):
-			if t, ok := schemaAt(key); ok {
-				ce.Msg = "must be " + describe(key, t)
-			}
-		}
-		return []*ConfigError{ce}
-	}
-	return []*ConfigError{{Msg: err.Error()}}
-}
-
-// unknownKey says that key is no key (or, with table, no table) of the
-// configuration, suggesting the nearest one.
-func unknownKey(key []string, line int, table bool) *ConfigError {
-	name := strings.Join(key, ".")
-	shown := name
-	if len(shown) > maxKeyForSuggestion {
-		shown = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(shown[:maxKeyForSuggestion], ""), len(name))
-	}
-	msg := fmt.Sprintf("unknown key %q", shown)
-	if table {
-		msg = fmt.Sprintf("unknown table [%s]", shown)
-	}
-	if s := suggest(key); s != "" {
-		msg += " (" + s + ")"
-	}
-	return &ConfigError{Line: line, Key: name, Msg: msg, bare: true}
-}
-
-// suggest names the known key nearest to key: a typo of a key of the
-// same table, or the same name in another table (a top-level key written
-// after a [table] belongs to that table).
-func suggest(key []string) string {
-	if len(key) == 0 {
-		return ""
-	}
-	if len(key[len(key)-1]) > maxKeyForSuggestion {
-		return ""
-	}
-	parent, name := key[:len(key)-1], normalizeKey(key[len(key)-1])
-	pt, ok := schemaAt(parent)
-	if !ok || pt.Kind() != reflect.Struct || leafType(pt) {
-		return ""
-	}
-	best, bestD := "", -1
-	for _, f := range tomlFields(pt) {
-		d := editDistance(name, f)
-		if d <= maxTypo(name) && (bestD < 0 || d < bestD) {
-			best, bestD = f, d
-		}
-	}
-	if best != "" {
-		return "did you mean " + showPath(append(slices.Clone(parent), best)) + "?"
-	}
-	var elsewhere []string
-	for _, p := range knownPaths() {
-		if p[len(p)-1] == name && !slices.Equal(p[:len(p)-1], parent) {
-			elsewhere = append(elsewhere, showPath(p))
-		}
-	}
-	switch {
-	case len(elsewhere) == 1 && len(parent) > 0 && !strings.Contains(elsewhere[0], "."):
-		return "did you mean " + elsewhere[0] + "? top-level keys go before the first [table]"
-	case len(elsewhere) > 0:
-		return "did you mean " + strings.Join(elsewhere, " or ") + "?"
-	}
-	return ""
-}
-
-// showPath writes a known key as "verify.interval" and a table as
-// [verify].
-func showPath(p []string) string {
-	if t, _ := schemaAt(p); t != nil && !leafType(t) {
-		return "[" + strings.Join(p, ".") + "]"
-	}
-	return strconv.Quote(strings.Join(p, "."))
-}
-
-// normalizeKey folds the usual slips of a key's spelling: case and
-// dashes for underscores.
-func normalizeKey(s string) string {
-	return strings.ReplaceAll(strings.ToLower(s), "-", "_")
-}
-
-// maxTypo is how many edits make a typo of a name of n letters.
-func maxTypo(name string) int {
-	switch n := len(name); {
-	case n <= 3:
-		return 0
-	case n <= 5:
-		return 1
-	default:
-		return 2
-	}
-}
-
-// editDistance is the optimal string alignment distance between a and
-// b, in bytes: the edits are inserting, deleting or replacing a letter,
-// and swapping two adjacent ones.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
-}
-
-// The configuration's schema is Config's type, read through the toml
-// tags.
-
-var (
-	durationType      = reflect.TypeFor[Duration]()
-	fileModeType      = reflect.TypeFor[FileMode]()
-	architecturesType = reflect.TypeFor[Architectures]()
-)
-
-// leafType reports whether t is a value rather than a table (Duration
-// is a struct).
-func leafType(t reflect.Type) bool {
-	return t.Kind() != reflect.Struct && t.Kind() != reflect.Map || t == durationType
-}
-
-// tomlFields lists the keys of a table type.
-func tomlFields(t reflect.Type) []string {
-	var out []string
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// schemaAt returns the type of the value at path (the root for none);
-// false when the configuration has no such key. Any name is a key of a map
-// (the [verify.rootfs] table).
-func schemaAt(path []string) (reflect.Type, bool) {
-	t := reflect.TypeFor[Config]()
-	for _, part := range path {
-		switch {
-		case leafType(t):
-			return nil, false
-		case t.Kind() == reflect.Map:
-			t = t.Elem()
-		default:
-			found := false
-			for i := range t.NumField() {
-				if name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); name == part {
-					t, found = t.Field(i).Type, true
-					break
-				}
-			}
-			if !found {
-				return nil, false
-			}
-		}
-	}
-	return t, true
-}
-
-// knownPaths lists every key and table of the configuration.
-func knownPaths() [][]string {
-	var out [][]string
-	var walk func(prefix []string, t reflect.Type)
-	walk = func(prefix []string, t reflect.Type) {
-		for _, name := range tomlFields(t) {
-			p := append(append([]string(nil), prefix...), name)
-			out = append(out, p)
-			if ft, _ := schemaAt(p); ft.Kind() == reflect.Struct && !leafType(ft) {
-				walk(p, ft)
-			}
-		}
-	}
-	walk(nil, reflect.TypeFor[Config]())
-	return out
-}
-
-// describe says what a value of type t at path must be.
-func describe(path []string, t reflect.Type) string {
-	switch t {
-	case durationType:
-		return `a duration string like "2s"`
-	case fileModeType:
-		return `an octal mode string like "0660"`
-	case architecturesType:
-		return `"all" or a list of architectures like ["arm64", "riscv64"]`
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		return "true or false"
-	case reflect.String:
-		return "a string"
-	case reflect.Slice:
-		return "a list of strings"
-	case reflect.Map:
-		return `a table of ARCH = "DIR"`
-	default:
-		return "a table ([" + strings.Join(path, ".") + "])"
-	}
-}
-
-// keyPos is a key of the document: where it is and what its value is.
-type keyPos struct {
-	path  []string
-	line  int
-	kind  unstable.Kind   // the value's; Table for tables, even implicit ones
-	elems []unstable.Kind // an array's elements
-	value string          // a string's value, an integer's text
-}
-
-func (k keyPos) dotted() string { return strings.Join(k.path, ".") }
-
-// indexKeys lists the document's keys and tables, in order, with their
-// lines: tables (also those that dotted keys and table headers imply)
-// and the key-values of tables and inline tables. It stops at a syntax
-// error, which the decoder reports.
-func indexKeys(data []byte) []keyPos {
-	var p unstable.Parser
-	p.Reset(data)
-	lineOf := func(n *unstable.Node) int {
-		off := int(n.Raw.Offset)
-		if off > len(data) {
-			off = len(data)
-		}
-		return 1 + bytes.Count(data[:off], []byte("\n"))
-	}
-	var out []keyPos
-	// key appends the parts of n's key to prefix, with the implied tables.
-	key := func(prefix []string, n *unstable.Node) ([]string, int) {
-		path := append([]string(nil), prefix...)
-		line := 0
-		it := n.Key()
-		for it.Next() {
-			if line > 0 {
-				out = append(out, keyPos{path: append([]string(nil), path...), line: line, kind: unstable.Table})
-			}
-			path = append(path, string(it.Node().Data))
-			line = lineOf(it.Node())
-		}
-		return path, line
-	}
-	var keyValue func(prefix []string, n *unstable.Node)
-	keyValue = func(prefix []string, n *unstable.Node) {
-		path, line := key(prefix, n)
-		v := n.Value()
-		k := keyPos{path: path, line: line, kind: v.Kind}
-		switch v.Kind {
-		case unstable.String, unstable.Integer:
-			k.value = string(v.Data)
-		case unstable.Array:
-			for it := v.Children(); it.Next(); {
-				k.elems = append(k.elems, it.Node().Kind)
-			}
-		case unstable.InlineTable:
-			k.kind = unstable.Table
-		}
-		out = append(out, k)
-		if v.Kind == unstable.InlineTable {
-			for it := v.Children(); it.Next(); {
-				if it.Node().Kind == unstable.KeyValue {
-					keyValue(path, it.Node())
-				}
-			}
-		}
-	}
-	var table []string
-	for p.NextExpression() {
-		e := p.Expression()
-		switch e.Kind {
-		case unstable.Table, unstable.ArrayTable:
-			path, line := key(nil, e)
-			out = append(out, keyPos{path: path, line: line, kind: e.Kind})
-			table = path
-		case unstable.KeyValue:
-			keyValue(table, e)
-		}
-	}
-	return out
-}
-
-// kindName names a TOML value kind for messages.
-func kindName(k unstable.Kind) string {
-	switch k {
-	case unstable.String:
-		return "a string"
-	case unstable.Integer:
-		return "an integer"
-	case unstable.Float:
-		return "a float"
-	case unstable.Bool:
-		return "a boolean"
-	case unstable.Array:
-		return "a list"
-	case unstable.Table, unstable.InlineTable:
-		return "a table"
-	case unstable.ArrayTable:
-		return "an array of tables"
-	default:
-		return "a date or time"
-	}
-}
-
-// checkKeys reports, in the order of the document, the keys the
-// configuration does not have (the first unknown part of a path only)
-// and those whose value has the wrong type, or whose duration or mode
-// string does not parse.
-func checkKeys(keys []keyPos) []*ConfigError {
-	var errs []*ConfigError
-	for _, k := range keys {
-		if len(k.path) == 0 {
-			continue
-		}
-		t, ok := schemaAt(k.path)
-		if !ok {
-			parent, known := schemaAt(k.path[:len(k.path)-1])
-			if known && !leafType(parent) && parent.Kind() == reflect.Struct {
-				table := k.kind == unstable.Table || k.kind == unstable.ArrayTable
-				errs = append(errs, unknownKey(k.path, k.line, table))
-			}
-			continue
-		}
-		if msg := checkType(k, t); msg != "" {
-			errs = append(errs, &ConfigError{Line: k.line, Key: k.dotted(), Msg: msg})
-		}
-	}
-	return errs
-}
-
-// checkType says what is wrong with k's value for type t, "" if nothing.
-func checkType(k keyPos, t reflect.Type) string {
-	mustBe := func() string {
-		return "must be " + describe(k.path, t) + ", not " + kindName(k.kind)
-	}
-	listOfStrings := func() string {
-		for _, e := range k.elems {
-			if e != unstable.String {
-				return "must be " + describe(k.path, t) + ", not a list holding " + kindName(e)
-			}
-		}
-		return ""
-	}
-	switch {
-	case t == durationType:
-		if k.kind == unstable.Integer && k.value == "0" {
-			return ""
-		}
-		if k.kind != unstable.String {
-			return mustBe()
-		}
-		if _, err := parseDuration(k.value); err != nil {
-			return err.Error()
-		}
-	case t == fileModeType:
-		if k.kind == unstable.Integer && strings.HasPrefix(k.value, "0o") {
-			return ""
-		}
-		if k.kind != unstable.String {
-			return mustBe()
-		}
-		if _, err := parseMode(k.value); err != nil {
-			return err.Error()
-		}
-	case t == architecturesType:
-		switch k.kind {
-		case unstable.String:
-		case unstable.Array:
-			return listOfStrings()
-		default:
-			return mustBe()
-		}
-	case t.Kind() == reflect.Bool:
-		if k.kind != unstable.Bool {
-			return mustBe()
-		}
-	case t.Kind() == reflect.String:
-		if k.kind != unstable.String {
-			return mustBe()
-		}
-	case t.Kind() == reflect.Slice:
-		if k.kind != unstable.Array {
-			return mustBe()
-		}
-		return listOfStrings()
-	default: // tables
-		if k.kind != unstable.Table {
-			return mustBe()
-		}
-	}
-	return ""
 }
 
 // Validate checks the values: architectures, flags, paths (absolute),
@@ -914,7 +411,7 @@ func checkType(k keyPos, t reflect.Type) string {
 // TLS files a TCP listener needs. Its errors are ConfigErrors without file
 // and line (LoadConfig adds them), joined when there are several.
 func (c Config) Validate() error {
-	return joinConfigErrors(c.validate())
+	return tomlcheck.Join(c.validate())
 }
 
 func (c Config) validate() []*ConfigError {
