@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/builder"
 	"mabd/emulator"
 	"mabd/host"
 	"mabd/internal/tomlcheck"
@@ -27,13 +28,6 @@ import (
 // exist (and no --config names another) the daemon runs on the defaults of
 // DefaultConfig.
 const DefaultConfigPath = "/etc/mabd/mabd.toml"
-
-// Defaults of the configuration that have no constant elsewhere.
-const (
-	defaultControlSocket  = "/run/mabd/mabd.sock"
-	defaultBuildKitSocket = "/run/mabd/buildkitd.sock"
-	defaultBuildKitRoot   = "/var/lib/mabd/buildkit"
-)
 
 // Bounds checked by Validate.
 const (
@@ -189,15 +183,17 @@ func DefaultConfig() Config {
 			Timeout:  Duration{10 * time.Second},
 		},
 		Control: ControlConfig{
-			Socket: defaultControlSocket,
+			Socket: DefaultSocket,
 			Mode:   0o660,
 		},
 		Log: LogConfig{Level: "info", Format: "auto"},
+		// BuildKit's defaults are the builder's (its Options'); "" for
+		// keep_storage is its 0, sized to the disk.
 		BuildKit: BuildKitConfig{
 			Enabled:     true,
-			Socket:      defaultBuildKitSocket,
-			Root:        defaultBuildKitRoot,
-			StopTimeout: Duration{10 * time.Second},
+			Socket:      builder.DefaultSocket,
+			Root:        builder.DefaultRoot,
+			StopTimeout: Duration{builder.DefaultStopTimeout},
 		},
 	}
 }
