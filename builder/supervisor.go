@@ -11,10 +11,8 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +35,18 @@ const (
 // ErrStopped is returned by the methods of a Supervisor that has been
 // stopped (or never started).
 var ErrStopped = errors.New("the builder is not running")
+
+// BinaryError says that [Options.Binary] is not a program Start can run:
+// not found in $PATH, missing or not executable.
+type BinaryError struct {
+	// Binary is Options.Binary ("buildkitd" by default).
+	Binary string
+	// Err is exec.LookPath's error.
+	Err error
+}
+
+func (e *BinaryError) Error() string { return "buildkitd: " + e.Err.Error() }
+func (e *BinaryError) Unwrap() error { return e.Err }
 
 // Status is what a Supervisor knows about its buildkitd.
 type Status struct {
@@ -72,18 +82,18 @@ type Status struct {
 // Supervisor runs buildkitd as a child process and keeps it running: see
 // the package documentation. Its methods are safe for concurrent use.
 type Supervisor struct {
-	mu          sync.Mutex
-	opt         Options // as given; Platforms updated by SetPlatforms
-	o           Options // with defaults, valid after Start
-	gid         int     // the socket's group, -1 to leave it
-	snapshotter string
-	keep        int64
-	config      string
-	cur         *proc
-	st          Status
-	started     bool
-	changed     chan struct{} // closed and replaced on every state change
+	mu sync.Mutex
+	// options are those given to NewSupervisor, with the platforms of
+	// the last SetPlatforms; from Start on with the defaults filled in
+	// and Binary a path.
+	options Options
+	prep    prepared // what Start prepared, fixed until Stop
+	cur     *proc    // the current buildkitd
+	st      Status
+	started bool
+	changed chan struct{} // closed and replaced on every state change
 
+	// The supervision loop's, made anew by every Start.
 	stopCh   chan struct{}
 	loopDone chan struct{}
 	reload   chan chan error
@@ -97,46 +107,7 @@ type Supervisor struct {
 // NewSupervisor returns a supervisor for opt; nothing runs until Start.
 func NewSupervisor(opt Options) *Supervisor {
 	opt.Platforms = slices.Clone(opt.Platforms)
-	return &Supervisor{opt: opt, gid: -1, changed: make(chan struct{})}
-}
-
-// proc is one buildkitd process.
-type proc struct {
-	cmd   *exec.Cmd
-	start time.Time
-	done  chan struct{} // closed when it has exited
-	err   error         // Wait's result, set before done is closed
-	out   *tailWriter
-}
-
-func (p *proc) pid() int {
-	if p == nil || p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// describe says how p exited and what it said last.
-func (p *proc) describe() string {
-	why := "buildkitd exited"
-	if p.err != nil {
-		why += ": " + p.err.Error()
-	} else {
-		why += " with status 0"
-	}
-	if l := p.out.last(); l != "" {
-		why += ": " + l
-	}
-	return why
+	return &Supervisor{options: opt, changed: make(chan struct{})}
 }
 
 // notify wakes whoever waits for a change of state. Called with mu held.
@@ -169,57 +140,31 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	return err
 }
 
+// prepared is what Start sets up before it starts buildkitd.
+type prepared struct {
+	gid         int    // the socket's group, -1 to leave it
+	snapshotter string // SnapshotterOverlay or SnapshotterNative
+	keep        int64  // the build cache kept, in bytes
+	config      string // buildkitd.toml's path
+}
+
+// start prepares what buildkitd needs, starts it and waits until it
+// answers.
 func (s *Supervisor) start(ctx context.Context) error {
 	s.mu.Lock()
-	o, err := s.opt.withDefaults()
+	o, err := s.options.withDefaults()
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	bin, err := exec.LookPath(o.Binary)
-	if err != nil {
-		return fmt.Errorf("buildkitd: %w (build it with `make deps`, or give its path)", err)
-	}
-	o.Binary = bin
-	gid := -1
-	if o.SocketGroup != "" {
-		if gid, err = lookupGroup(o.SocketGroup); err != nil {
-			return err
-		}
-	}
-	if err := os.MkdirAll(o.Root, 0o700); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
-		return err
-	}
-	if err := clearSocket(ctx, o.Socket); err != nil {
-		return err
-	}
-	if err := rootFree(o.Root); err != nil {
-		return err
-	}
-	snap, why := DetectSnapshotter(o.Root)
-	if why != nil {
-		o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
-	}
-	keep := o.KeepStorage
-	if keep == 0 {
-		if keep, err = DefaultKeepStorage(o.Root); err != nil {
-			return err
-		}
-	}
-	cfg, err := writeConfig(o, snap, keep)
+	o, prep, err := prepare(ctx, o)
 	if err != nil {
 		return err
-	}
-	if _, err := UnmountUnder(o.Root); err != nil {
-		o.Logger.Warn("leftover mounts under the builder's root", zap.Error(err))
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
-	s.o, s.gid, s.snapshotter, s.keep, s.config = o, gid, snap, keep, cfg
-	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: cfg, Snapshotter: snap, KeepStorage: keep}
+	s.options, s.prep = o, prep
+	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: prep.config, Snapshotter: prep.snapshotter, KeepStorage: prep.keep}
 	s.stopCh = make(chan struct{})
 	s.loopDone = make(chan struct{})
 	s.reload = make(chan chan error)
@@ -232,7 +177,7 @@ func (s *Supervisor) start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	o.Logger.Info("buildkitd started", zap.Int("pid", p.pid()), zap.String("config", cfg), zap.String("snapshotter", snap), zap.Strings("platforms", o.Platforms))
+	o.Logger.Info("buildkitd started", zap.Int("pid", p.pid()), zap.String("config", prep.config), zap.String("snapshotter", prep.snapshotter), zap.Strings("platforms", o.Platforms))
 	if err := s.waitReady(ctx, p); err != nil {
 		s.terminate(p)
 		cancel()
@@ -242,6 +187,53 @@ func (s *Supervisor) start(ctx context.Context) error {
 	}
 	go s.loop(p)
 	return nil
+}
+
+// prepare readies everything buildkitd needs for o (with defaults): its
+// binary (o.Binary becomes its path), the socket's group, the directories
+// of root and socket, free of another buildkitd, the snapshotter, the
+// cache size, and the configuration file.
+func prepare(ctx context.Context, o Options) (Options, prepared, error) {
+	prep := prepared{gid: -1}
+	bin, err := exec.LookPath(o.Binary)
+	if err != nil {
+		return o, prep, &BinaryError{Binary: o.Binary, Err: err}
+	}
+	o.Binary = bin
+	if o.SocketGroup != "" {
+		if prep.gid, err = lookupGroup(o.SocketGroup); err != nil {
+			return o, prep, err
+		}
+	}
+	if err := os.MkdirAll(o.Root, 0o700); err != nil {
+		return o, prep, err
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
+		return o, prep, err
+	}
+	if err := clearSocket(ctx, o.Socket); err != nil {
+		return o, prep, err
+	}
+	if err := rootFree(o.Root); err != nil {
+		return o, prep, err
+	}
+	snap, why := DetectSnapshotter(o.Root)
+	if why != nil {
+		o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
+	}
+	prep.snapshotter = snap
+	if prep.keep = o.KeepStorage; prep.keep == 0 {
+		if prep.keep, err = DefaultKeepStorage(o.Root); err != nil {
+			return o, prep, err
+		}
+	}
+	if prep.config, err = writeConfig(o, prep.snapshotter, prep.keep); err != nil {
+		return o, prep, err
+	}
+	if _, err := UnmountUnder(o.Root); err != nil {
+		o.Logger.Warn("leftover mounts under the builder's root", zap.Error(err))
+	}
+	return o, prep, nil
 }
 
 // clearSocket removes a stale socket, and fails if a buildkitd answers on
@@ -294,92 +286,21 @@ func lookupGroup(g string) (int, error) {
 // spawn starts a buildkitd and makes it the current process.
 func (s *Supervisor) spawn() (*proc, error) {
 	s.mu.Lock()
-	o, cfg := s.o, s.config
+	o, cfg := s.options, s.prep.config
 	s.mu.Unlock()
 	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	out := newTailWriter(o.Logger, 20)
-	cmd := exec.Command(o.Binary, "--config", cfg)
-	cmd.Env = childEnv()
-	cmd.Stdout, cmd.Stderr = out, out
-	// buildkitd stops with the supervisor, however that dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	// Orphaned children holding the output pipe must not block Wait.
-	cmd.WaitDelay = 2 * time.Second
-	if err := startLocked(cmd); err != nil {
-		return nil, fmt.Errorf("start buildkitd: %w", err)
+	p, err := startProc(buildkitdCommand(o, cfg), newTailWriter(o.Logger, 20))
+	if err != nil {
+		return nil, err
 	}
-	p := &proc{cmd: cmd, start: time.Now(), done: make(chan struct{}), out: out}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.mu.Lock()
 	s.cur = p
 	s.st.Running, s.st.PID, s.st.Since = false, p.pid(), time.Time{}
 	s.notify()
 	s.mu.Unlock()
 	return p, nil
-}
-
-// The kernel sends Pdeathsig when the *thread* that started the child
-// exits, and the Go runtime may end threads; so children are started from
-// one goroutine locked to its thread for the life of the process.
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	err chan error
-}
-
-// startLocked starts cmd from the locked spawning thread.
-func startLocked(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for r := range spawnCh {
-				r.err <- r.cmd.Start()
-			}
-		}()
-	})
-	r := spawnReq{cmd: cmd, err: make(chan error, 1)}
-	spawnCh <- r
-	return <-r.err
-}
-
-// childEnv is this process's environment with the sbin directories on PATH
-// (buildkitd looks for runc there) and without systemd's variables for
-// the service's main process: buildkitd would otherwise send its own
-// READY=1 and watchdog pings on the daemon's NOTIFY_SOCKET, or take the
-// daemon's activated sockets.
-func childEnv() []string {
-	env := os.Environ()
-	path := os.Getenv("PATH")
-	have := map[string]bool{}
-	for _, d := range filepath.SplitList(path) {
-		have[d] = true
-	}
-	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		if !have[d] {
-			path += string(filepath.ListSeparator) + d
-		}
-	}
-	path = strings.TrimPrefix(path, string(filepath.ListSeparator))
-	out := env[:0:0]
-	for _, e := range env {
-		name, _, _ := strings.Cut(e, "=")
-		switch name {
-		case "PATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
-		}
-		out = append(out, e)
-	}
-	return append(out, "PATH="+path)
 }
 
 // listWorkers asks the buildkitd on socket for its workers, on a fresh
@@ -402,8 +323,8 @@ func listWorkers(ctx context.Context, socket string) ([]*client.WorkerInfo, erro
 // mode and group and records the worker's platforms and BuildKit's version.
 func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 	s.mu.Lock()
-	o := s.o
-	gid := s.gid
+	o := s.options
+	gid := s.prep.gid
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
 	defer cancel()
@@ -478,7 +399,7 @@ func (s *Supervisor) watchReady(p *proc) {
 		s.mu.Lock()
 		s.st.LastError = err.Error()
 		s.notify()
-		log := s.o.Logger
+		log := s.options.Logger
 		s.mu.Unlock()
 		log.Warn("restarted buildkitd did not come up; killing it", zap.Error(err))
 		p.cmd.Process.Kill()
@@ -509,7 +430,7 @@ func (s *Supervisor) loop(p *proc) {
 			why := p.describe()
 			up := time.Since(p.start)
 			s.mu.Lock()
-			log := s.o.Logger
+			log := s.options.Logger
 			s.st.Running, s.st.PID, s.st.LastError = false, 0, why
 			s.notify()
 			s.mu.Unlock()
@@ -523,7 +444,7 @@ func (s *Supervisor) loop(p *proc) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, maxBackoff)
-			if done, err := UnmountUnder(s.o.Root); err != nil || len(done) > 0 {
+			if done, err := UnmountUnder(s.options.Root); err != nil || len(done) > 0 {
 				log.Warn("unmounted what buildkitd left under its root", zap.Strings("mounts", done), zap.Error(err))
 			}
 			np, err := s.spawn()
@@ -544,13 +465,6 @@ func (s *Supervisor) loop(p *proc) {
 	}
 }
 
-// deadProc stands for a buildkitd that could not be started.
-func deadProc(err error) *proc {
-	p := &proc{start: time.Now(), done: make(chan struct{}), err: err, out: newTailWriter(nil, 1)}
-	close(p.done)
-	return p
-}
-
 func (s *Supervisor) setLastError(e string) {
 	s.mu.Lock()
 	s.st.LastError = e
@@ -564,7 +478,7 @@ func (s *Supervisor) terminate(p *proc) {
 		return
 	}
 	s.mu.Lock()
-	timeout, log := s.o.StopTimeout, s.o.Logger
+	timeout, log := s.options.StopTimeout, s.options.Logger
 	s.st.Running = false
 	s.notify()
 	s.mu.Unlock()
@@ -609,7 +523,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 // afterStop removes the socket and the mounts buildkitd left.
 func (s *Supervisor) afterStop() error {
 	s.mu.Lock()
-	o := s.o
+	o := s.options
 	s.cancel()
 	s.st.Running, s.st.PID = false, 0
 	s.cur = nil
@@ -646,7 +560,7 @@ func (s *Supervisor) Status() Status {
 	st := s.st
 	st.Platforms = slices.Clone(st.Platforms)
 	if st.Socket == "" {
-		o, _ := s.opt.withDefaults()
+		o, _ := s.options.withDefaults()
 		st.Socket, st.Address = o.Socket, "unix://"+o.Socket
 	}
 	return st
@@ -690,12 +604,12 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 	}
 	s.mu.Lock()
 	if !s.started {
-		s.opt.Platforms = ps
+		s.options.Platforms = ps
 		s.mu.Unlock()
 		return nil
 	}
-	same := sameSet(s.o.Platforms, ps)
-	socket, log := s.o.Socket, s.o.Logger
+	same := sameSet(s.options.Platforms, ps)
+	socket, log := s.options.Socket, s.options.Logger
 	s.mu.Unlock()
 	if same {
 		return nil
@@ -704,8 +618,8 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 		return err
 	}
 	s.mu.Lock()
-	s.opt.Platforms, s.o.Platforms = ps, ps
-	_, err = writeConfig(s.o, s.snapshotter, s.keep)
+	s.options.Platforms = ps
+	_, err = writeConfig(s.options, s.prep.snapshotter, s.prep.keep)
 	reload, loopDone := s.reload, s.loopDone
 	s.mu.Unlock()
 	if err != nil {

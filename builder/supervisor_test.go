@@ -246,7 +246,9 @@ func TestStartFails(t *testing.T) {
 		t.Errorf("socket left: %v", err)
 	}
 	o.Binary = filepath.Join(dir, "no-such-buildkitd")
-	if err := builder.NewSupervisor(o).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "make deps") {
+	err = builder.NewSupervisor(o).Start(context.Background())
+	var be *builder.BinaryError
+	if !errors.As(err, &be) || be.Binary != o.Binary || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Start without buildkitd: %v", err)
 	}
 }
