@@ -2,16 +2,12 @@ package builder
 
 import (
 	"context"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -28,7 +24,6 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder/manifest"
-	"mabd/emulator"
 )
 
 // BuildOptions are the arguments of `mabd build`.
@@ -42,7 +37,7 @@ type BuildOptions struct {
 	// It must have no `# syntax=` line: the built-in frontend builds it.
 	Dockerfile string
 	// Platforms are the target platforms; nil means every platform the
-	// worker reports, one per architecture.
+	// worker reports, one per architecture (choosePlatforms decides).
 	Platforms []string
 	// Tags name the image ("registry:5000/repo:tag"). Without Push, the
 	// image is only kept in buildkitd's image store.
@@ -50,20 +45,22 @@ type BuildOptions struct {
 	// BuildArgs are KEY=VALUE pairs for the Dockerfile's ARGs.
 	BuildArgs []string
 	// Outputs are BuildKit output specs: "type=oci,dest=FILE",
-	// "type=local,dest=DIR", "type=image,name=REF,push=true", …
+	// "type=local,dest=DIR", "type=image,name=REF,push=true", … (see
+	// [ParseOutput]).
 	Outputs []string
 	// Push pushes the image named by Tags.
 	Push bool
 	// InsecureRegistries are registries ("host:port") pushed to over plain
-	// HTTP or unverified TLS; localhost and 127.0.0.1 always are.
+	// HTTP or unverified TLS; local ones ([manifest.LocalRegistry]) always
+	// are.
 	InsecureRegistries []string
 	// Progress is the progress display: auto (the default), plain, tty,
 	// quiet or rawjson.
 	Progress string
 	// ProgressOutput gets the progress display; nil means os.Stderr.
 	ProgressOutput io.Writer
-	// BinfmtMount is the binfmt_misc instance consulted to say how to fix
-	// an unsupported platform; "" means the host's.
+	// BinfmtMount is the binfmt_misc instance consulted to say why a
+	// platform is unsupported ([UnsupportedReason]); "" means the host's.
 	BinfmtMount string
 }
 
@@ -80,9 +77,26 @@ type BuildResult struct {
 }
 
 // UsageError is bad input to Build: nothing was built.
-type UsageError struct{ Err error }
+type UsageError struct {
+	// Option is the BuildOptions field at fault ("Outputs", "Progress",
+	// "BuildArgs", "Tags", "Push"), "" when Err says it all.
+	Option string
+	// Value is the value at fault, as given; "" when it is missing.
+	Value string
+	// Err says what is wrong.
+	Err error
+}
 
-func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Error() string {
+	switch {
+	case e.Option == "":
+		return e.Err.Error()
+	case e.Value == "":
+		return e.Option + ": " + e.Err.Error()
+	}
+	return fmt.Sprintf("%s %q: %v", e.Option, e.Value, e.Err)
+}
+
 func (e *UsageError) Unwrap() error { return e.Err }
 
 func usageErr(format string, args ...any) error {
@@ -96,27 +110,60 @@ type DaemonError struct {
 }
 
 func (e *DaemonError) Error() string {
-	return fmt.Sprintf("cannot reach the builder (buildkitd) at %s: %v: is it running? (`mabd build --addr` selects another)", e.Addr, e.Err)
+	return fmt.Sprintf("cannot reach the builder (buildkitd) at %s: %v", e.Addr, e.Err)
 }
 func (e *DaemonError) Unwrap() error { return e.Err }
 
 // UnsupportedPlatformError refuses platforms the worker does not build
-// for, before the build starts, saying how to fix it.
+// for, before the build starts, each with the reason: what the
+// binfmt_misc table has for it.
 type UnsupportedPlatformError struct {
-	// Platforms are the unsupported platforms asked for.
-	Platforms []string
+	// Unsupported are the unsupported platforms asked for, in order.
+	Unsupported []UnsupportedPlatform
 	// Supported are the worker's platforms, one per architecture.
 	Supported []string
-	// Fix says what to do.
-	Fix string
 }
 
+// UnsupportedPlatform is a platform the worker does not build for, and
+// why.
+type UnsupportedPlatform struct {
+	// Platform is the platform as asked for ("linux/s390x").
+	Platform string
+	// Arch is the QEMU name of its architecture ("s390x"); "" with
+	// NoEmulator.
+	Arch string
+	// Reason says what the binfmt_misc table has for it.
+	Reason UnsupportedReason
+}
+
+// UnsupportedReason says why a worker lacks a platform.
+type UnsupportedReason int
+
+// Reasons of an [UnsupportedPlatform].
+const (
+	// NoHandler: the platform's emulator is known, but its binfmt_misc
+	// handler is not registered (or is disabled).
+	NoHandler UnsupportedReason = iota + 1
+	// HandlerReady: the platform's handler is registered, or it is the
+	// host's own and needs none, but the worker was not given it.
+	HandlerReady
+	// NoEmulator: no emulator mabd knows runs the platform.
+	NoEmulator
+)
+
 func (e *UnsupportedPlatformError) Error() string {
-	verb := "is"
-	if len(e.Platforms) > 1 {
-		verb = "are"
+	var why []string
+	for _, u := range e.Unsupported {
+		switch u.Reason {
+		case NoHandler:
+			why = append(why, fmt.Sprintf("%s: no binfmt_misc handler for %s is registered", u.Platform, u.Arch))
+		case HandlerReady:
+			why = append(why, fmt.Sprintf("%s: its emulator is ready, but the builder was not given the platform", u.Platform))
+		default:
+			why = append(why, fmt.Sprintf("%s: no known emulator runs it", u.Platform))
+		}
 	}
-	return fmt.Sprintf("%s %s not supported by the builder (its platforms: %s): %s", joinAnd(e.Platforms), verb, strings.Join(e.Supported, ", "), e.Fix)
+	return fmt.Sprintf("not supported by the builder (its platforms: %s): %s", strings.Join(e.Supported, ", "), strings.Join(why, "; "))
 }
 
 // BuildError is a build that ran and failed.
@@ -135,16 +182,6 @@ func (e *BuildError) PrintSources(w io.Writer) {
 	for _, s := range e.Sources {
 		s.Print(w)
 	}
-}
-
-func joinAnd(ss []string) string {
-	switch len(ss) {
-	case 0:
-		return ""
-	case 1:
-		return ss[0]
-	}
-	return strings.Join(ss[:len(ss)-1], ", ") + " and " + ss[len(ss)-1]
 }
 
 // Build runs one multi-platform Dockerfile build on buildkitd: one solve
@@ -196,10 +233,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if len(have) == 0 {
 		return nil, &DaemonError{Addr: opt.Addr, Err: errors.New("it has no worker")}
 	}
-	if len(want) == 0 {
-		want = defaultPlatforms(have)
-	}
-	if err := checkPlatforms(want, have, opt.BinfmtMount); err != nil {
+	if want, err = choosePlatforms(want, have, opt.BinfmtMount); err != nil {
 		return nil, err
 	}
 	attrs["platform"] = strings.Join(want, ",")
@@ -213,7 +247,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	}
 	disp, err := progressui.NewDisplay(opt.ProgressOutput, mode)
 	if err != nil {
-		return nil, &UsageError{Err: fmt.Errorf("--progress %s: %w", mode, err)}
+		return nil, &UsageError{Option: "Progress", Value: string(mode), Err: err}
 	}
 	ch := make(chan *client.SolveStatus)
 	eg, ectx := errgroup.WithContext(ctx)
@@ -243,7 +277,7 @@ func progressMode(s string) (progressui.DisplayMode, error) {
 	case progressui.PlainMode, progressui.TtyMode, progressui.QuietMode, progressui.RawJSONMode:
 		return m, nil
 	}
-	return "", usageErr("--progress %q: want auto, plain, tty, quiet or rawjson", s)
+	return "", &UsageError{Option: "Progress", Value: s, Err: errors.New("want auto, plain, tty, quiet or rawjson")}
 }
 
 // frontendInputs checks the context, Dockerfile and build args and returns
@@ -273,7 +307,7 @@ func frontendInputs(opt BuildOptions) (map[string]string, map[string]fsutil.FS, 
 	for _, kv := range opt.BuildArgs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, nil, usageErr("--build-arg %q: want KEY=VALUE", kv)
+			return nil, nil, &UsageError{Option: "BuildArgs", Value: kv, Err: errors.New("want KEY=VALUE")}
 		}
 		attrs["build-arg:"+k] = v
 	}
@@ -315,140 +349,6 @@ func InsecureRegistry(ref string, insecure []string) bool {
 	return isInsecure(ref, insecureSet(insecure))
 }
 
-// exportEntries turns -t/--push and --output into BuildKit's exports.
-func exportEntries(opt BuildOptions, insecure map[string]bool) ([]client.ExportEntry, error) {
-	if opt.Push && len(opt.Tags) == 0 {
-		return nil, usageErr("--push needs an image name: give one with -t")
-	}
-	for _, t := range opt.Tags {
-		if t == "" || strings.ContainsAny(t, ", \t") {
-			return nil, usageErr("-t %q: not an image reference", t)
-		}
-	}
-	var out []client.ExportEntry
-	names := strings.Join(opt.Tags, ",")
-	markInsecure := func(attrs map[string]string, names string) {
-		if _, set := attrs[string(exptypes.OptKeyInsecure)]; set || names == "" {
-			return
-		}
-		for _, n := range strings.Split(names, ",") {
-			if isInsecure(n, insecure) {
-				attrs[string(exptypes.OptKeyInsecure)] = "true"
-				return
-			}
-		}
-	}
-	for _, spec := range opt.Outputs {
-		e, err := parseOutput(spec)
-		if err != nil {
-			return nil, err
-		}
-		switch e.Type {
-		case client.ExporterImage:
-			if e.Attrs["name"] == "" && names != "" {
-				e.Attrs["name"] = names
-			}
-			if opt.Push && e.Attrs["push"] == "" {
-				e.Attrs["push"] = "true"
-			}
-			markInsecure(e.Attrs, e.Attrs["name"])
-		case client.ExporterOCI, client.ExporterDocker:
-			if e.Attrs["name"] == "" && names != "" {
-				e.Attrs["name"] = names
-			}
-		}
-		out = append(out, e)
-	}
-	hasImage := slices.ContainsFunc(out, func(e client.ExportEntry) bool { return e.Type == client.ExporterImage })
-	if len(opt.Tags) > 0 && !hasImage {
-		attrs := map[string]string{"name": names}
-		if opt.Push {
-			attrs["push"] = "true"
-		}
-		markInsecure(attrs, names)
-		out = append(out, client.ExportEntry{Type: client.ExporterImage, Attrs: attrs})
-	}
-	return out, nil
-}
-
-// parseOutput parses one --output spec (comma-separated key=value, with
-// CSV quoting). The file of a file output is only created when BuildKit
-// writes it.
-func parseOutput(spec string) (client.ExportEntry, error) {
-	e := client.ExportEntry{Attrs: map[string]string{}}
-	r := csv.NewReader(strings.NewReader(spec))
-	r.LazyQuotes = true
-	fields, err := r.Read()
-	if err != nil {
-		return e, usageErr("--output %q: %v", spec, err)
-	}
-	for _, f := range fields {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return e, usageErr("--output %q: %q is not key=value", spec, f)
-		}
-		k = strings.ToLower(strings.TrimSpace(k))
-		if k == "type" {
-			e.Type = v
-		} else {
-			e.Attrs[k] = v
-		}
-	}
-	if e.Type == "registry" { // docker buildx's shorthand
-		e.Type = client.ExporterImage
-		e.Attrs["push"] = "true"
-	}
-	dest := e.Attrs["dest"]
-	delete(e.Attrs, "dest")
-	file, dir := false, false
-	switch e.Type {
-	case "":
-		return e, usageErr("--output %q: no type= (oci, docker, tar, local, image)", spec)
-	case client.ExporterLocal:
-		dir = true
-	case client.ExporterTar:
-		file = true
-	case client.ExporterOCI, client.ExporterDocker:
-		tar := true
-		if v, ok := e.Attrs["tar"]; ok {
-			if tar, err = strconv.ParseBool(v); err != nil {
-				return e, usageErr("--output %q: tar=%q: want true or false", spec, v)
-			}
-		}
-		file, dir = tar, !tar
-	case client.ExporterImage:
-		if dest != "" {
-			return e, usageErr("--output %q: type=image takes no dest", spec)
-		}
-		return e, nil
-	default:
-		return e, usageErr("--output %q: unknown type %q (oci, docker, tar, local, image, registry)", spec, e.Type)
-	}
-	if dest == "" {
-		return e, usageErr("--output %q: type=%s needs dest=", spec, e.Type)
-	}
-	if dir {
-		e.OutputDir = dest
-		return e, nil
-	}
-	if file {
-		if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
-			return e, usageErr("--output %q: %s is a directory", spec, dest)
-		}
-		var once sync.Once
-		e.Output = func(map[string]string) (io.WriteCloser, error) {
-			var f *os.File
-			var err error
-			once.Do(func() { f, err = os.Create(dest) })
-			if f == nil && err == nil {
-				err = fmt.Errorf("%s: written twice", dest)
-			}
-			return f, err
-		}
-	}
-	return e, nil
-}
-
 // authProvider gives buildkitd the credentials of ~/.docker/config.json.
 func authProvider(insecure map[string]bool) session.Attachable {
 	tls := map[string]*authprovider.AuthTLSConfig{}
@@ -461,13 +361,39 @@ func authProvider(insecure map[string]bool) session.Attachable {
 	})
 }
 
-// defaultPlatforms picks one platform per OS and architecture from the
-// worker's list (the first it lists: linux/amd64 rather than its v2, v3
-// variants).
-func defaultPlatforms(have []ocispecs.Platform) []string {
+// choosePlatforms decides what `mabd build` builds for: the platforms
+// asked for (--platform, normalized by [NormalizePlatforms]), each of
+// which one of the worker's platforms must run; or, when none is asked
+// for, every platform the worker reports, one per OS and architecture
+// (the first it lists: linux/amd64 rather than its v2, v3 variants).
+// Platforms the worker does not run are refused with an
+// *[UnsupportedPlatformError] that says, from the binfmt_misc table at
+// binfmtMount ("" for the host's), why each is missing.
+func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount string) ([]string, error) {
+	if len(asked) == 0 {
+		return onePerArch(worker), nil
+	}
+	var bad []UnsupportedPlatform
+	for _, a := range asked {
+		p, err := platforms.Parse(a)
+		if err != nil {
+			return nil, &UsageError{Err: err}
+		}
+		if !runs(worker, p) {
+			bad = append(bad, whyUnsupported(a, binfmtMount))
+		}
+	}
+	if len(bad) > 0 {
+		return nil, &UnsupportedPlatformError{Unsupported: bad, Supported: onePerArch(worker)}
+	}
+	return asked, nil
+}
+
+// onePerArch keeps the first platform of each OS and architecture.
+func onePerArch(ps []ocispecs.Platform) []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, p := range have {
+	for _, p := range ps {
 		p = platforms.Normalize(p)
 		k := p.OS + "/" + p.Architecture
 		if !seen[k] {
@@ -478,67 +404,34 @@ func defaultPlatforms(have []ocispecs.Platform) []string {
 	return out
 }
 
-// supports: one of the worker's platforms runs p (the same architecture,
-// the same or a later variant).
-func supports(have []ocispecs.Platform, p ocispecs.Platform) bool {
+// runs: one of the worker's platforms runs p (the same architecture, the
+// same or a later variant).
+func runs(worker []ocispecs.Platform, p ocispecs.Platform) bool {
 	p = platforms.Normalize(p)
-	for _, h := range have {
-		h = platforms.Normalize(h)
-		if h.OS == p.OS && h.Architecture == p.Architecture && platforms.Only(h).Match(p) {
+	for _, w := range worker {
+		w = platforms.Normalize(w)
+		if w.OS == p.OS && w.Architecture == p.Architecture && platforms.Only(w).Match(p) {
 			return true
 		}
 	}
 	return false
 }
 
-// checkPlatforms refuses the platforms none of the worker's runs.
-func checkPlatforms(want []string, have []ocispecs.Platform, mount string) error {
-	var bad []string
-	for _, w := range want {
-		p, err := platforms.Parse(w)
-		if err != nil {
-			return &UsageError{Err: err}
-		}
-		if !supports(have, p) {
-			bad = append(bad, w)
-		}
+// whyUnsupported looks up what the binfmt_misc table at mount has for a
+// platform the worker does not run.
+func whyUnsupported(platform, mount string) UnsupportedPlatform {
+	u := UnsupportedPlatform{Platform: platform, Reason: NoEmulator}
+	a, err := binfmt.Lookup(platform)
+	if err != nil || a.Platform == "" {
+		return u
 	}
-	if len(bad) == 0 {
-		return nil
+	u.Arch = a.Name
+	if binfmt.IsNative(a.Name) {
+		u.Reason = HandlerReady
+	} else if e, err := (binfmt.Mount{Dir: mount}).Entry(a.HandlerName()); err == nil && e.Enabled {
+		u.Reason = HandlerReady
+	} else {
+		u.Reason = NoHandler
 	}
-	return &UnsupportedPlatformError{Platforms: bad, Supported: defaultPlatforms(have), Fix: platformFix(bad, mount)}
-}
-
-// platformFix says how to make the builder support the platforms bad.
-func platformFix(bad []string, mount string) string {
-	var install, registered, native, unknown []string
-	m := binfmt.Mount{Dir: mount}
-	for _, b := range bad {
-		a, err := emulator.LookupArch(b)
-		switch {
-		case err != nil || a.Platform == "":
-			unknown = append(unknown, b)
-		case binfmt.IsNative(a.Name):
-			native = append(native, b)
-		default:
-			if e, err := m.Entry(a.HandlerName()); err == nil && e.Enabled {
-				registered = append(registered, b)
-			} else {
-				install = append(install, a.Name)
-			}
-		}
-	}
-	var fixes []string
-	if len(install) == 1 {
-		fixes = append(fixes, fmt.Sprintf("register its emulator with `mabd install %s`", install[0]))
-	} else if len(install) > 1 {
-		fixes = append(fixes, fmt.Sprintf("register their emulators with `mabd install %s`", strings.Join(install, " ")))
-	}
-	if len(registered)+len(native) > 0 {
-		fixes = append(fixes, fmt.Sprintf("add %s to the builder's platforms (its emulator is ready)", joinAnd(append(registered, native...))))
-	}
-	if len(unknown) > 0 {
-		fixes = append(fixes, fmt.Sprintf("no emulator mabd knows runs %s", joinAnd(unknown)))
-	}
-	return strings.Join(fixes, "; ")
+	return u
 }

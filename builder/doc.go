@@ -37,7 +37,16 @@
 // [Build] is `mabd build`: it sends a Dockerfile build for several
 // platforms to buildkitd as one solve with BuildKit's built-in Dockerfile
 // frontend, shows BuildKit's own progress display, exports the result (to a
-// registry, an OCI tarball or a local directory) and returns the image
-// digest. Platforms the worker does not support are refused before the
-// build starts, with the `mabd install` that fixes it.
+// registry, an OCI tarball or a local directory; [ParseOutput] reads the
+// output specs) and returns the image digest. choosePlatforms decides the
+// platforms: those asked for, or every platform the worker reports, one per
+// architecture. Platforms the worker does not support are refused before
+// the build starts with an [UnsupportedPlatformError] that says, from the
+// binfmt_misc table, why each is missing; the caller words the fix (`mabd
+// build` names the `mabd install` that registers the emulator).
+//
+// Errors are typed and carry the facts ([UsageError], [DaemonError],
+// [UnsupportedPlatformError], [BuildError], [BinaryError]); they name no
+// command-line flag and no fix: the CLI and the daemon word those for
+// their own users.
 package builder

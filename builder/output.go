@@ -1,84 +1,181 @@
 package builder
 
 import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
-	"go.uber.org/zap"
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 )
 
-// tailWriter receives buildkitd's output: it logs each line (at debug
-// level, warnings and errors at warn) and keeps the last few.
-type tailWriter struct {
-	mu      sync.Mutex
-	log     *zap.Logger
-	partial []byte
-	lines   []string
-	max     int
+// Output is one output of a build ([BuildOptions.Outputs]), parsed by
+// [ParseOutput]: a BuildKit exporter and where it writes.
+type Output struct {
+	// Type is the exporter: "oci", "docker", "tar", "local" or "image"
+	// (docker buildx's "registry" is "image" with push=true).
+	Type string
+	// Dest is the file or, when Dir is set, the directory the exporter
+	// writes; "" for "image", which writes to an image store or registry.
+	Dest string
+	// Dir says that Dest is a directory: type=local, and type=oci or
+	// type=docker with tar=false (an OCI image layout directory).
+	Dir bool
+	// Attrs are the exporter's other attributes (name, push, tar, …),
+	// with their keys in lower case.
+	Attrs map[string]string
 }
 
-func newTailWriter(log *zap.Logger, max int) *tailWriter {
-	if log == nil {
-		log = zap.NewNop()
+// ParseOutput parses an output spec, BuildKit's and docker buildx's
+// syntax: comma-separated key=value pairs with CSV quoting, one of them
+// type= ("type=oci,dest=out.tar", "type=local,dest=DIR",
+// "type=image,name=REF,push=true"). A spec that does not parse, lacks a
+// dest= its type needs, or whose file dest is an existing directory, is a
+// *[UsageError] with Option "Outputs". Nothing is created: a file is only
+// created when BuildKit writes it.
+func ParseOutput(spec string) (Output, error) {
+	bad := func(format string, args ...any) (Output, error) {
+		return Output{}, &UsageError{Option: "Outputs", Value: spec, Err: fmt.Errorf(format, args...)}
 	}
-	return &tailWriter{log: log, max: max}
-}
-
-func (w *tailWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.partial = append(w.partial, b...)
-	for {
-		i := strings.IndexByte(string(w.partial), '\n')
-		if i < 0 {
-			break
+	o := Output{Attrs: map[string]string{}}
+	r := csv.NewReader(strings.NewReader(spec))
+	r.LazyQuotes = true
+	fields, err := r.Read()
+	if err != nil {
+		return bad("%v", err)
+	}
+	for _, f := range fields {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			return bad("%q is not key=value", f)
 		}
-		w.line(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
-	}
-	if len(w.partial) > 64*1024 { // a line without end: take it as is
-		w.line(string(w.partial))
-		w.partial = nil
-	}
-	return len(b), nil
-}
-
-func (w *tailWriter) line(l string) {
-	l = strings.TrimRight(l, "\r")
-	if strings.TrimSpace(l) == "" {
-		return
-	}
-	if strings.Contains(l, "level=error") || strings.Contains(l, "level=fatal") || strings.Contains(l, "level=warning") || strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "buildkitd:") {
-		w.log.Warn(l, zap.String("from", "buildkitd"))
-	} else {
-		w.log.Debug(l, zap.String("from", "buildkitd"))
-	}
-	w.lines = append(w.lines, l)
-	if len(w.lines) > w.max {
-		w.lines = w.lines[len(w.lines)-w.max:]
-	}
-}
-
-// last returns the last line that looks like an error, or else the last
-// line.
-func (w *tailWriter) last() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for i := len(w.lines) - 1; i >= 0; i-- {
-		l := w.lines[i]
-		if strings.Contains(l, "level=fatal") || strings.Contains(l, "level=error") || strings.HasPrefix(l, "buildkitd:") || strings.HasPrefix(l, "panic:") {
-			return l
+		switch k = strings.ToLower(strings.TrimSpace(k)); k {
+		case "type":
+			o.Type = v
+		case "dest":
+			o.Dest = v
+		default:
+			o.Attrs[k] = v
 		}
 	}
-	if len(w.lines) > 0 {
-		return w.lines[len(w.lines)-1]
+	if o.Type == "registry" { // docker buildx's shorthand
+		o.Type = client.ExporterImage
+		o.Attrs["push"] = "true"
 	}
-	return ""
+	switch o.Type {
+	case "":
+		return bad("no type= (oci, docker, tar, local, image)")
+	case client.ExporterLocal:
+		o.Dir = true
+	case client.ExporterTar:
+	case client.ExporterOCI, client.ExporterDocker:
+		if v, ok := o.Attrs["tar"]; ok {
+			tar, err := strconv.ParseBool(v)
+			if err != nil {
+				return bad("tar=%q: want true or false", v)
+			}
+			o.Dir = !tar
+		}
+	case client.ExporterImage:
+		if o.Dest != "" {
+			return bad("type=image takes no dest")
+		}
+		return o, nil
+	default:
+		return bad("unknown type %q (oci, docker, tar, local, image, registry)", o.Type)
+	}
+	if o.Dest == "" {
+		return bad("type=%s needs dest=", o.Type)
+	}
+	if !o.Dir {
+		if fi, err := os.Stat(o.Dest); err == nil && fi.IsDir() {
+			return bad("%s is a directory", o.Dest)
+		}
+	}
+	return o, nil
 }
 
-// Lines returns the lines kept.
-func (w *tailWriter) Lines() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.lines...)
+// exportEntry is o as BuildKit's client takes it.
+func (o Output) exportEntry() client.ExportEntry {
+	e := client.ExportEntry{Type: o.Type, Attrs: o.Attrs}
+	switch {
+	case o.Dest == "":
+	case o.Dir:
+		e.OutputDir = o.Dest
+	default:
+		dest := o.Dest
+		var once sync.Once
+		e.Output = func(map[string]string) (io.WriteCloser, error) {
+			var f *os.File
+			var err error
+			once.Do(func() { f, err = os.Create(dest) })
+			if f == nil && err == nil {
+				err = fmt.Errorf("%s: written twice", dest)
+			}
+			return f, err
+		}
+	}
+	return e
+}
+
+// exportEntries turns -t/--push and --output into BuildKit's exports.
+func exportEntries(opt BuildOptions, insecure map[string]bool) ([]client.ExportEntry, error) {
+	if opt.Push && len(opt.Tags) == 0 {
+		return nil, &UsageError{Option: "Push", Err: errors.New("no image name (Tags) to push")}
+	}
+	for _, t := range opt.Tags {
+		if t == "" || strings.ContainsAny(t, ", \t") {
+			return nil, &UsageError{Option: "Tags", Value: t, Err: errors.New("not an image reference")}
+		}
+	}
+	var out []client.ExportEntry
+	names := strings.Join(opt.Tags, ",")
+	markInsecure := func(attrs map[string]string, names string) {
+		if _, set := attrs[string(exptypes.OptKeyInsecure)]; set || names == "" {
+			return
+		}
+		for _, n := range strings.Split(names, ",") {
+			if isInsecure(n, insecure) {
+				attrs[string(exptypes.OptKeyInsecure)] = "true"
+				return
+			}
+		}
+	}
+	for _, spec := range opt.Outputs {
+		o, err := ParseOutput(spec)
+		if err != nil {
+			return nil, err
+		}
+		switch o.Type {
+		case client.ExporterImage:
+			if o.Attrs["name"] == "" && names != "" {
+				o.Attrs["name"] = names
+			}
+			if opt.Push && o.Attrs["push"] == "" {
+				o.Attrs["push"] = "true"
+			}
+			markInsecure(o.Attrs, o.Attrs["name"])
+		case client.ExporterOCI, client.ExporterDocker:
+			if o.Attrs["name"] == "" && names != "" {
+				o.Attrs["name"] = names
+			}
+		}
+		out = append(out, o.exportEntry())
+	}
+	hasImage := slices.ContainsFunc(out, func(e client.ExportEntry) bool { return e.Type == client.ExporterImage })
+	if len(opt.Tags) > 0 && !hasImage {
+		attrs := map[string]string{"name": names}
+		if opt.Push {
+			attrs["push"] = "true"
+		}
+		markInsecure(attrs, names)
+		out = append(out, client.ExportEntry{Type: client.ExporterImage, Attrs: attrs})
+	}
+	return out, nil
 }

@@ -25,7 +25,6 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder"
-	"mabd/emulator"
 	"mabd/testing/fixtures"
 )
 
@@ -116,7 +115,7 @@ func Start(t testing.TB, platforms ...string) *builder.Supervisor {
 // registered is removed when the last test process using it is done.
 func Handler(t testing.TB, platform string) {
 	t.Helper()
-	a, err := emulator.LookupArch(platform)
+	a, err := binfmt.Lookup(platform)
 	if err != nil {
 		t.Fatalf("buildertest: %v", err)
 	}
@@ -194,7 +193,7 @@ func Handler(t testing.TB, platform string) {
 // Registered reports whether the host's table has an enabled handler for
 // the architecture (a QEMU name, alias or platform).
 func Registered(arch string) bool {
-	a, err := emulator.LookupArch(arch)
+	a, err := binfmt.Lookup(arch)
 	if err != nil {
 		return false
 	}

@@ -49,7 +49,15 @@ platform or unreachable builder.`,
   mabd build --platform linux/arm64 --output type=local,dest=out examples/hello`,
 		Args: cobra.ExactArgs(1),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
-			if doAudit && auditRef(opt) == "" {
+			if !doAudit {
+				return nil
+			}
+			ref, err := auditRef(opt)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", buildMessage(err))
+				return exitCode(exitError)
+			}
+			if ref == "" {
 				return fmt.Errorf("--audit needs an image to read: --push with -t, or --output type=oci,dest=FILE")
 			}
 			return nil
@@ -69,7 +77,7 @@ platform or unreachable builder.`,
 					fmt.Fprintln(errw, "mabd build:", err)
 					return exitCode(exitDegraded)
 				}
-				fmt.Fprintln(errw, "mabd build:", err)
+				fmt.Fprintln(errw, "mabd build:", buildMessage(err))
 				return exitCode(exitError)
 			}
 			if res.Digest != "" {
@@ -95,29 +103,113 @@ platform or unreachable builder.`,
 	return cmd
 }
 
+// buildFlags name the flag of each builder.BuildOptions field that a
+// builder.UsageError can be about.
+var buildFlags = map[string]string{
+	"Outputs":   "--output",
+	"Progress":  "--progress",
+	"BuildArgs": "--build-arg",
+	"Tags":      "-t",
+	"Push":      "--push",
+}
+
+// buildMessage words an error of builder.Build (or builder.ParseOutput)
+// for the user of mabd build: the flag at fault, and what fixes it.
+func buildMessage(err error) string {
+	var ue *builder.UsageError
+	if errors.As(err, &ue) && ue.Option != "" {
+		flag := buildFlags[ue.Option]
+		switch {
+		case ue.Option == "Push":
+			return "--push needs an image name: give one with -t"
+		case flag == "":
+			return err.Error()
+		case ue.Value == "":
+			return flag + ": " + ue.Err.Error()
+		}
+		return fmt.Sprintf("%s %q: %v", flag, ue.Value, ue.Err)
+	}
+	var de *builder.DaemonError
+	if errors.As(err, &de) {
+		return err.Error() + ": is it running? (--addr selects another)"
+	}
+	var pe *builder.UnsupportedPlatformError
+	if errors.As(err, &pe) {
+		return unsupportedMessage(pe)
+	}
+	return err.Error()
+}
+
+// unsupportedMessage refuses the platforms the builder does not support,
+// with the mabd command that fixes each.
+func unsupportedMessage(e *builder.UnsupportedPlatformError) string {
+	var asked, install, ready, unknown []string
+	for _, u := range e.Unsupported {
+		asked = append(asked, u.Platform)
+		switch u.Reason {
+		case builder.NoHandler:
+			install = append(install, u.Arch)
+		case builder.HandlerReady:
+			ready = append(ready, u.Platform)
+		default:
+			unknown = append(unknown, u.Platform)
+		}
+	}
+	var fixes []string
+	if len(install) == 1 {
+		fixes = append(fixes, fmt.Sprintf("register its emulator with `mabd install %s`", install[0]))
+	} else if len(install) > 1 {
+		fixes = append(fixes, fmt.Sprintf("register their emulators with `mabd install %s`", strings.Join(install, " ")))
+	}
+	if len(ready) > 0 {
+		fixes = append(fixes, fmt.Sprintf("add %s to the builder's platforms (its emulator is ready)", joinAnd(ready)))
+	}
+	if len(unknown) > 0 {
+		fixes = append(fixes, fmt.Sprintf("no emulator mabd knows runs %s", joinAnd(unknown)))
+	}
+	verb := "is"
+	if len(asked) > 1 {
+		verb = "are"
+	}
+	return fmt.Sprintf("%s %s not supported by the builder (its platforms: %s): %s", joinAnd(asked), verb, strings.Join(e.Supported, ", "), strings.Join(fixes, "; "))
+}
+
+// joinAnd joins "a", "b" and "c" as "a, b and c".
+func joinAnd(ss []string) string {
+	if len(ss) < 2 {
+		return strings.Join(ss, "")
+	}
+	return strings.Join(ss[:len(ss)-1], ", ") + " and " + ss[len(ss)-1]
+}
+
 // auditRef is what `mabd build --audit` reads back: the first pushed tag,
-// else the OCI tarball of a type=oci output; "" when there is neither.
-func auditRef(opt builder.BuildOptions) string {
+// else the OCI image layout (tarball or directory) of a type=oci output;
+// "" when there is neither. An output that does not parse is an error.
+func auditRef(opt builder.BuildOptions) (string, error) {
+	var ref string
+	for _, spec := range opt.Outputs {
+		o, err := builder.ParseOutput(spec)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case ref != "" || o.Type != "oci" || o.Dest == "-":
+		case o.Dir:
+			ref = manifest.LayoutPrefix + o.Dest
+		default:
+			ref = manifest.ArchivePrefix + o.Dest
+		}
+	}
 	if opt.Push && len(opt.Tags) > 0 {
-		return opt.Tags[0]
+		return opt.Tags[0], nil
 	}
-	for _, o := range opt.Outputs {
-		fields := map[string]string{}
-		for _, kv := range strings.Split(o, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			fields[k] = v
-		}
-		if fields["type"] == "oci" && fields["dest"] != "" && fields["dest"] != "-" {
-			return "oci-archive:" + fields["dest"]
-		}
-	}
-	return ""
+	return ref, nil
 }
 
 // auditBuilt runs the image audit on what the build produced; the report
 // goes to stderr (stdout holds the digest), a mismatch exits 1.
 func auditBuilt(cmd *cobra.Command, opt builder.BuildOptions) error {
-	ref := auditRef(opt)
+	ref, _ := auditRef(opt) // Build parsed the outputs
 	insecure := builder.InsecureRegistry(ref, opt.InsecureRegistries)
 	rep, err := audit.Audit(cmd.Context(), ref, audit.Options{Options: manifest.Options{Insecure: insecure}})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"mabd/binfmt"
+	"mabd/builder"
 	"mabd/builder/buildertest"
 	"mabd/testing/fixtures"
 	"mabd/testing/registry"
@@ -362,5 +363,58 @@ func TestBuildHandlerKeepsPreexisting(t *testing.T) {
 	t.Run("Test", func(t *testing.T) { buildertest.Handler(t, "linux/arm64") })
 	if _, err := m.Entry(a.HandlerName()); err != nil {
 		t.Fatalf("the pre-existing handler is gone: %v", err)
+	}
+}
+
+// TestBuildMessage: what mabd build says for the builder's typed errors.
+func TestBuildMessage(t *testing.T) {
+	unsupported := func(us ...builder.UnsupportedPlatform) error {
+		return &builder.UnsupportedPlatformError{Unsupported: us, Supported: []string{"linux/amd64", "linux/arm64"}}
+	}
+	_, outputErr := builder.ParseOutput("type=oci")
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{outputErr, `--output "type=oci": type=oci needs dest=`},
+		{&builder.UsageError{Option: "Progress", Value: "fancy", Err: errors.New("want auto, plain, tty, quiet or rawjson")}, `--progress "fancy": want auto, plain, tty, quiet or rawjson`},
+		{&builder.UsageError{Option: "Push", Err: errors.New("no image name (Tags) to push")}, "--push needs an image name: give one with -t"},
+		{&builder.UsageError{Err: errors.New("no Dockerfile at /x/Dockerfile")}, "no Dockerfile at /x/Dockerfile"},
+		{&builder.DaemonError{Addr: "unix:///x.sock", Err: errors.New("connection refused")}, "cannot reach the builder (buildkitd) at unix:///x.sock: connection refused: is it running? (--addr selects another)"},
+		{unsupported(builder.UnsupportedPlatform{Platform: "linux/s390x", Arch: "s390x", Reason: builder.NoHandler}),
+			"linux/s390x is not supported by the builder (its platforms: linux/amd64, linux/arm64): register its emulator with `mabd install s390x`"},
+		{unsupported(
+			builder.UnsupportedPlatform{Platform: "linux/s390x", Arch: "s390x", Reason: builder.NoHandler},
+			builder.UnsupportedPlatform{Platform: "linux/ppc64le", Arch: "ppc64le", Reason: builder.NoHandler},
+			builder.UnsupportedPlatform{Platform: "linux/riscv64", Arch: "riscv64", Reason: builder.HandlerReady},
+			builder.UnsupportedPlatform{Platform: "linux/sparc", Reason: builder.NoEmulator}),
+			"linux/s390x, linux/ppc64le, linux/riscv64 and linux/sparc are not supported by the builder (its platforms: linux/amd64, linux/arm64): " +
+				"register their emulators with `mabd install s390x ppc64le`; add linux/riscv64 to the builder's platforms (its emulator is ready); no emulator mabd knows runs linux/sparc"},
+	} {
+		if got := buildMessage(c.err); got != c.want {
+			t.Errorf("%v:\n got %s\nwant %s", c.err, got, c.want)
+		}
+	}
+}
+
+// TestAuditRef: what mabd build --audit reads back.
+func TestAuditRef(t *testing.T) {
+	for _, c := range []struct {
+		opt  builder.BuildOptions
+		want string
+		fail bool
+	}{
+		{opt: builder.BuildOptions{Tags: []string{"r/a:1", "r/a:2"}, Push: true, Outputs: []string{"type=oci,dest=x.tar"}}, want: "r/a:1"},
+		{opt: builder.BuildOptions{Tags: []string{"r/a:1"}, Outputs: []string{"type=local,dest=out", "type=oci,dest=x.tar", "type=oci,dest=y.tar"}}, want: "oci-archive:x.tar"},
+		{opt: builder.BuildOptions{Outputs: []string{`"type=oci","dest=a,b.tar"`}}, want: "oci-archive:a,b.tar"},
+		{opt: builder.BuildOptions{Outputs: []string{"type=oci,dest=dir,tar=false"}}, want: "oci-layout:dir"},
+		{opt: builder.BuildOptions{Outputs: []string{"type=oci,dest=-"}}, want: ""},
+		{opt: builder.BuildOptions{Tags: []string{"r/a:1"}}, want: ""},
+		{opt: builder.BuildOptions{Outputs: []string{"type=oci"}}, fail: true},
+	} {
+		got, err := auditRef(c.opt)
+		if got != c.want || (err != nil) != c.fail {
+			t.Errorf("%+v: %q, %v; want %q", c.opt, got, err, c.want)
+		}
 	}
 }
