@@ -145,7 +145,7 @@ func (s *Schema[T]) Decode(file string, data []byte, v *T) (lines map[string]int
 	}
 	pre := s.checkKeys(keys)
 	derr := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(v)
-	errs = firstErrors(append(pre, s.decodeErrors(derr)...))
+	errs = firstErrors(append(pre, s.decodeErrors(derr, pre)...))
 	for _, e := range errs {
 		e.File = file
 	}
@@ -251,20 +251,32 @@ func firstErrors(errs []*Error) []*Error {
 }
 
 // decodeErrors turns what go-toml's decoder returned into Errors. Most
-// of them the check of the document has found already (firstErrors keeps
-// the first); syntax errors and keys or tables defined twice are only
-// go-toml's.
-func (s *Schema[T]) decodeErrors(err error) []*Error {
+// of them the check of the document (pre) has found already (firstErrors
+// keeps the first); syntax errors and keys or tables defined twice are
+// only go-toml's.
+func (s *Schema[T]) decodeErrors(err error, pre []*Error) []*Error {
 	if err == nil {
 		return nil
 	}
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
+		// The check finds every unknown key go-toml finds, but names some
+		// otherwise: go-toml gives the whole path where the check names
+		// its first unknown part (primry.max_conns, primry), and a path
+		// relative to an inline table inside one (also inside an inline
+		// table given where a value belongs, which the check reports as a
+		// value of the wrong type). So an unknown key of go-toml's on a
+		// line where the check found something wrong is that.
+		checked := map[int]bool{}
+		for _, e := range pre {
+			checked[e.Line] = true
+		}
 		var out []*Error
 		for i := range strict.Errors {
 			e := &strict.Errors[i]
-			line, _ := e.Position()
-			out = append(out, s.unknownKey(e.Key(), line, strings.Contains(e.Error(), "table")))
+			if line, _ := e.Position(); !checked[line] {
+				out = append(out, s.unknownKey(e.Key(), line, strings.Contains(e.Error(), "table")))
+			}
 		}
 		return out
 	}

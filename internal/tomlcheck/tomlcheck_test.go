@@ -210,6 +210,24 @@ func TestUnknownKeys(t *testing.T) {
 	}
 }
 
+// TestUnknownKeyOnce: an unknown key is reported once, however go-toml
+// names it (in full for a dotted key, relative to an inline table).
+func TestUnknownKeyOnce(t *testing.T) {
+	for doc, want := range map[string]string{
+		"primry.max_conns = 1\n":       `s.toml:1: unknown table [primry] (did you mean [primary]?)`,
+		"backup = { wiat = \"1s\" }\n": `s.toml:1: unknown key "backup.wiat" (did you mean "backup.wait"?)`,
+		"[primary]\nx.y = 1\n":         `s.toml:2: unknown table [primary.x]`,
+		"backup.wiat = 0\n":            `s.toml:1: unknown key "backup.wiat" (did you mean "backup.wait"?)`,
+		"timeout = { x = 1 }\n":        `s.toml:1: key "timeout": must be a duration like "2s", not a table`,
+	} {
+		var s settings
+		_, errs := schema.Decode("s.toml", []byte(doc), &s)
+		if got := Join(errs); got == nil || got.Error() != want {
+			t.Errorf("%q:\ngot  %v\nwant %s", doc, got, want)
+		}
+	}
+}
+
 func TestErrorFormat(t *testing.T) {
 	tests := []struct {
 		e    *Error
