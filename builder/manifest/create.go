@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -63,9 +64,50 @@ type Created struct {
 	// Entries are its images, in order; attestations are left out.
 	Entries []Entry `json:"entries"`
 	// Warnings are things the caller should know: an index entry whose
-	// platform disagrees with its config, manifests mixing formats,
-	// entries of a source index that were dropped.
+	// platform disagrees with its config, entries of a source index that
+	// were dropped.
 	Warnings []string `json:"warnings,omitempty"`
+	// MatchingFormat is set when the index's format is not that of the
+	// image manifests it lists (a Docker manifest list of OCI manifests,
+	// an OCI index of Docker manifests), which some clients refuse: it is
+	// the format ([FormatOCI], [FormatDocker]) that would match them.
+	MatchingFormat string `json:"matchingFormat,omitempty"`
+}
+
+// ErrDockerAnnotations refuses annotations on a Docker manifest list,
+// which has none.
+var ErrDockerAnnotations = errors.New("a Docker manifest list has no annotations")
+
+// ConflictError refuses different images of one platform: from two or
+// more sources when no override says which one wins, or from the one
+// source an override names.
+type ConflictError struct {
+	// Platform is the platform ("linux/amd64").
+	Platform string
+	// Override is the source [CreateOptions.Overrides] names for the
+	// platform, "" when it names none.
+	Override string
+	// Images are the different images of it, in the order of the sources.
+	Images []SourceImage
+}
+
+// SourceImage is an image of a source of [Create].
+type SourceImage struct {
+	// Source is the source, as given.
+	Source string
+	// Digest is the image manifest's digest.
+	Digest v1.Hash
+}
+
+func (e *ConflictError) Error() string {
+	var who []string
+	for _, i := range e.Images {
+		who = append(who, fmt.Sprintf("%s (%s)", i.Source, i.Digest))
+	}
+	if e.Override != "" {
+		return fmt.Sprintf("%s: %s has several different %s images: %s", e.Platform, e.Override, e.Platform, strings.Join(who, ", "))
+	}
+	return fmt.Sprintf("two sources have a %s image: %s", e.Platform, strings.Join(who, " and "))
 }
 
 // candidate is an image a source offers for the index.
@@ -129,7 +171,7 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 	case FormatDocker:
 		mt = types.DockerManifestList
 		if len(opt.Annotations) > 0 {
-			return fail(fmt.Errorf("a Docker manifest list has no annotations: use --format oci"))
+			return fail(ErrDockerAnnotations)
 		}
 	default:
 		return fail(fmt.Errorf("unknown format %q: oci or docker", opt.Format))
@@ -216,11 +258,12 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 			add(c, c.desc.Platform)
 		}
 	}
+	matching := ""
 	if mt == types.DockerManifestList && kinds[types.OCIManifestSchema1] {
-		warnings = append(warnings, "a Docker manifest list of OCI image manifests: some clients want Docker manifests in it (use --format oci)")
+		matching = FormatOCI
 	}
 	if mt == types.OCIImageIndex && kinds[types.DockerManifestSchema2] {
-		warnings = append(warnings, "an OCI index of Docker image manifests: some clients want OCI manifests in it (use --format docker)")
+		matching = FormatDocker
 	}
 	raw, err := json.Marshal(im)
 	if err != nil {
@@ -231,7 +274,7 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 	if err := remote.WriteIndex(tref.Name, idx, opt.remoteOptions(ctx)...); err != nil {
 		return nil, fmt.Errorf("push %s: %w", target, registryError(err))
 	}
-	return &Created{Ref: tref.WithDigest(idx.digest), Digest: idx.digest, MediaType: mt, Raw: raw, Entries: entries, Warnings: warnings}, nil
+	return &Created{Ref: tref.WithDigest(idx.digest), Digest: idx.digest, MediaType: mt, Raw: raw, Entries: entries, Warnings: warnings, MatchingFormat: matching}, nil
 }
 
 // choose keeps one image per platform, in the order they were given.
@@ -263,14 +306,11 @@ func choose(cands []candidate, overrides map[string]string) ([]candidate, error)
 		}
 		distinct := uniqueDigests(cs)
 		if len(distinct) > 1 {
-			var who []string
+			ce := &ConflictError{Platform: k, Override: overrides[k]}
 			for _, c := range distinct {
-				who = append(who, fmt.Sprintf("%s (%s)", c.source, c.desc.Digest))
+				ce.Images = append(ce.Images, SourceImage{Source: c.source, Digest: c.desc.Digest})
 			}
-			if _, ok := overrides[k]; ok {
-				return nil, fmt.Errorf("%s: %s has several different %s images: %s", k, overrides[k], k, strings.Join(who, ", "))
-			}
-			return nil, fmt.Errorf("two sources have a %s image: %s; say which one wins with --platform-override %s=SOURCE", k, strings.Join(who, " and "), k)
+			return nil, ce
 		}
 		out = append(out, distinct[0])
 	}

@@ -157,11 +157,17 @@ a registry that did not answer within --timeout, or the push failed.`,
 			}
 			res, err := manifest.Create(cmd.Context(), args[0], args[1:], opt)
 			if err != nil {
-				return registryHint(err)
+				return createHint(err)
 			}
 			errw := cmd.ErrOrStderr()
 			for _, w := range res.Warnings {
 				fmt.Fprintln(errw, "mabd manifest create: warning:", w)
+			}
+			switch res.MatchingFormat {
+			case manifest.FormatOCI:
+				fmt.Fprintln(errw, "mabd manifest create: warning: a Docker manifest list of OCI image manifests: some clients want Docker manifests in it (use --format oci)")
+			case manifest.FormatDocker:
+				fmt.Fprintln(errw, "mabd manifest create: warning: an OCI index of Docker image manifests: some clients want OCI manifests in it (use --format docker)")
 			}
 			for _, e := range res.Entries {
 				fmt.Fprintf(errw, "%-14s %s from %s\n", e.Platform, e.Digest, e.Source)
@@ -200,6 +206,18 @@ func registryHint(err error) error {
 		return fmt.Errorf("%w (check that a registry answers at %s; for a slow one, raise --timeout)", err, te.Host)
 	}
 	return err
+}
+
+// createHint adds to an error of manifest create what to do about it.
+func createHint(err error) error {
+	var ce *manifest.ConflictError
+	switch {
+	case errors.As(err, &ce) && ce.Override == "":
+		return fmt.Errorf("%w; say which one wins with --platform-override %s=SOURCE", err, ce.Platform)
+	case errors.Is(err, manifest.ErrDockerAnnotations):
+		return fmt.Errorf("%w: use --format oci", err)
+	}
+	return registryHint(err)
 }
 
 // keyValues parses K=V flags; a key given twice with different values is

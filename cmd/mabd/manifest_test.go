@@ -338,12 +338,19 @@ func TestManifestCreate(t *testing.T) {
 	base := registry.PushBusyboxBase(t, addr, "base/busybox", "amd64", "arm64")
 	mfPush(t, addr+"/other/s390x:v1", mfBusybox(t, "s390x"))
 	s390Digest := mfDigest(mfSkopeoRaw(t, addr+"/other/s390x:v1"))
-	code, out, _ = mabd(t, "manifest", "create", "--format", "docker", repo+":list", repo+":v1", base, addr+"/other/s390x:v1")
+	code, out, errs = mabd(t, "manifest", "create", "--format", "docker", repo+":list", repo+":v1", base, addr+"/other/s390x:v1")
 	raw = mfSkopeoRaw(t, repo+":list")
 	list := mfParseIndex(t, raw)
 	want[s390Digest] = "linux/s390x"
 	if code != 0 || strings.TrimSpace(out) != mfDigest(raw) || list.MediaType != "application/vnd.docker.distribution.manifest.list.v2+json" || !maps.Equal(list.platforms(), want) {
 		t.Errorf("docker list: %d %s %v, want %v", code, list.MediaType, list.platforms(), want)
+	}
+	oci := false
+	for _, m := range list.Manifests {
+		oci = oci || m.MediaType == "application/vnd.oci.image.manifest.v1+json"
+	}
+	if warned := strings.Contains(errs, "warning: a Docker manifest list of OCI image manifests: some clients want Docker manifests in it (use --format oci)"); warned != oci {
+		t.Errorf("docker list of OCI manifests %v, warned %v:\n%s", oci, warned, errs)
 	}
 	if cf := mfSkopeoConfig(t, repo+":list", "s390x"); cf.Architecture != "s390x" {
 		t.Errorf("the s390x image copied from another repository: %+v", cf)
