@@ -36,7 +36,7 @@ import (
 	"mabd/testing/registry"
 )
 
-// skopeo runs skopeo and returns its stdout.
+// skopeo runs skopeo (for at most a minute) and returns its stdout.
 func skopeo(t *testing.T, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -46,7 +46,7 @@ func skopeo(t *testing.T, args ...string) []byte {
 	cmd.Stderr = &errb
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("skopeo %v: %v\n%s", args, err, errb.String())
+		t.Fatalf("skopeo %v: %v\n%s(install skopeo: make deps)", args, err, errb.String())
 	}
 	return out
 }

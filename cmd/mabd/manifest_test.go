@@ -6,17 +6,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"maps"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -29,25 +26,13 @@ import (
 // mfSkopeoRaw returns what `skopeo inspect --raw` says ref's manifest is.
 func mfSkopeoRaw(t *testing.T, ref string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
-	var errb strings.Builder
-	cmd.Stderr = &errb
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("skopeo inspect --raw %s: %v\n%s(install skopeo: make deps)", ref, err, errb.String())
-	}
-	return out
+	return skopeo(t, "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
 }
 
 // mfSkopeoConfig returns the config skopeo picks from ref for arch.
 func mfSkopeoConfig(t *testing.T, ref, arch string) v1.ConfigFile {
 	t.Helper()
-	out, err := exec.Command("skopeo", "inspect", "--config", "--tls-verify=false", "--override-os", "linux", "--override-arch", arch, "docker://"+ref).Output()
-	if err != nil {
-		t.Fatalf("skopeo inspect --config %s: %v", ref, err)
-	}
+	out := skopeo(t, "inspect", "--config", "--tls-verify=false", "--override-os", "linux", "--override-arch", arch, "docker://"+ref)
 	var cf v1.ConfigFile
 	if err := json.Unmarshal(out, &cf); err != nil {
 		t.Fatal(err)
