@@ -27,9 +27,9 @@
 // nothing else, so it passes only when the kernel hands it to an emulator
 // opened with F, and checks the machine it reports; a failure gets a reason
 // and a fix (classify.go). [Shell] runs a real foreign root file system's sh,
-// [Bench] measures the emulation slowdown, and [NewSandbox] runs a foreign
-// program in a private user namespace with its own binfmt_misc instance
-// (`mabd exec`).
+// and [Bench] measures the emulation slowdown. (Private binfmt_misc
+// instances in user namespaces, which `mabd exec` runs a foreign program
+// in, are package mabd/internal/userns's.)
 //
 // The package is meant for Linux hosts.
 package emulator

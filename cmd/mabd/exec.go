@@ -1,29 +1,38 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"mabd/binfmt"
 	"mabd/emulator"
+	"mabd/internal/userns"
 )
 
-// init turns this process into the helper of `mabd exec` when it is one
-// (see emulator.MaybeRunExecChild): that must happen before cobra parses
-// anything, and doing it here also covers the test binary of this package,
-// which re-executes itself when a test calls run("exec", …) in-process.
-// For every other process it only reads one environment variable.
-func init() { emulator.MaybeRunExecChild() }
+// init turns this process into the first process of the namespaces of
+// `mabd exec` when it is one (see userns.MaybeRunChild): that must happen
+// before cobra parses anything, and doing it here also covers the test
+// binary of this package, which re-executes itself when a test calls
+// run("exec", …) in-process. For every other process it only reads one
+// environment variable.
+func init() { userns.MaybeRunChild() }
 
-// Exit statuses of `mabd exec` besides the program's own.
+// Exit statuses of `mabd exec` that are not CMD's own. They are the ones
+// env(1), chroot(1) and `docker run` use, so that a caller can tell them
+// from a program's usual small codes.
 const (
-	exitExecSetup    = emulator.ExitSetup     // 125: mabd exec itself failed
-	exitExecCannot   = emulator.ExitCannotRun // 126: CMD cannot be executed
-	exitExecNotFound = emulator.ExitNotFound  // 127: CMD not found
+	exitExecSetup    = 125 // mabd exec itself failed; CMD did not run
+	exitExecCannot   = 126 // CMD was found but cannot be executed
+	exitExecNotFound = 127 // CMD was not found
 )
 
 func newExec() *cobra.Command {
@@ -76,24 +85,25 @@ cannot be executed; 127 when CMD is not found.`,
 			if platform == "" {
 				return execFail(cmd, exitExecSetup, errors.New("--platform is required: the platform CMD is built for, e.g. linux/arm64"))
 			}
-			if err := checkExecEmulator(platform, emulatorPath, emulatorDirs); err != nil {
+			target, err := resolveExec(cmd.Context(), platform, emulatorPath, emulatorDirs)
+			if err != nil {
 				return execFail(cmd, exitExecSetup, err)
 			}
-			sb, err := emulator.NewSandbox(cmd.Context(), platform, emulatorPath, emulatorDirs)
-			if err != nil {
-				return execFail(cmd, execCode(err), err)
-			}
-			for _, w := range sb.Warnings {
+			for _, w := range target.warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "mabd exec: warning:", w)
 			}
-			code, err := sb.Run(emulator.SandboxCommand{
-				Args:   args,
-				Stdin:  cmd.InOrStdin(),
-				Stdout: cmd.OutOrStdout(),
-				Stderr: cmd.ErrOrStderr(),
-			})
+			path, code, err := execLookPath(args[0])
 			if err != nil {
 				return execFail(cmd, code, err)
+			}
+			prog := &exec.Cmd{Path: path, Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
+			var spec *userns.Spec
+			if !target.native {
+				spec = &userns.Spec{Handlers: []binfmt.Spec{target.spec()}, AsCaller: true}
+			}
+			code, err = userns.Run(prog, spec)
+			if err != nil {
+				return execFail(cmd, execCode(err), explainExec(err))
 			}
 			if code != 0 {
 				return exitCode(code)
@@ -111,34 +121,6 @@ cannot be executed; 127 when CMD is not found.`,
 	return cmd
 }
 
-// checkExecEmulator refuses, before anything runs it, an emulator that
-// someone other than root or the caller could replace (see
-// emulator.CheckTrustedFor): CMD and every program it starts would run
-// their code. Other problems are left to NewSandbox, which reports them.
-func checkExecEmulator(platform, path string, dirs []string) error {
-	if path == "" {
-		a, err := emulator.LookupArch(platform)
-		if err != nil || binfmt.IsNative(a.Name) {
-			return nil
-		}
-		e, err := emulator.Find(a.Name, dirs)
-		if err != nil {
-			return nil
-		}
-		path = e.Path
-	} else {
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return nil
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return nil
-		}
-		path = abs
-	}
-	return emulator.CheckTrustedFor(path, os.Geteuid())
-}
-
 // execFail prints err as mabd exec's and returns the exit status code,
 // which run() passes on without printing anything more.
 func execFail(cmd *cobra.Command, code int, err error) error {
@@ -146,12 +128,174 @@ func execFail(cmd *cobra.Command, code int, err error) error {
 	return exitCode(code)
 }
 
-// execCode is the exit status for an error of the emulator package's
-// sandbox: its Code, or exitExecSetup.
+// execTarget is what mabd exec runs CMD with: the handler of an
+// architecture, or nothing when the host runs it natively.
+type execTarget struct {
+	arch     binfmt.Arch
+	native   bool               // the host runs arch's programs itself
+	emulator *emulator.Emulator // the handler's interpreter, unless native
+	flags    binfmt.Flags       // F, plus P when the emulator honours it
+	warnings []string           // what was noticed but not refused
+}
+
+// spec is the handler mabd exec registers: qemu-<arch>, the table's magic
+// and mask, the emulator and the flags.
+func (t execTarget) spec() binfmt.Spec { return t.arch.Spec(t.emulator.Path, t.flags) }
+
+// resolveExec resolves what a user asked for: platform is an OCI platform,
+// a QEMU name or an alias; emulatorPath the emulator to use, or "" to look
+// for qemu-<arch>[-static] in dirs (nil: emulator.DefaultDirs). A platform
+// the host runs natively needs nothing, unless emulatorPath asks for an
+// emulator. The emulator must be one that only root or the caller can
+// replace (emulator.CheckTrustedFor: CMD and every program it starts would
+// run its code), checked before anything runs it; an ELF executable, and
+// static, because the handler gets the F flag. It is run once with
+// --version (ctx bounds that): an emulator whose target is another
+// architecture is refused; its version decides on the P flag. When the
+// output cannot be read, P is left out, with a warning.
+func resolveExec(ctx context.Context, platform, emulatorPath string, dirs []string) (execTarget, error) {
+	arch, err := emulator.LookupArch(platform)
+	if err != nil {
+		return execTarget{}, err
+	}
+	t := execTarget{arch: arch, flags: binfmt.FixBinary}
+	if emulatorPath == "" && binfmt.IsNative(arch.Name) {
+		t.native = true
+		return t, nil
+	}
+	if emulatorPath == "" {
+		if t.emulator, err = emulator.Find(arch.Name, dirs); err != nil {
+			return t, err
+		}
+		if err := emulator.CheckTrustedFor(t.emulator.Path, os.Geteuid()); err != nil {
+			return t, err
+		}
+	} else {
+		abs, err := filepath.Abs(emulatorPath)
+		if err != nil {
+			return t, fmt.Errorf("emulator %s: %w", emulatorPath, err)
+		}
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return t, fmt.Errorf("emulator %w", err)
+		}
+		if err := emulator.CheckTrustedFor(abs, os.Geteuid()); err != nil {
+			return t, err
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return t, fmt.Errorf("emulator %s is not an executable file", abs)
+		}
+		static, err := emulator.IsStatic(abs)
+		if err != nil {
+			return t, &emulator.UnusableError{Arch: arch.Name, Path: abs, Err: err}
+		}
+		t.emulator = &emulator.Emulator{Arch: arch.Name, Path: abs, Static: static}
+	}
+	if err := t.emulator.CheckFixBinary(); err != nil {
+		return t, fmt.Errorf("%w (mabd exec always registers its handler with F)", err)
+	}
+	if err := t.emulator.Inspect(ctx); err != nil {
+		var wt *emulator.WrongTargetError
+		if errors.As(err, &wt) {
+			return t, err
+		}
+		t.warnings = append(t.warnings, fmt.Sprintf("%v: its architecture is not checked and the handler has no P flag", err))
+	}
+	if emulator.PreservesArgv0(t.emulator.Version) {
+		t.flags |= binfmt.PreserveArgv0
+	}
+	return t, nil
+}
+
+// execLookPath resolves CMD as a shell does: a name without a slash in
+// $PATH (an entry of "." or "" included), anything else relative to the
+// working directory; the path it returns is absolute. Its errors come with
+// the exit status: exitExecNotFound or exitExecCannot.
+func execLookPath(name string) (string, int, error) {
+	p, err := exec.LookPath(name)
+	if errors.Is(err, exec.ErrDot) {
+		err = nil // found through "." in $PATH: a shell runs it, so do we
+	}
+	if err != nil {
+		code := exitExecCannot
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = exitExecNotFound
+		}
+		var ee *exec.Error
+		if errors.As(err, &ee) && ee.Err != nil {
+			err = ee.Err
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		if code == exitExecNotFound && !strings.Contains(name, "/") {
+			return "", code, fmt.Errorf("%s: command not found in $PATH", name)
+		}
+		return "", code, fmt.Errorf("%s: %w", name, err)
+	}
+	if fi, serr := os.Stat(p); serr == nil && fi.IsDir() {
+		return "", exitExecCannot, fmt.Errorf("%s: is a directory", name)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", exitExecCannot, fmt.Errorf("%s: %w", name, err)
+	}
+	return abs, 0, nil
+}
+
+// execCode is the exit status for an error of userns.Run: for a CMD that
+// could not be executed, exitExecNotFound when it is missing and
+// exitExecCannot when it is no program the kernel can run; exitExecSetup
+// for everything else (the namespaces, the instance, the handler).
 func execCode(err error) int {
-	var se *emulator.SandboxError
-	if errors.As(err, &se) {
-		return se.Code
+	var se *userns.StartError
+	var errno syscall.Errno
+	if !errors.As(err, &se) || !errors.As(se.Err, &errno) {
+		return exitExecSetup
+	}
+	switch errno {
+	case syscall.ENOENT:
+		return exitExecNotFound
+	case syscall.EACCES, syscall.ENOEXEC, syscall.EISDIR, syscall.ENOTDIR, syscall.ELOOP, syscall.ETXTBSY, syscall.E2BIG, syscall.ENAMETOOLONG:
+		return exitExecCannot
 	}
 	return exitExecSetup
+}
+
+// explainExec adds to an error of userns.Run what to do about it, for the
+// user of mabd exec.
+func explainExec(err error) error {
+	var old *userns.KernelTooOldError
+	if errors.As(err, &old) {
+		return fmt.Errorf("mabd exec needs Linux %d.%d or newer, where binfmt_misc is per user namespace; this kernel is %s",
+			userns.MinKernelMajor, userns.MinKernelMinor, old.Release)
+	}
+	var ue *userns.UnavailableError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	var fix string
+	switch ue.Reason {
+	case userns.Disabled:
+		fix = fmt.Sprintf("enable them (as root) with `sysctl -w %s=%s`", ue.Sysctl, ue.Allow)
+		if ue.Sysctl == userns.SysctlUnprivilegedClone {
+			fix += ", or run mabd exec as root"
+		}
+	case userns.Refused:
+		fix = "check sysctl " + userns.SysctlUnprivilegedClone + " (Debian and older Ubuntu kernels; `sysctl -w " + userns.SysctlUnprivilegedClone + "=1`), AppArmor's " +
+			userns.SysctlAppArmorRestricted + " (Ubuntu 23.10 and later), and the seccomp profile of a container mabd runs in"
+	case userns.Limit:
+		fix = "raise `sysctl -w " + userns.SysctlMaxUserNamespaces + "=10000` and " + userns.SysctlMaxMntNamespaces + ", or end other namespaces of this user"
+	case userns.NoFilesystem:
+		fix = "load it (as root) with `modprobe binfmt_misc`"
+	case userns.MountRefused:
+		if ue.Sysctl == "" {
+			return err
+		}
+		fix = fmt.Sprintf("allow mabd in an AppArmor profile, or (as root) `sysctl -w %s=%s`", ue.Sysctl, ue.Allow)
+	default:
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, fix)
 }

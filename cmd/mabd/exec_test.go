@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/emulator"
+	"mabd/internal/userns"
 	"mabd/testing/fixtures"
 )
 
@@ -524,5 +526,207 @@ func TestExecInProcess(t *testing.T) {
 	code := run([]string{"exec", "--platform", "linux/arm64", "--", bb, "sh", "-c", "uname -m; exit 5"}, &out, &errb)
 	if code != 5 || out.String() != "aarch64\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 5, \"aarch64\\n\"", code, out.String(), errb.String())
+	}
+}
+
+// nativePlatform returns an OCI platform this host runs natively.
+func nativePlatform() string {
+	switch runtime.GOARCH {
+	case "amd64", "arm64", "ppc64le", "s390x", "riscv64":
+		return "linux/" + runtime.GOARCH
+	}
+	return ""
+}
+
+func TestResolveExec(t *testing.T) {
+	ctx := context.Background()
+	qemu := fixtures.Arches["arm64"].QEMUStatic()
+
+	tg, err := resolveExec(ctx, "linux/arm64", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.native || tg.arch.Name != "aarch64" || tg.emulator == nil || tg.emulator.Path != qemu || !tg.emulator.Static {
+		t.Fatalf("resolveExec(linux/arm64) = %+v, emulator %+v", tg, tg.emulator)
+	}
+	wantFlags := binfmt.FixBinary
+	if emulator.PreservesArgv0(tg.emulator.Version) {
+		wantFlags |= binfmt.PreserveArgv0
+	}
+	if tg.flags != wantFlags || len(tg.warnings) != 0 || tg.emulator.Target != "aarch64" {
+		t.Errorf("flags %s, want %s (emulator version %q); warnings %q, target %q", tg.flags, wantFlags, tg.emulator.Version, tg.warnings, tg.emulator.Target)
+	}
+	spec := tg.spec()
+	if spec.Name != "qemu-aarch64" || spec.Interpreter != qemu || spec.Flags != wantFlags || spec.Validate() != nil {
+		t.Errorf("spec() = %+v", spec)
+	}
+
+	tg, err = resolveExec(ctx, "arm64", qemu, nil)
+	if err != nil || tg.emulator.Path != qemu {
+		t.Errorf("resolveExec(arm64, %s) = %+v, %v", qemu, tg, err)
+	}
+
+	if native := nativePlatform(); native != "" {
+		tg, err = resolveExec(ctx, native, "", nil)
+		if err != nil || !tg.native || tg.emulator != nil {
+			t.Errorf("resolveExec(%s) = %+v, %v; want native", native, tg, err)
+		}
+	}
+
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		platform, emulator string
+		dirs               []string
+		says               string
+	}{
+		{"linux/sparc", "", nil, `unknown architecture "linux/sparc"`},
+		{"linux/arm64", "/bin/ls", nil, (&emulator.Emulator{Path: "/bin/ls"}).CheckFixBinary().Error()},
+		{"linux/arm64", "/etc/passwd", nil, "/etc/passwd is not an executable file"},
+		{"linux/arm64", filepath.Join(dir, "absent"), nil, "emulator stat " + filepath.Join(dir, "absent") + ": no such file or directory"},
+		{"linux/arm64", "", []string{dir}, "qemu-aarch64-static not found"},
+	} {
+		_, err := resolveExec(ctx, tc.platform, tc.emulator, tc.dirs)
+		if err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("resolveExec(%q, %q, %q) = %v, want it to say %q", tc.platform, tc.emulator, tc.dirs, err, tc.says)
+		}
+	}
+	if _, err := resolveExec(ctx, "linux/arm64", "", []string{dir}); !errors.Is(err, emulator.ErrNotFound) {
+		t.Errorf("%v does not match ErrNotFound", err)
+	}
+}
+
+// TestResolveExecRefuses: an emulator of another architecture, given or
+// found, and a file that is no ELF executable are refused with the
+// reason; one whose --version cannot be read is used without P, with a
+// warning.
+func TestResolveExecRefuses(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	link := func(name, target string) string {
+		p := filepath.Join(dir, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	armAsAarch64 := link("qemu-aarch64-static", fixtures.Arches["armhf"].QEMUStatic())
+	busybox := link("qemu-riscv64-static", "/bin/busybox") // "qemu-riscv64-static: applet not found"
+	script := filepath.Join(dir, "qemu-s390x-static")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'qemu-s390x version 9.9.9'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name, platform, emulator string
+		dirs                     []string
+		says                     string
+	}{
+		{"given, wrong architecture", "linux/arm64", armAsAarch64, nil,
+			armAsAarch64 + ` is QEMU's arm emulator (its --version says "qemu-arm"), not aarch64's: it cannot run aarch64 programs; replace it with qemu-aarch64-static`},
+		{"found, wrong architecture", "linux/arm64", "", []string{dir}, armAsAarch64 + " is QEMU's arm emulator"},
+		{"arm for 386", "linux/386", fixtures.Arches["armhf"].QEMUStatic(), nil, "not i386's"},
+		{"given, a script", "linux/s390x", script, nil, script + " cannot be the s390x emulator: not an ELF executable"},
+		{"found, a script", "linux/s390x", "", []string{dir}, script + " cannot be the s390x emulator: not an ELF executable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg, err := resolveExec(ctx, tt.platform, tt.emulator, tt.dirs)
+			if err == nil || !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("resolveExec = %+v, %v; want it refused, saying %q", tg.emulator, err, tt.says)
+			}
+		})
+	}
+
+	tg, err := resolveExec(ctx, "riscv64", busybox, nil)
+	if err != nil {
+		t.Fatalf("an emulator whose --version fails: %v, want it used with a warning", err)
+	}
+	if tg.flags != binfmt.FixBinary || len(tg.warnings) != 1 || !strings.Contains(tg.warnings[0], busybox+" --version") {
+		t.Errorf("flags %s, warnings %q; want F alone and a warning naming %s", tg.flags, tg.warnings, busybox)
+	}
+}
+
+func TestExecLookPath(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "prog")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.WriteFile(data, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+".")
+	if p, _, err := execLookPath("prog"); err != nil || p != exe {
+		t.Errorf("execLookPath(prog) = %q, %v; want %q", p, err, exe)
+	}
+	t.Chdir(dir)
+	if p, _, err := execLookPath("./prog"); err != nil || p != exe {
+		t.Errorf("execLookPath(./prog) = %q, %v; want %q", p, err, exe)
+	}
+	for _, tc := range []struct {
+		name string
+		code int
+		says string
+	}{
+		{"absent", exitExecNotFound, "absent: command not found in $PATH"},
+		{"./absent", exitExecNotFound, "./absent: no such file or directory"},
+		{"./data", exitExecCannot, "./data: permission denied"},
+		{dir, exitExecCannot, dir + ": is a directory"},
+	} {
+		_, code, err := execLookPath(tc.name)
+		if code != tc.code || err == nil || err.Error() != tc.says {
+			t.Errorf("execLookPath(%q) = %d, %v; want %d, %q", tc.name, code, err, tc.code, tc.says)
+		}
+	}
+}
+
+func TestExecCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{&userns.StartError{Program: "x", Err: syscall.ENOENT}, exitExecNotFound},
+		{&userns.StartError{Program: "x", Err: syscall.EACCES}, exitExecCannot},
+		{&userns.StartError{Program: "x", Err: syscall.ENOEXEC}, exitExecCannot},
+		{&userns.StartError{Program: "x", Err: syscall.EPERM}, exitExecSetup},
+		{&userns.UnavailableError{Reason: userns.Limit, Errno: syscall.ENOSPC, Err: syscall.ENOSPC}, exitExecSetup},
+		{errors.New("other"), exitExecSetup},
+	} {
+		if got := execCode(tc.err); got != tc.want {
+			t.Errorf("execCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestExplainExec: what mabd exec adds to the reasons private instances
+// are not available.
+func TestExplainExec(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&userns.KernelTooOldError{Release: "6.1.0-18-amd64"},
+			"mabd exec needs Linux 6.7 or newer, where binfmt_misc is per user namespace; this kernel is 6.1.0-18-amd64"},
+		{&userns.UnavailableError{Reason: userns.Disabled, Sysctl: userns.SysctlMaxUserNamespaces, Allow: "10000", Err: errors.New("/proc/sys/user/max_user_namespaces is 0")},
+			"user namespaces are disabled: /proc/sys/user/max_user_namespaces is 0; enable them (as root) with `sysctl -w user.max_user_namespaces=10000`"},
+		{&userns.UnavailableError{Reason: userns.Disabled, Sysctl: userns.SysctlUnprivilegedClone, Allow: "1", Err: errors.New("/proc/sys/kernel/unprivileged_userns_clone is 0")},
+			"unprivileged user namespaces are disabled: /proc/sys/kernel/unprivileged_userns_clone is 0; enable them (as root) with `sysctl -w kernel.unprivileged_userns_clone=1`, or run mabd exec as root"},
+		{&userns.UnavailableError{Reason: userns.Refused, Op: "create user and mount namespaces", Errno: syscall.EPERM, Err: syscall.EPERM},
+			"create user and mount namespaces: operation not permitted (EPERM): user namespaces are not allowed for this process; check sysctl kernel.unprivileged_userns_clone (Debian and older Ubuntu kernels; `sysctl -w kernel.unprivileged_userns_clone=1`), AppArmor's kernel.apparmor_restrict_unprivileged_userns (Ubuntu 23.10 and later), and the seccomp profile of a container mabd runs in"},
+		{&userns.UnavailableError{Reason: userns.Limit, Op: "create user and mount namespaces", Errno: syscall.ENOSPC, Err: syscall.ENOSPC},
+			"(ENOSPC): a namespace limit is reached; raise `sysctl -w user.max_user_namespaces=10000` and user.max_mnt_namespaces, or end other namespaces of this user"},
+		{&userns.UnavailableError{Reason: userns.NoFilesystem, Op: "mount binfmt_misc on /proc/sys/fs/binfmt_misc", Errno: syscall.ENODEV, Err: syscall.ENODEV},
+			"(ENODEV): this kernel has no binfmt_misc file system; load it (as root) with `modprobe binfmt_misc`"},
+		{&userns.UnavailableError{Reason: userns.MountRefused, Op: "mount binfmt_misc on /proc/sys/fs/binfmt_misc", Sysctl: userns.SysctlAppArmorRestricted, Allow: "0", Errno: syscall.EPERM, Err: syscall.EPERM},
+			"AppArmor restricts unprivileged user namespaces here (kernel.apparmor_restrict_unprivileged_userns is 1); allow mabd in an AppArmor profile, or (as root) `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`"},
+		{&userns.UnavailableError{Reason: userns.MountRefused, Op: "mount binfmt_misc on /x", Errno: syscall.EPERM, Err: syscall.EPERM},
+			"mount binfmt_misc on /x: operation not permitted (EPERM): the new user namespace may not mount: an AppArmor, SELinux or seccomp policy (a container's, for one) may forbid it"},
+		{&userns.StartError{Program: "./x", Err: syscall.EACCES}, "./x: permission denied"},
+	} {
+		got := explainExec(tc.err).Error()
+		if !strings.HasSuffix(got, tc.want) {
+			t.Errorf("explainExec(%#v) =\n%q\nwant it to end\n%q", tc.err, got, tc.want)
+		}
 	}
 }
