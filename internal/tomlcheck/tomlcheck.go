@@ -17,12 +17,13 @@
 //   - Values of the wrong type. The decoder converts what it can: an
 //     integer or a boolean given to a type with UnmarshalText is passed
 //     as its text (architectures = 3 becomes ["3"]), and an integer given
-//     to a uint32 is stored as it is (mode = 660 is not 0o660). When the
-//     conversion fails the error has no position. Here the value's TOML
-//     type is compared with the field's Go type (and a Leaf's own rules)
-//     and the error says what the value must be, in words, rather than
-//     naming Go types ("cannot decode TOML integer into struct field
-//     daemon.Config.Persist of type bool").
+//     to a uint32 is stored as it is (mode = 660 is not 0o660). When
+//     UnmarshalText refuses such a value, the error has no position
+//     (reconcile_interval = 2 gives just "2" is not a duration). Here
+//     the value's TOML type is compared with the field's Go type (and a
+//     Leaf's own rules) and the error says what the value must be, in
+//     words, rather than naming Go types ("cannot decode TOML integer
+//     into struct field daemon.Config.Persist of type bool").
 //   - All errors in the order of the file. The decoder stops at its first
 //     error, and reports unknown keys only when everything else decoded,
 //     so an unknown key on line 1 hides behind a bad value on line 9.
@@ -38,10 +39,11 @@
 //     table.
 //
 // The schema is the struct type's toml tags: every field with a toml tag
-// is a key; a struct or a map with string keys is a table, the other
-// fields are values: bool, string, integers, floats, slices of those, and
-// the Leaf types the caller declares (a Duration that is a struct in Go
-// but a string in TOML, say).
+// is a key, and no other field is (go-toml would take a field's name); a
+// struct or a map with string keys is a table, the other fields are
+// values: bool, string, integers, floats, slices of those, and the Leaf
+// types the caller declares (a Duration that is a struct in Go but a
+// string in TOML, say).
 package tomlcheck
 
 import (
