@@ -3,6 +3,7 @@ package binfmt
 import (
 	"debug/elf"
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -55,6 +56,18 @@ func (a Arch) ELF() ELFIdentity {
 	}
 	id.Machine = elf.Machine(bo.Uint16(a.Magic[18:20]))
 	return id
+}
+
+// String names the architecture of an identity as mabd does everywhere,
+// by its QEMU name ("x86_64", "aarch64", "ppc64le"); or, for one no
+// architecture of the table has, "ELF32 big-endian EM_VAX".
+func (id ELFIdentity) String() string {
+	if a, ok := ArchByELF(id); ok {
+		return a.Name
+	}
+	bits := map[elf.Class]string{elf.ELFCLASS32: "ELF32", elf.ELFCLASS64: "ELF64"}[id.Class]
+	order := map[elf.Data]string{elf.ELFDATA2LSB: "little-endian", elf.ELFDATA2MSB: "big-endian"}[id.Data]
+	return fmt.Sprintf("%s %s %s", bits, order, id.Machine)
 }
 
 // ArchByELF returns the architecture of the table whose programs have the

@@ -75,7 +75,7 @@ type Problem struct {
 	Layer string `json:"layer,omitempty"`
 	// Path is the file's path (KindELF).
 	Path string `json:"path,omitempty"`
-	// Found is what the file is for ("x86-64") or the config's platform.
+	// Found is what the file is for ("x86_64") or the config's platform.
 	Found string `json:"found"`
 	// Expected is what it should be ("aarch64", "linux/arm64").
 	Expected string `json:"expected"`

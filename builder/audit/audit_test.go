@@ -145,7 +145,7 @@ func TestScanLayer(t *testing.T) {
 	if fs[0].Path != "/bin/busybox" || fs[0].Arch != "aarch64" || fs[0].Machine != elf.EM_AARCH64 || fs[0].Size != int64(len(arm64)) {
 		t.Errorf("busybox: %+v", fs[0])
 	}
-	if fs[1].Path != "/usr/local/bin/app" || fs[1].Arch != "x86-64" || fs[1].Class != elf.ELFCLASS64 || fs[1].Data != elf.ELFDATA2LSB {
+	if fs[1].Path != "/usr/local/bin/app" || fs[1].Arch != "x86_64" || fs[1].Class != elf.ELFCLASS64 || fs[1].Data != elf.ELFDATA2LSB {
 		t.Errorf("app: %+v", fs[1])
 	}
 	// A layer that is not a tar is an error, not an empty result.
@@ -299,7 +299,7 @@ func TestAuditLayers(t *testing.T) {
 	hidden := map[string]bool{}
 	for _, p := range first.Problems {
 		hidden[p.Path] = p.HiddenBy != ""
-		if p.Kind != audit.KindELF || p.Found != "x86-64" || p.Expected != "aarch64" || !strings.HasPrefix(p.Layer, "sha256:") {
+		if p.Kind != audit.KindELF || p.Found != "x86_64" || p.Expected != "aarch64" || !strings.HasPrefix(p.Layer, "sha256:") {
 			t.Errorf("problem %+v", p)
 		}
 	}
@@ -323,7 +323,7 @@ func TestAuditLayers(t *testing.T) {
 		t.Errorf("report OK %v, problems %+v", rep.OK(), rep.Problems())
 	}
 	msg := rep.Problems()[0].Message
-	if !strings.HasPrefix(msg, "linux/arm64 image contains x86-64 /usr/local/bin/stays (layer sha256:") {
+	if !strings.HasPrefix(msg, "linux/arm64 image contains x86_64 /usr/local/bin/stays (layer sha256:") {
 		t.Errorf("message %q", msg)
 	}
 

@@ -7,59 +7,22 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/containerd/platforms"
-
 	"mabd/binfmt"
 )
 
 // Identity is what an ELF header says about the machine a file is for:
-// its class (32 or 64 bits), byte order and e_machine.
-type Identity struct {
-	Class   elf.Class   `json:"class"`
-	Data    elf.Data    `json:"data"`
-	Machine elf.Machine `json:"machine"`
-}
+// its class (32 or 64 bits), byte order and e_machine. It is binfmt's,
+// which knows the identity of every architecture's programs.
+type Identity = binfmt.ELFIdentity
 
-// archELF maps the architecture of each Linux platform Go builds for to the
-// identity of its ELF files, read from the start of the magic that mabd's
-// binfmt_misc table registers for it: one source for both.
-var archELF = func() map[string]Identity {
-	m := map[string]Identity{}
-	for _, a := range binfmt.Arches() {
-		parts := strings.Split(a.Platform, "/")
-		if len(parts) < 2 {
-			continue
-		}
-		if id, _, ok := ParseHeader(a.Magic); ok {
-			m[parts[1]] = id
-		}
-	}
-	return m
-}()
-
-// archNames are the names binaries of each architecture go by (as file(1)
-// and uname -m say them), for messages.
-var archNames = map[string]string{
-	"amd64":    "x86-64",
-	"arm64":    "aarch64",
-	"arm":      "arm",
-	"386":      "i386",
-	"ppc64le":  "ppc64le",
-	"ppc64":    "ppc64",
-	"s390x":    "s390x",
-	"riscv64":  "riscv64",
-	"mips64le": "mips64el",
-	"mips64":   "mips64",
-	"mipsle":   "mipsel",
-	"mips":     "mips",
-	"loong64":  "loongarch64",
-}
-
-// Architectures returns the architectures [Expected] knows, sorted.
+// Architectures returns the architectures of the OCI platforms [Expected]
+// knows (Go's names, which OCI uses), sorted.
 func Architectures() []string {
-	out := make([]string, 0, len(archELF))
-	for a := range archELF {
-		out = append(out, a)
+	var out []string
+	for _, a := range binfmt.Arches() {
+		if g := a.GOARCH(); g != "" {
+			out = append(out, g)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -68,29 +31,11 @@ func Architectures() []string {
 // Expected returns the identity of the ELF files of an OCI platform
 // ("linux/arm64", "linux/arm/v7"; aliases such as aarch64 are normalized).
 func Expected(platform string) (Identity, error) {
-	p, err := platforms.Parse(platform)
-	if err != nil {
-		return Identity{}, err
+	a, err := binfmt.Lookup(platform)
+	if err != nil || a.GOARCH() == "" {
+		return Identity{}, fmt.Errorf("no ELF identity known for platform %q (known: %s)", platform, strings.Join(Architectures(), ", "))
 	}
-	p = platforms.Normalize(p)
-	id, ok := archELF[p.Architecture]
-	if !ok {
-		return Identity{}, fmt.Errorf("no ELF identity known for architecture %q (known: %s)", p.Architecture, strings.Join(Architectures(), ", "))
-	}
-	return id, nil
-}
-
-// String names the architecture of the identity: "x86-64", "aarch64",
-// "ppc64le"; or, for one no platform has, "ELF32 big-endian EM_SPARC".
-func (id Identity) String() string {
-	for a, want := range archELF {
-		if id == want {
-			return archNames[a]
-		}
-	}
-	bits := map[elf.Class]string{elf.ELFCLASS32: "ELF32", elf.ELFCLASS64: "ELF64"}[id.Class]
-	order := map[elf.Data]string{elf.ELFDATA2LSB: "little-endian", elf.ELFDATA2MSB: "big-endian"}[id.Data]
-	return fmt.Sprintf("%s %s %s", bits, order, id.Machine)
+	return a.ELF(), nil
 }
 
 // HeaderSize is how much of a file [ParseHeader] looks at: the size of an

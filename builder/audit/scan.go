@@ -16,7 +16,7 @@ type Finding struct {
 	Path string `json:"path"`
 	// Identity is what its header says it is for.
 	Identity
-	// Arch names that: "x86-64", "aarch64".
+	// Arch names that, as mabd names architectures: "x86_64", "aarch64".
 	Arch string `json:"arch"`
 	// Type is its e_type: an executable, a shared object (which PIE
 	// executables also are), a relocatable object…

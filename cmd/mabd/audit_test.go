@@ -53,13 +53,13 @@ func TestImageAuditWrongArchitecture(t *testing.T) {
 	layer, _ := layers[0].Digest()
 
 	code, out, _ := mabd(t, "image", "audit", ref)
-	want := "linux/arm64 image contains x86-64 /bin/busybox (layer " + layer.String() + ")"
+	want := "linux/arm64 image contains x86_64 /bin/busybox (layer " + layer.String() + ")"
 	if code != exitDegraded || !strings.Contains(out, want) || !strings.Contains(out, "1 platform audited: 0 clean, 1 with mismatches") {
 		t.Errorf("audit %s: exit %d, want 1 and %q:\n%s", ref, code, want, out)
 	}
 	code, rep := auditJSON(t, ref)
 	ps := rep.Problems()
-	if code != exitDegraded || len(ps) != 1 || ps[0].Path != "/bin/busybox" || ps[0].Layer != layer.String() || ps[0].Found != "x86-64" || ps[0].Expected != "aarch64" {
+	if code != exitDegraded || len(ps) != 1 || ps[0].Path != "/bin/busybox" || ps[0].Layer != layer.String() || ps[0].Found != "x86_64" || ps[0].Expected != "aarch64" {
 		t.Errorf("audit --json: %d %+v", code, ps)
 	}
 
@@ -79,7 +79,7 @@ func TestImageAuditWrongArchitecture(t *testing.T) {
 		t.Fatalf("audit %s: %d %+v", multi, code, rep.Platforms)
 	}
 	s := rep.Platforms[2]
-	if len(s.Problems) != 2 || s.Problems[0].Kind != audit.KindConfig || s.Config != "linux/amd64" || s.Problems[1].Found != "x86-64" || s.Problems[1].Expected != "s390x" {
+	if len(s.Problems) != 2 || s.Problems[0].Kind != audit.KindConfig || s.Config != "linux/amd64" || s.Problems[1].Found != "x86_64" || s.Problems[1].Expected != "s390x" {
 		t.Errorf("s390x entry: %+v", s)
 	}
 	if code, _ := auditJSON(t, "--platform", "linux/amd64", multi); code != 0 {

@@ -121,7 +121,7 @@ func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
 	}
 	code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain", "--platform", "linux/arm64",
 		"--push", "-t", reg+"/wrong:v1", "--insecure-registry", reg, "--build-arg", "BASE="+base, "--audit", wrong)
-	if code != 1 || !strings.Contains(stderr, "linux/arm64 image contains x86-64 /usr/bin/app") {
+	if code != 1 || !strings.Contains(stderr, "linux/arm64 image contains x86_64 /usr/bin/app") {
 		t.Fatalf("mabd build --audit of an arm64 image holding an amd64 binary: exit %d\n%s", code, stderr)
 	}
 }
