@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,11 +12,13 @@ import (
 
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/platforms"
+	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
-// Defaults of [Options].
+// Defaults of [Options], which are also those of the daemon's [buildkit]
+// configuration (daemon.DefaultConfig reads them).
 const (
 	DefaultRoot        = "/var/lib/mabd/buildkit"
 	DefaultSocket      = "/run/mabd/buildkitd.sock"
@@ -185,67 +188,96 @@ func DefaultKeepStorage(dir string) (int64, error) {
 	return min(size/10, MaxKeepStorage), nil
 }
 
-// configTOML renders buildkitd.toml for o (defaults applied).
-func configTOML(o Options, snapshotter string, keep int64) string {
-	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	w("# buildkitd configuration written by mabd (builder.Supervisor):\n")
-	w("# do not edit, it is rewritten whenever the builder starts.\n")
-	w("root = %s\n\n", tomlString(o.Root))
-	w("[log]\n  format = \"text\"\n\n")
-	w("[grpc]\n")
-	addrs := []string{tomlString("unix://" + o.Socket)}
-	if o.TCPAddress != "" {
-		addrs = append(addrs, tomlString(o.TCPAddress))
-	}
-	w("  address = [%s]\n", strings.Join(addrs, ", "))
-	if o.TCPAddress != "" {
-		w("  [grpc.tls]\n    cert = %s\n    key = %s\n    ca = %s\n", tomlString(o.TLSCert), tomlString(o.TLSKey), tomlString(o.TLSCA))
-	}
-	w("\n[worker.oci]\n")
-	w("  enabled = true\n")
-	w("  snapshotter = %s\n", tomlString(snapshotter))
-	if len(o.Platforms) > 0 {
-		ps := make([]string, len(o.Platforms))
-		for i, p := range o.Platforms {
-			ps[i] = tomlString(p)
-		}
-		w("  platforms = [%s]\n", strings.Join(ps, ", "))
-	}
-	w("  gc = true\n")
-	w("  # build cache kept by garbage collection, in bytes\n")
-	w("  gckeepstorage = %d\n", keep)
-	w("\n[worker.containerd]\n  enabled = false\n")
-	for _, r := range o.InsecureRegistries {
-		w("\n[registry.%s]\n  http = true\n  insecure = true\n", tomlString(r))
-	}
-	return b.String()
+// buildkitdConfig is what mabd writes into buildkitd.toml: the keys of
+// BuildKit's cmd/buildkitd/config.Config that it sets (TestConfigTOML
+// reads the file back with BuildKit's loader, refusing keys BuildKit does
+// not know).
+type buildkitdConfig struct {
+	Root string `toml:"root"`
+	Log  struct {
+		Format string `toml:"format"`
+	} `toml:"log"`
+	GRPC struct {
+		Address []string   `toml:"address"`
+		TLS     *tlsConfig `toml:"tls,omitempty"`
+	} `toml:"grpc"`
+	Worker struct {
+		OCI struct {
+			Enabled       bool     `toml:"enabled"`
+			Snapshotter   string   `toml:"snapshotter"`
+			Platforms     []string `toml:"platforms,omitempty"`
+			GC            bool     `toml:"gc"`
+			GCKeepStorage int64    `toml:"gckeepstorage" comment:"build cache kept by garbage collection, in bytes"`
+		} `toml:"oci"`
+		Containerd struct {
+			Enabled bool `toml:"enabled"`
+		} `toml:"containerd"`
+	} `toml:"worker"`
+	Registry map[string]registryConfig `toml:"registry,omitempty"`
 }
 
-// tomlString quotes s as a TOML basic string.
-func tomlString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f:
-			b.WriteString(`\u` + fmt.Sprintf("%04x", r))
-		default:
-			b.WriteRune(r)
-		}
+type tlsConfig struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	CA   string `toml:"ca"`
+}
+
+type registryConfig struct {
+	HTTP     bool `toml:"http"`
+	Insecure bool `toml:"insecure"`
+}
+
+// newBuildkitdConfig is the configuration for o (defaults applied): the
+// OCI worker only, with garbage collection keeping keep bytes, listening
+// on the socket (and on TCP with mutual TLS), the insecure registries
+// reached over plain HTTP.
+func newBuildkitdConfig(o Options, snapshotter string, keep int64) buildkitdConfig {
+	var c buildkitdConfig
+	c.Root = o.Root
+	c.Log.Format = "text"
+	c.GRPC.Address = []string{"unix://" + o.Socket}
+	if o.TCPAddress != "" {
+		c.GRPC.Address = append(c.GRPC.Address, o.TCPAddress)
+		c.GRPC.TLS = &tlsConfig{Cert: o.TLSCert, Key: o.TLSKey, CA: o.TLSCA}
 	}
-	b.WriteByte('"')
-	return b.String()
+	oci := &c.Worker.OCI
+	oci.Enabled, oci.Snapshotter, oci.Platforms = true, snapshotter, o.Platforms
+	oci.GC, oci.GCKeepStorage = true, keep
+	c.Worker.Containerd.Enabled = false
+	for _, r := range o.InsecureRegistries {
+		if c.Registry == nil {
+			c.Registry = map[string]registryConfig{}
+		}
+		c.Registry[r] = registryConfig{HTTP: true, Insecure: true}
+	}
+	return c
+}
+
+// configHeader opens buildkitd.toml.
+const configHeader = `# buildkitd configuration written by mabd (builder.Supervisor):
+# do not edit, it is rewritten whenever the builder starts.
+`
+
+// configTOML renders buildkitd.toml for o (defaults applied).
+func configTOML(o Options, snapshotter string, keep int64) ([]byte, error) {
+	b := bytes.NewBufferString(configHeader)
+	enc := toml.NewEncoder(b)
+	enc.SetIndentTables(true)
+	if err := enc.Encode(newBuildkitdConfig(o, snapshotter, keep)); err != nil {
+		return nil, fmt.Errorf("buildkitd configuration: %w", err)
+	}
+	return b.Bytes(), nil
 }
 
 // writeConfig writes the configuration file atomically and returns its path.
 func writeConfig(o Options, snapshotter string, keep int64) (string, error) {
 	p := filepath.Join(o.Root, ConfigName)
+	text, err := configTOML(o, snapshotter, keep)
+	if err != nil {
+		return "", err
+	}
 	tmp := p + ".tmp." + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, []byte(configTOML(o, snapshotter, keep)), 0o600); err != nil {
+	if err := os.WriteFile(tmp, text, 0o600); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp, p); err != nil {

@@ -1,31 +1,44 @@
 package builder
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bkconfig "github.com/moby/buildkit/cmd/buildkitd/config"
+	"github.com/pelletier/go-toml/v2"
+
+	"mabd/testing/fixtures"
 )
 
-// TestConfigTOML checks the generated buildkitd.toml with BuildKit's own
-// configuration loader.
+// TestConfigTOML reads the generated buildkitd.toml back: with
+// BuildKit's own loader (what buildkitd runs), strictly (every key is one
+// BuildKit knows), and into the struct it was written from.
 func TestConfigTOML(t *testing.T) {
 	o, err := Options{
-		Root:               "/var/lib/mabd/build\"kit",
+		Root:               "/var/lib/mabd/build\"kit\u0001",
 		Socket:             "/run/mabd/bk.sock",
 		Platforms:          []string{"linux/amd64", "arm64", "linux/amd64"},
 		TCPAddress:         "0.0.0.0:1234",
 		TLSCert:            "/etc/mabd/cert.pem",
 		TLSKey:             "/etc/mabd/key.pem",
 		TLSCA:              "/etc/mabd/ca.pem",
-		InsecureRegistries: []string{"registry.lan:5000"},
+		InsecureRegistries: []string{"registry.lan:5000", "10.0.0.1", "registry.lan:5000"},
 	}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := configTOML(o, SnapshotterOverlay, 123456789)
-	cfg, err := bkconfig.Load(strings.NewReader(text))
+	text := readBack(t, o, SnapshotterOverlay, 123456789)
+	if !bytes.HasPrefix(text, []byte(configHeader)) {
+		t.Errorf("no header:\n%s", text)
+	}
+	cfg, err := bkconfig.Load(bytes.NewReader(text))
 	if err != nil {
 		t.Fatalf("BuildKit refuses the config: %v\n%s", err, text)
 	}
@@ -49,25 +62,104 @@ func TestConfigTOML(t *testing.T) {
 		t.Errorf("grpc addresses %q", cfg.GRPC.Address)
 	case cfg.GRPC.TLS.Cert != "/etc/mabd/cert.pem" || cfg.GRPC.TLS.Key != "/etc/mabd/key.pem" || cfg.GRPC.TLS.CA != "/etc/mabd/ca.pem":
 		t.Errorf("grpc tls %+v", cfg.GRPC.TLS)
+	case len(cfg.Registries) != 2:
+		t.Errorf("registries %+v", cfg.Registries)
 	}
-	r, ok := cfg.Registries["registry.lan:5000"]
-	if !ok || r.PlainHTTP == nil || !*r.PlainHTTP || r.Insecure == nil || !*r.Insecure {
-		t.Errorf("registry config %+v", cfg.Registries)
+	for _, name := range []string{"registry.lan:5000", "10.0.0.1"} {
+		r, ok := cfg.Registries[name]
+		if !ok || r.PlainHTTP == nil || !*r.PlainHTTP || r.Insecure == nil || !*r.Insecure {
+			t.Errorf("registry %s: %+v", name, cfg.Registries)
+		}
 	}
 
-	// Without platforms and TCP: no platforms key (BuildKit detects them),
-	// one address, no TLS.
+	// Without platforms, TCP and registries: no platforms key (BuildKit
+	// detects them), one address, no TLS.
 	o, err = Options{Root: "/r", Socket: "/s.sock"}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	text = configTOML(o, SnapshotterNative, 1)
-	cfg, err = bkconfig.Load(strings.NewReader(text))
+	text = readBack(t, o, SnapshotterNative, 1)
+	cfg, err = bkconfig.Load(bytes.NewReader(text))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
-	if len(cfg.Workers.OCI.Platforms) != 0 || len(cfg.GRPC.Address) != 1 || cfg.GRPC.TLS.Cert != "" || cfg.Workers.OCI.Snapshotter != "native" {
+	if len(cfg.Workers.OCI.Platforms) != 0 || len(cfg.GRPC.Address) != 1 || cfg.GRPC.TLS.Cert != "" || cfg.Workers.OCI.Snapshotter != "native" || len(cfg.Registries) != 0 {
 		t.Errorf("minimal config parsed as %+v\n%s", cfg, text)
+	}
+	for _, key := range []string{"platforms", "tls", "registry"} {
+		if bytes.Contains(text, []byte(key)) {
+			t.Errorf("minimal config has %s:\n%s", key, text)
+		}
+	}
+}
+
+// readBack renders the configuration, checks that it reads back to the
+// same values and holds no key BuildKit does not know, and returns it.
+func readBack(t *testing.T, o Options, snapshotter string, keep int64) []byte {
+	t.Helper()
+	text, err := configTOML(o, snapshotter, keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got buildkitdConfig
+	if err := toml.NewDecoder(bytes.NewReader(text)).DisallowUnknownFields().Decode(&got); err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if want := newBuildkitdConfig(o, snapshotter, keep); !reflect.DeepEqual(got, want) {
+		t.Errorf("read back as\n%+v\nwant\n%+v\n%s", got, want, text)
+	}
+	if err := toml.NewDecoder(bytes.NewReader(text)).DisallowUnknownFields().Decode(&bkconfig.Config{}); err != nil {
+		t.Errorf("a key BuildKit does not know: %v\n%s", err, text)
+	}
+	return text
+}
+
+// TestConfigBuildkitd: the real buildkitd (bin/buildkitd, `make deps`)
+// starts on the configuration with platforms and insecure registries and
+// reports the platforms (TestTCPMutualTLS starts it with TLS).
+func TestConfigBuildkitd(t *testing.T) {
+	root, err := fixtures.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "buildkitd")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%v: run `make deps`", err)
+	}
+	dir := t.TempDir()
+	opt := Options{
+		Binary:             bin,
+		Root:               filepath.Join(dir, "root"),
+		Socket:             filepath.Join(dir, "bk.sock"),
+		Platforms:          []string{"linux/amd64", "linux/riscv64"},
+		InsecureRegistries: []string{"registry.lan:5000", "127.0.0.1:5000"},
+		KeepStorage:        1e9,
+	}
+	s := NewSupervisor(opt)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	st := s.Status()
+	if !slices.Contains(st.Platforms, "linux/riscv64") {
+		t.Errorf("buildkitd reports %q, not the platforms of its configuration", st.Platforms)
+	}
+	o, err := opt.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := configTOML(o, st.Snapshotter, st.KeepStorage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(st.Config); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("buildkitd ran on\n%s\nwant\n%s(%v)", got, want, err)
 	}
 }
 
