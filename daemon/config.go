@@ -470,7 +470,7 @@ func (c Config) validate() []*ConfigError {
 		bad("architectures", `"all" stands alone: it already includes every architecture whose emulator is installed`)
 	case c.Architectures[0] != "all":
 		for _, a := range c.Architectures {
-			if _, err := emulator.LookupArch(a); err != nil {
+			if _, err := binfmt.Lookup(a); err != nil {
 				bad("architectures", "%v", err)
 			}
 		}
@@ -503,7 +503,7 @@ func (c Config) validate() []*ConfigError {
 
 	for name, dir := range c.Verify.Rootfs {
 		key := "verify.rootfs." + name
-		if _, err := emulator.LookupArch(name); err != nil {
+		if _, err := binfmt.Lookup(name); err != nil {
 			bad(key, "%v", err)
 		}
 		abs(key, dir, false)

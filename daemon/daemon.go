@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -388,6 +389,10 @@ func (d *Daemon) startBuildKit(ctx context.Context, cfg Config, platforms []stri
 		Logger:      d.log.Named("buildkit"),
 	})
 	if err := bk.Start(ctx); err != nil {
+		var be *builder.BinaryError
+		if errors.As(err, &be) && cfg.BuildKit.Binary != "" {
+			return fmt.Errorf("start BuildKit: %w: check [buildkit] binary", err)
+		}
 		return fmt.Errorf("start BuildKit: %w", err)
 	}
 	d.mu.Lock()

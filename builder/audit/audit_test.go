@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"mabd/binfmt"
 	"mabd/builder/audit"
-	"mabd/emulator"
 	"mabd/testing/fixtures"
 )
 
@@ -73,7 +73,7 @@ func readFile(t testing.TB, p string) []byte {
 func TestExpectedMatchesRealBinaries(t *testing.T) {
 	bins := map[string]string{"linux/amd64": hostBusybox}
 	for deb := range fixtures.Arches {
-		a, err := emulator.LookupArch(deb)
+		a, err := binfmt.Lookup(deb)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"mabd/emulator"
+	"mabd/binfmt"
 	"mabd/testing/fixtures"
 )
 
@@ -153,7 +153,7 @@ func PushIndex(ref string, idx v1.ImageIndex) error {
 // /bin/busybox for amd64, the fixture (fixtures/busybox/<arch>) otherwise.
 func DebianBase(t testing.TB, debArch string) Base {
 	t.Helper()
-	a, err := emulator.LookupArch(debArch)
+	a, err := binfmt.Lookup(debArch)
 	if err != nil || a.Platform == "" {
 		t.Fatalf("registry: Debian architecture %q has no OCI platform: %v", debArch, err)
 	}
