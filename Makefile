@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 20000x ./daemon
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20000x ./internal/tomlcheck
 
 # demo: the main job end to end on this host: register every available
 # foreign architecture, then run a foreign sh through it.
