@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,14 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"mabd/internal/userns"
 )
 
 var (
@@ -51,89 +48,44 @@ func Require(t testing.TB) {
 }
 
 func available() error {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return fmt.Errorf("uname: %w", err)
+	if err := userns.CheckHost(userns.Spec{PID: true}); err != nil {
+		return explain(err)
 	}
-	release := unix.ByteSliceToString(uts.Release[:])
-	if major, minor, ok := kernelVersion(release); ok && (major < 6 || major == 6 && minor < 7) {
-		return fmt.Errorf("binfmt_misc is not per user namespace before Linux 6.7: this kernel is %s; run these tests on Linux 6.7 or newer", release)
+	if err := userns.CheckFilesystem(); err != nil {
+		return explain(err)
 	}
-
-	if err := checkFilesystem(); err != nil {
-		return err
-	}
-
-	for _, s := range []struct{ path, name string }{
-		{"/proc/sys/user/max_user_namespaces", "user.max_user_namespaces"},
-		{"/proc/sys/user/max_mnt_namespaces", "user.max_mnt_namespaces"},
-		{"/proc/sys/user/max_pid_namespaces", "user.max_pid_namespaces"},
-	} {
-		if n, ok := readInt(s.path); ok && n == 0 {
-			return fmt.Errorf("namespaces are disabled: %s is 0; enable them with `sysctl -w %s=10000`", s.path, s.name)
-		}
-	}
-	const unprivClone = "/proc/sys/kernel/unprivileged_userns_clone"
-	if n, ok := readInt(unprivClone); ok && n == 0 && os.Geteuid() != 0 {
-		return fmt.Errorf("unprivileged user namespaces are disabled: %s is 0; enable them with `sysctl -w kernel.unprivileged_userns_clone=1`, or run the tests as root", unprivClone)
-	}
-
 	if _, err := findTools(); err != nil {
 		return err
 	}
 	return probe()
 }
 
-// kernelVersion parses the major and minor number of a kernel release such
-// as "6.7.0-1-amd64".
-func kernelVersion(release string) (major, minor int, ok bool) {
-	fields := strings.SplitN(release, ".", 3)
-	if len(fields) < 2 {
-		return 0, 0, false
-	}
-	num := func(s string) (int, bool) {
-		end := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-		if end >= 0 {
-			s = s[:end]
-		}
-		n, err := strconv.Atoi(s)
-		return n, err == nil
-	}
-	major, ok1 := num(fields[0])
-	minor, ok2 := num(fields[1])
-	return major, minor, ok1 && ok2
+// fixes says what the person running the tests can do about each reason
+// private instances are unavailable; SYSCTL and VALUE stand for the
+// error's Sysctl and Allow.
+var fixes = map[userns.Reason]string{
+	userns.Disabled:     "enable them with `sysctl -w SYSCTL=VALUE`",
+	userns.Refused:      "check sysctl kernel.unprivileged_userns_clone (or run as root), AppArmor's kernel.apparmor_restrict_unprivileged_userns, and the seccomp profile of the container the tests run in",
+	userns.Limit:        "raise sysctl user.max_user_namespaces, user.max_mnt_namespaces or user.max_pid_namespaces",
+	userns.NoFilesystem: "load it with `modprobe binfmt_misc`",
+	userns.MountRefused: "on Ubuntu, AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=0, or run as root); in a container, its seccomp or AppArmor profile may forbid mount",
 }
 
-// checkFilesystem returns an error unless /proc/filesystems lists
-// binfmt_misc.
-func checkFilesystem() error {
-	const path = "/proc/filesystems"
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+// explain adds to an error of package userns what to do about it.
+func explain(err error) error {
+	var old *userns.KernelTooOldError
+	if errors.As(err, &old) {
+		return fmt.Errorf("%w; run these tests on Linux %d.%d or newer", err, userns.MinKernelMajor, userns.MinKernelMinor)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 0 && fields[len(fields)-1] == "binfmt_misc" {
-			return nil
-		}
+	var ue *userns.UnavailableError
+	if !errors.As(err, &ue) || fixes[ue.Reason] == "" {
+		return err
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+	fix := strings.NewReplacer("SYSCTL", ue.Sysctl, "VALUE", ue.Allow).Replace(fixes[ue.Reason])
+	if ue.Sysctl == userns.SysctlUnprivilegedClone {
+		fix += ", or run the tests as root"
 	}
-	return fmt.Errorf("the binfmt_misc file system is not available (it is not listed in %s): load it with `modprobe binfmt_misc`", path)
-}
-
-// readInt reads a sysctl file holding one integer.
-func readInt(path string) (int, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n, err == nil
+	return fmt.Errorf("%w; %s", err, fix)
 }
 
 // tools are the absolute paths of the programs the sandbox wrapper runs.
@@ -200,14 +152,14 @@ func probe() error {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
-		return namespaceError(err)
+		return explain(userns.NamespaceError(scriptSpec, err))
 	}
 	err = cmd.Wait()
 	output := strings.TrimSpace(out.String())
 	if err != nil {
 		hint := ""
 		if strings.Contains(output, "ermission denied") || strings.Contains(output, "not permitted") {
-			hint = "; the user namespace has no right to mount: on Ubuntu, AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=0, or run as root); in a container, its seccomp or AppArmor profile may forbid mount"
+			hint = "; the user namespace has no right to mount: " + fixes[userns.MountRefused]
 		}
 		return fmt.Errorf("mounting a private binfmt_misc instance in a user namespace failed: %v: %s%s", err, output, hint)
 	}
@@ -215,33 +167,4 @@ func probe() error {
 		return fmt.Errorf("a private binfmt_misc instance reports status %q, want \"enabled\"", output)
 	}
 	return nil
-}
-
-// namespaceError explains an error from starting a process in new
-// namespaces.
-func namespaceError(err error) error {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return fmt.Errorf("start a process in new user, mount and PID namespaces: %w", err)
-	}
-	var fix string
-	switch errno {
-	case syscall.EPERM, syscall.EACCES:
-		fix = "user namespaces are not allowed for this process: check sysctl kernel.unprivileged_userns_clone (or run as root), AppArmor's kernel.apparmor_restrict_unprivileged_userns, and the seccomp profile of the container the tests run in"
-	case syscall.ENOSPC, syscall.EUSERS:
-		fix = "a namespace limit is reached: raise sysctl user.max_user_namespaces, user.max_mnt_namespaces or user.max_pid_namespaces"
-	case syscall.EINVAL:
-		fix = "the kernel does not support user or PID namespaces (CONFIG_USER_NS, CONFIG_PID_NS)"
-	default:
-		fix = "the kernel refused to create the namespaces"
-	}
-	return fmt.Errorf("start a process in new user, mount and PID namespaces: %w (%s): %s", err, errnoName(errno), fix)
-}
-
-// errnoName returns the symbolic name of errno, such as "EPERM".
-func errnoName(errno syscall.Errno) string {
-	if name := unix.ErrnoName(errno); name != "" {
-		return name
-	}
-	return "errno " + strconv.Itoa(int(errno))
 }

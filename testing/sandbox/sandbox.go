@@ -21,21 +21,26 @@
 // namespace differs from the one of the process that created the sandbox,
 // and after mounting it checks that the instance is empty (only the
 // "register" and "status" files). If either check fails it refuses to go on.
+// [Run] gets its namespaces from package mabd/internal/userns, which `mabd
+// exec` uses too; [Script] and [Command] have a shell wrapper do the same.
 //
 // # Run: a Go test body inside the sandbox
 //
 // A multithreaded Go process cannot move itself into a new user namespace
 // (unshare(CLONE_NEWUSER) requires a single-threaded caller), so [Run]
-// re-executes the test binary: the parent starts /proc/self/exe with
-// CLONE_NEWUSER|CLONE_NEWNS (the caller's uid and gid mapped to 0, setgroups
-// denied, SIGKILL when the parent dies) and the flags
+// re-executes the test binary with userns.Start: /proc/self/exe in new
+// user and mount namespaces (the caller's uid and gid mapped to 0,
+// setgroups denied, SIGKILL when the parent dies), with the flags
 //
 //	-test.run=^TestName$/^subtest$ -test.count=1 -test.v [-test.short] [-test.timeout=...]
 //
 // (each level of t.Name() quoted with regexp.QuoteMeta and anchored), so
-// that the child runs only that test. The child recognises itself by the
-// MABD_SANDBOX_TEST environment variable (its value is t.Name()), makes all
-// mounts private, mounts a private binfmt_misc instance and calls the body.
+// that the child runs only that test. This package's init function first
+// lets userns.MaybeRunChild make the child's mounts private and mount a
+// private binfmt_misc instance on a directory of the parent's; then the
+// child recognises itself by the MABD_SANDBOX_TEST environment variable
+// (its value is t.Name()), checks that it is in a namespace of its own with
+// the instance mounted, and calls the body.
 // When the test is over (body, its subtests and cleanups), the child writes
 // the outcome to a file of the parent and exits at once. The parent only
 // reports: it logs the child's output when -test.v is set, fails the test
@@ -92,15 +97,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"mabd/binfmt"
+	"mabd/internal/userns"
 )
 
 // envTest is the environment variable that marks a re-executed test binary
@@ -119,7 +123,6 @@ type childSpec struct {
 	Dir    string // mount point, created by the parent
 	Report string // file the child writes the outcome of the body to
 	UserNS string // readlink /proc/self/ns/user of the parent
-	MntNS  string // readlink /proc/self/ns/mnt of the parent
 }
 
 // Outcomes written to childSpec.Report.
@@ -148,6 +151,9 @@ var (
 )
 
 func init() {
+	// First of all: in a child of Run, set up the namespaces (userns.Start
+	// re-executed this binary as the program itself, so this returns).
+	userns.MaybeRunChild()
 	childTest = os.Getenv(envTest)
 	raw, haveSpec := os.LookupEnv(envChild)
 	os.Unsetenv(envTest)
@@ -231,10 +237,6 @@ func runParent(t *testing.T, call int) {
 	if err != nil {
 		t.Fatalf("sandbox.Run: %v", err)
 	}
-	mntNS, err := os.Readlink("/proc/self/ns/mnt")
-	if err != nil {
-		t.Fatalf("sandbox.Run: %v", err)
-	}
 	// tmp holds the mount point, the report and the child's TMPDIR (the
 	// child exits without running the cleanups of enclosing tests).
 	tmp := t.TempDir()
@@ -243,7 +245,6 @@ func runParent(t *testing.T, call int) {
 		Dir:    filepath.Join(tmp, "binfmt_misc"),
 		Report: filepath.Join(tmp, "report"),
 		UserNS: userNS,
-		MntNS:  mntNS,
 	}
 	for _, d := range []string{spec.Dir, filepath.Join(tmp, "tmp")} {
 		if err := os.Mkdir(d, 0o700); err != nil {
@@ -286,13 +287,10 @@ func runParent(t *testing.T, call int) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = namespaceAttr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS)
-
-	// Pdeathsig is delivered when the thread that started the child exits;
-	// keep this goroutine on its thread until the child is gone.
-	runtime.LockOSThread()
-	err = cmd.Run()
-	runtime.UnlockOSThread()
+	if err := userns.Start(cmd, userns.Spec{Mount: spec.Dir}); err != nil {
+		t.Fatalf("sandbox.Run: %v\n%s", explain(err), out.Bytes())
+	}
+	err = cmd.Wait()
 
 	report, rerr := os.ReadFile(spec.Report)
 	outcome := strings.TrimSpace(string(report))
@@ -312,19 +310,6 @@ func runParent(t *testing.T, call int) {
 			os.Args[0], runPattern(t.Name()), outcome, out.Bytes())
 	default:
 		t.Fatalf("sandbox.Run: the sandboxed child exited successfully but reported %q\n%s", outcome, out.Bytes())
-	}
-}
-
-// namespaceAttr returns the SysProcAttr that starts a process in new
-// namespaces (flags must include CLONE_NEWUSER), with the caller's
-// effective uid and gid mapped to root and killed when the caller dies.
-func namespaceAttr(flags uintptr) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{
-		Cloneflags:                 flags,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}},
-		GidMappingsEnableSetgroups: false,
-		Pdeathsig:                  syscall.SIGKILL,
 	}
 }
 
@@ -382,10 +367,10 @@ func runTarget(t *testing.T, body func(t *testing.T, mount string)) {
 		os.Exit(0)
 	})
 
-	dir, err := setupChild()
-	if err != nil {
+	if err := checkChild(); err != nil {
 		t.Fatalf("sandbox.Run: %v", err)
 	}
+	dir := child.Dir
 	if err := os.WriteFile(child.Report, []byte(reportStarted), 0o600); err != nil {
 		t.Fatalf("sandbox.Run: write report: %v", err)
 	}
@@ -411,61 +396,16 @@ func runTarget(t *testing.T, body func(t *testing.T, mount string)) {
 	t.SkipNow()
 }
 
-// setupChild checks that this process is in its own user and mount
-// namespace, makes all mounts private and mounts a private binfmt_misc
-// instance on child.Dir.
-func setupChild() (string, error) {
-	for _, ns := range []struct{ file, parent string }{
-		{"/proc/self/ns/user", child.UserNS},
-		{"/proc/self/ns/mnt", child.MntNS},
-	} {
-		own, err := os.Readlink(ns.file)
-		if err != nil {
-			return "", fmt.Errorf("refusing to mount binfmt_misc: %w", err)
-		}
-		if ns.parent == "" || own == ns.parent {
-			return "", fmt.Errorf("refusing to mount binfmt_misc: %s is %q, the same as in the parent process (%q)", ns.file, own, ns.parent)
-		}
+// checkChild checks that this process is what Run started: in a user
+// namespace other than the parent's, with the private binfmt_misc
+// instance that userns.Start mounted on child.Dir.
+func checkChild() error {
+	own, err := os.Readlink("/proc/self/ns/user")
+	if err != nil || own == child.UserNS {
+		return fmt.Errorf("refusing to run the body: this process is in the parent's user namespace %s (%v)", own, err)
 	}
-	if initial, err := initialUserNS(); err != nil || initial {
-		return "", fmt.Errorf("refusing to mount binfmt_misc: this process is in the initial user namespace (%v)", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return "", fmt.Errorf("make mounts private (mount --make-rprivate /): %w", err)
-	}
-	dir := child.Dir
-	if err := unix.Mount("binfmt_misc", dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return "", fmt.Errorf("mount binfmt_misc on %s: %w", dir, err)
-	}
-	if err := checkEmpty(dir); err != nil {
-		return "", err
-	}
-	return dir, nil
-}
-
-// initialUserNS reports whether this process is in the initial user
-// namespace, the only one whose uid_map is the identity on all 2^32 uids.
-func initialUserNS() (bool, error) {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false, err
-	}
-	return strings.Join(strings.Fields(string(b)), " ") == "0 0 4294967295", nil
-}
-
-// checkEmpty returns an error unless the binfmt_misc instance mounted on dir
-// holds no entries.
-func checkEmpty(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("read binfmt_misc instance %s: %w", dir, err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	if strings.Join(names, " ") != "register status" {
-		return fmt.Errorf("binfmt_misc instance on %s is not a new, empty instance: it contains %q", dir, names)
+	if ok, err := binfmt.Mounted(child.Dir); err != nil || !ok {
+		return fmt.Errorf("refusing to run the body: no private binfmt_misc instance on %s (%v)", child.Dir, err)
 	}
 	return nil
 }

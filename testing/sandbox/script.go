@@ -11,14 +11,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"mabd/internal/userns"
 )
 
 // EnvMount is the environment variable through which [Script] and [Command]
 // tell the program where the private binfmt_misc instance is mounted.
 // Scripts also get the same path as $BINFMT.
 const EnvMount = "MABD_BINFMT_MOUNT"
+
+// scriptSpec is the namespaces of [Script] and [Command]. Their wrapper
+// sets up the instance itself rather than through userns.Start: as PID 1
+// it creates the mount point and removes it once the program has exited,
+// which it can because the instance is mounted in a nested mount
+// namespace only.
+var scriptSpec = userns.Spec{PID: true}
 
 // Placeholder is replaced, wherever it occurs in an argument of [Command],
 // with the mount point of the private binfmt_misc instance.
@@ -157,7 +165,7 @@ func sandboxCmd(ctx context.Context, argv []string, subst, check bool) (*exec.Cm
 		args = append(args, a)
 	}
 	cmd := exec.CommandContext(ctx, "/bin/sh", args...)
-	cmd.SysProcAttr = namespaceAttr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID)
+	cmd.SysProcAttr = userns.SysProcAttr(scriptSpec)
 	cmd.Cancel = func() error {
 		// SIGKILL to PID 1 kills the whole sandbox, so the wrapper cannot
 		// remove the mount point: remove it here, once PID 1 is dead. The
