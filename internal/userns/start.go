@@ -260,7 +260,10 @@ func Start(cmd *exec.Cmd, spec Spec) error {
 	}
 	werr := cmd.Wait()
 	if report == "" {
-		return fmt.Errorf("userns: the first process of the new namespaces ended before the program started (%v)", werr)
+		if werr == nil {
+			werr = errors.New("exit status 0")
+		}
+		return fmt.Errorf("userns: the first process of the new namespaces ended before the program started: %w", werr)
 	}
 	return decodeReport([]byte(report))
 }
@@ -331,8 +334,9 @@ func mergeAttr(own *syscall.SysProcAttr, spec Spec) (*syscall.SysProcAttr, error
 // SIGQUIT are caught but not passed on (typed at a terminal they reach
 // the whole foreground process group, the program included). Signals
 // ignored when this process started stay ignored. It returns the
-// program's exit status, 128+N when signal N killed it, and a nil error;
-// or Start's error when the program did not run.
+// program's exit status, 128+N when signal N killed it (or killed the
+// first process before the program started), and a nil error; or Start's
+// error when the program did not run.
 //
 // A nil spec runs cmd as it is, in the caller's namespaces, with the same
 // signals and status: what a caller that emulates some programs does for
@@ -345,6 +349,14 @@ func Run(cmd *exec.Cmd, spec *Spec) (int, error) {
 		err = Start(cmd, *spec)
 	} else if err = cmd.Start(); err != nil {
 		err = startError(cmd.Args, err)
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			// Killed before the program started (SIGINT typed while
+			// the namespaces were set up): as if the program had been.
+			return 128 + int(ws.Signal()), nil
+		}
 	}
 	if err != nil {
 		return -1, err

@@ -411,3 +411,35 @@ func TestHelperUnprivileged(t *testing.T) {
 	}
 	t.Logf("as uid %d: checked", os.Geteuid())
 }
+
+// TestStartKeepsCommand: the command's extra files reach the program, in
+// both modes, and its own SysProcAttr fields are kept.
+func TestStartKeepsCommand(t *testing.T) {
+	for _, spec := range []Spec{{}, {AsCaller: true}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", `echo "extra $1" >&3; ps -o pid=,pgid= -p $$`, "sh", strconv.FormatBool(spec.AsCaller))
+		cmd.ExtraFiles = []*os.File{w}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err = Start(cmd, spec)
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		r.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("AsCaller %v: %v\n%s", spec.AsCaller, err, out.String())
+		}
+		if want := "extra " + strconv.FormatBool(spec.AsCaller) + "\n"; string(got) != want {
+			t.Errorf("fd 3: %q, want %q", got, want)
+		}
+		if f := strings.Fields(out.String()); !spec.AsCaller && (len(f) != 2 || f[0] != f[1]) {
+			t.Errorf("pid and process group %q: want Setpgid kept", out.String())
+		}
+	}
+}
