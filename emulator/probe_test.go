@@ -60,7 +60,6 @@ var wantGoarch = map[string]string{
 	"loongarch64": "loong64",
 }
 
-
 // readTestManifest reads probes/manifest.txt: the Go release and the
 // sha256 of each file.
 func readTestManifest(t *testing.T) (goVersion string, sums map[string]string) {

@@ -154,7 +154,7 @@ func (t execTarget) spec() binfmt.Spec { return t.arch.Spec(t.emulator.Path, t.f
 // architecture is refused; its version decides on the P flag. When the
 // output cannot be read, P is left out, with a warning.
 func resolveExec(ctx context.Context, platform, emulatorPath string, dirs []string) (execTarget, error) {
-	arch, err := emulator.LookupArch(platform)
+	arch, err := binfmt.Lookup(platform)
 	if err != nil {
 		return execTarget{}, err
 	}
