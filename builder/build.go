@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -210,9 +211,11 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	want, err := NormalizePlatforms(opt.Platforms)
-	if err != nil {
-		return nil, &UsageError{Err: err}
+	want := []string{AllPlatforms}
+	if !slices.Equal(opt.Platforms, want) {
+		if want, err = NormalizePlatforms(opt.Platforms); err != nil {
+			return nil, &UsageError{Option: "Platforms", Value: strings.Join(opt.Platforms, ","), Err: err}
+		}
 	}
 
 	c, err := client.New(ctx, opt.Addr)
@@ -361,17 +364,29 @@ func authProvider(insecure map[string]bool) session.Attachable {
 	})
 }
 
-// choosePlatforms decides what `mabd build` builds for: the platforms
-// asked for (--platform, normalized by [NormalizePlatforms]), each of
-// which one of the worker's platforms must run; or, when none is asked
-// for, every platform the worker reports, one per OS and architecture
-// (the first it lists: linux/amd64 rather than its v2, v3 variants).
-// Platforms the worker does not run are refused with an
-// *[UnsupportedPlatformError] that says, from the binfmt_misc table at
-// binfmtMount ("" for the host's), why each is missing.
+// AllPlatforms, as the only platform asked for, builds for every platform
+// the worker reports (`mabd build --platform all`).
+const AllPlatforms = "all"
+
+// choosePlatforms decides what `mabd build` builds for, as buildx does:
+// the platforms asked for (--platform, normalized by
+// [NormalizePlatforms]), each of which one of the worker's platforms must
+// run; with none asked for, the build host's own (the worker's first
+// platform, which BuildKit lists first: linux/amd64 on an x86-64 host);
+// with [AllPlatforms], every platform the worker reports (all it
+// verified), one per OS and architecture (the first it lists: linux/amd64
+// rather than its v2, v3 variants). Platforms the worker does not run are
+// refused with an *[UnsupportedPlatformError] that says, from the
+// binfmt_misc table at binfmtMount ("" for the host's), why each is
+// missing.
 func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount string) ([]string, error) {
-	if len(asked) == 0 {
+	switch {
+	case len(asked) == 1 && asked[0] == AllPlatforms:
 		return onePerArch(worker), nil
+	case len(asked) == 0 && len(worker) > 0:
+		return onePerArch(worker[:1]), nil
+	case len(asked) == 0:
+		return []string{platforms.DefaultString()}, nil
 	}
 	var bad []UnsupportedPlatform
 	for _, a := range asked {

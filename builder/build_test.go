@@ -121,7 +121,9 @@ func TestChoosePlatforms(t *testing.T) {
 		want   []string
 		refuse []UnsupportedPlatform
 	}{
-		{name: "default: one per architecture, the first listed", worker: worker, want: []string{"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/386"}},
+		{name: "default: the worker's own, its first platform", worker: worker, want: []string{"linux/amd64"}},
+		{name: "all: one per architecture, the first listed", worker: worker, asked: []string{AllPlatforms}, want: []string{"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/386"}},
+		{name: "default without a worker platform: the client's", want: []string{platforms.DefaultString()}},
 		{name: "asked and run", worker: worker, asked: []string{"linux/arm64", "linux/amd64"}, want: []string{"linux/arm64", "linux/amd64"}},
 		{name: "an earlier variant", worker: worker, asked: []string{"linux/arm/v6"}, want: []string{"linux/arm/v6"}},
 		{name: "no handler", worker: worker, asked: []string{"linux/amd64", "linux/ppc64le"},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"mabd/binfmt"
+	"mabd/emulator"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,9 +57,26 @@ type Options struct {
 	// SocketGroup is the group (a name or a numeric id) the socket is given;
 	// "" leaves root's.
 	SocketGroup string
-	// Platforms are the worker's platforms ("linux/amd64", "linux/arm64");
-	// nil lets BuildKit detect them from the host's binfmt_misc handlers.
-	// Foreign ones need their emulator registered in the host's table.
+	// Emulation is EmulationPrivate ("" means it) or EmulationHost: where
+	// the worker's foreign RUN steps find their emulators.
+	Emulation string
+	// Handlers are the binfmt_misc handlers of the private instance
+	// (EmulationPrivate): registered there (with F, their emulators are
+	// opened by the namespace), verified there, those that fail left out.
+	// Only architectures with an OCI platform count.
+	Handlers []binfmt.Spec
+	// ProbeTimeout bounds each probe of the verification inside the
+	// private namespace; 0 means emulator.DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+	// VerifyInterval is how often the private handlers are verified again
+	// while buildkitd runs (one that fails is withdrawn: buildkitd
+	// restarts without it, once no build runs); 0 means only at each
+	// start.
+	VerifyInterval time.Duration
+	// Platforms are the worker's platforms with EmulationHost
+	// ("linux/amd64", "linux/arm64"); nil lets BuildKit detect them from
+	// the host's binfmt_misc handlers. With EmulationPrivate they are
+	// those verified.
 	Platforms []string
 	// KeepStorage is how many bytes of build cache garbage collection
 	// keeps; 0 means 10% of the file system of Root, at most
@@ -102,6 +121,22 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = time.Minute
+	}
+	switch o.Emulation {
+	case "":
+		o.Emulation = EmulationPrivate
+	case EmulationPrivate, EmulationHost:
+	default:
+		return o, fmt.Errorf("emulation %q: want %q or %q", o.Emulation, EmulationPrivate, EmulationHost)
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = emulator.DefaultProbeTimeout
+	}
+	o.Handlers = builderHandlers(o.Handlers)
+	for _, h := range o.Handlers {
+		if err := h.Validate(); err != nil {
+			return o, err
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()

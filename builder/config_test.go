@@ -134,6 +134,7 @@ func TestConfigBuildkitd(t *testing.T) {
 		Platforms:          []string{"linux/amd64", "linux/riscv64"},
 		InsecureRegistries: []string{"registry.lan:5000", "127.0.0.1:5000"},
 		KeepStorage:        1e9,
+		Emulation:          EmulationHost, // the configured platforms are written as given
 	}
 	s := NewSupervisor(opt)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -3,6 +3,7 @@ package builder
 // How buildkitd is started and what is known of one process of it.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // buildkitdCommand is how buildkitd is started, all of it: the program
@@ -65,12 +68,21 @@ func startProc(cmd *exec.Cmd, out *tailWriter) (*proc, error) {
 	if err := startLocked(cmd); err != nil {
 		return nil, fmt.Errorf("start buildkitd: %w", err)
 	}
-	p := &proc{cmd: cmd, start: time.Now(), done: make(chan struct{}), out: out}
+	return watchProc(cmd, out, nil), nil
+}
+
+// watchProc waits for the started cmd in the background. pp is the
+// agent's pipes when cmd is the agent of a private namespace.
+func watchProc(cmd *exec.Cmd, out *tailWriter, pp *privateProc) *proc {
+	p := &proc{cmd: cmd, start: time.Now(), done: make(chan struct{}), out: out, private: pp}
 	go func() {
 		p.err = cmd.Wait()
+		if pp != nil {
+			pp.requests.Close()
+		}
 		close(p.done)
 	}()
-	return p, nil
+	return p
 }
 
 // The kernel sends Pdeathsig when the *thread* that started the child
@@ -102,13 +114,15 @@ func startLocked(cmd *exec.Cmd) error {
 	return <-r.err
 }
 
-// proc is one buildkitd process.
+// proc is one buildkitd process, or the agent of a private namespace
+// that runs it (and exits as it does).
 type proc struct {
-	cmd   *exec.Cmd
-	start time.Time
-	done  chan struct{} // closed when it has exited
-	err   error         // Wait's result, set before done is closed
-	out   *tailWriter
+	cmd     *exec.Cmd
+	start   time.Time
+	done    chan struct{} // closed when it has exited
+	err     error         // Wait's result, set before done is closed
+	out     *tailWriter
+	private *privateProc // the agent's pipes; nil with EmulationHost
 }
 
 func (p *proc) pid() int {
@@ -130,9 +144,17 @@ func (p *proc) exited() bool {
 // describe says how p exited and what it said last.
 func (p *proc) describe() string {
 	why := "buildkitd exited"
-	if p.err != nil {
+	var ee *exec.ExitError
+	switch {
+	case p.private != nil && errors.As(p.err, &ee) && ee.ExitCode() > 128:
+		// The agent exits with 128+N when signal N ended buildkitd.
+		why += ": signal: " + unix.SignalName(syscall.Signal(ee.ExitCode()-128))
+		if n := syscall.Signal(ee.ExitCode() - 128); n == syscall.SIGKILL {
+			why = "buildkitd exited: signal: killed"
+		}
+	case p.err != nil:
 		why += ": " + p.err.Error()
-	} else {
+	default:
 		why += " with status 0"
 	}
 	if l := p.out.last(); l != "" {

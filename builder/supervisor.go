@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"mabd/binfmt"
+	"mabd/emulator"
 	"net"
 	"os"
 	"os/exec"
@@ -77,6 +79,20 @@ type Status struct {
 	// LastError says why buildkitd last exited or failed to start, with
 	// the last line it printed; "" if it never did.
 	LastError string `json:"lastError,omitempty"`
+	// Emulation is EmulationPrivate or EmulationHost.
+	Emulation string `json:"emulation,omitempty"`
+	// AgentPID is the first process of the private namespace, buildkitd's
+	// parent (EmulationPrivate).
+	AgentPID int `json:"agentPid,omitempty"`
+	// Private is the private binfmt_misc instance's handlers and the
+	// native architectures, as the last verification inside the
+	// namespace found them (EmulationPrivate).
+	Private []PrivateHandler `json:"private,omitempty"`
+	// VerifiedAt is when that verification ran.
+	VerifiedAt time.Time `json:"verifiedAt,omitzero"`
+	// Withdrawn counts the private handlers that failed a verification
+	// while buildkitd ran and were withdrawn from the worker.
+	Withdrawn int `json:"withdrawn,omitempty"`
 }
 
 // Supervisor runs buildkitd as a child process and keeps it running: see
@@ -164,7 +180,7 @@ func (s *Supervisor) start(ctx context.Context) error {
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.options, s.prep = o, prep
-	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: prep.config, Snapshotter: prep.snapshotter, KeepStorage: prep.keep}
+	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: prep.config, Snapshotter: prep.snapshotter, KeepStorage: prep.keep, Emulation: o.Emulation}
 	s.stopCh = make(chan struct{})
 	s.loopDone = make(chan struct{})
 	s.reload = make(chan chan error)
@@ -200,6 +216,11 @@ func prepare(ctx context.Context, o Options) (Options, prepared, error) {
 		return o, prep, &BinaryError{Binary: o.Binary, Err: err}
 	}
 	o.Binary = bin
+	if o.Emulation == EmulationPrivate && len(o.Handlers) == 0 && len(o.Platforms) > 0 {
+		if o.Handlers, err = handlersFor(ctx, o.Platforms, nil); err != nil {
+			return o, prep, err
+		}
+	}
 	if o.SocketGroup != "" {
 		if prep.gid, err = lookupGroup(o.SocketGroup); err != nil {
 			return o, prep, err
@@ -283,21 +304,43 @@ func lookupGroup(g string) (int, error) {
 	return strconv.Atoi(gr.Gid)
 }
 
-// spawn starts a buildkitd and makes it the current process.
+// spawn starts a buildkitd and makes it the current process. With private
+// emulation it starts the namespace's agent, which verifies the handlers
+// there first, and the worker's platforms are those that passed.
 func (s *Supervisor) spawn() (*proc, error) {
 	s.mu.Lock()
-	o, cfg := s.options, s.prep.config
+	o, prep := s.options, s.prep
 	s.mu.Unlock()
 	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	p, err := startProc(buildkitdCommand(o, cfg), newTailWriter(o.Logger, 20))
-	if err != nil {
-		return nil, err
+	out := newTailWriter(o.Logger, 20)
+	var p *proc
+	var handlers []PrivateHandler
+	if o.Emulation == EmulationPrivate {
+		cmd, pp, hs, err := s.startPrivate(o, prep, out)
+		if err != nil {
+			return nil, err
+		}
+		p, handlers = watchProc(cmd, out, pp), hs
+		for _, h := range hs {
+			if h.State == "failed" {
+				o.Logger.Warn("private handler failed verification: the worker goes without it", zap.String("handler", h.Name), zap.String("platform", h.Platform), zap.String("reason", h.Reason))
+			}
+		}
+	} else {
+		var err error
+		if p, err = startProc(buildkitdCommand(o, prep.config), out); err != nil {
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	s.cur = p
 	s.st.Running, s.st.PID, s.st.Since = false, p.pid(), time.Time{}
+	if p.private != nil {
+		s.st.PID, s.st.AgentPID = p.private.pid, p.pid()
+		s.st.Private, s.st.VerifiedAt = handlers, time.Now()
+	}
 	s.notify()
 	s.mu.Unlock()
 	return p, nil
@@ -410,8 +453,16 @@ func (s *Supervisor) watchReady(p *proc) {
 func (s *Supervisor) loop(p *proc) {
 	defer close(s.loopDone)
 	backoff := minBackoff
+	var verifyC <-chan time.Time
+	if iv := s.options.VerifyInterval; iv > 0 && s.options.Emulation == EmulationPrivate {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		verifyC = t.C
+	}
 	for {
 		select {
+		case <-verifyC:
+			s.reverify(p)
 		case <-s.stopCh:
 			s.terminate(p)
 			return
@@ -463,6 +514,61 @@ func (s *Supervisor) loop(p *proc) {
 			p = np
 		}
 	}
+}
+
+// reverify verifies the private handlers inside p's namespace again. A
+// handler that verified before and fails now is withdrawn: buildkitd
+// restarts, once no build runs, in a new namespace whose verification
+// leaves it out unless it works again.
+func (s *Supervisor) reverify(p *proc) {
+	s.mu.Lock()
+	running, o := s.st.Running, s.options
+	s.mu.Unlock()
+	if p.private == nil || !running {
+		return
+	}
+	results, err := p.private.verify(o.ProbeTimeout + time.Minute)
+	if err != nil {
+		o.Logger.Warn("verify the builder's private handlers", zap.Error(err))
+		return
+	}
+	byArch := map[string]emulator.Result{}
+	for _, r := range results {
+		byArch[r.Arch] = r
+	}
+	var failed []string
+	s.mu.Lock()
+	for i, h := range s.st.Private {
+		a, _ := binfmt.ArchByName(h.Name)
+		r, ok := byArch[a.Name]
+		if !ok || h.State == emulator.StateFailed {
+			continue
+		}
+		if r.State == emulator.StateFailed {
+			s.st.Private[i].State, s.st.Private[i].Reason = r.State, r.Reason
+			failed = append(failed, h.Name)
+			o.Logger.Warn("private handler failed verification: withdrawing it from the worker", zap.String("handler", h.Name), zap.String("platform", h.Platform), zap.String("reason", r.Reason))
+		}
+	}
+	s.st.VerifiedAt = time.Now()
+	s.st.Withdrawn += len(failed)
+	s.notify()
+	reload, loopCtx := s.reload, s.loopCtx
+	s.mu.Unlock()
+	if len(failed) == 0 {
+		return
+	}
+	go func() {
+		if err := waitIdle(loopCtx, o.Socket); err != nil {
+			return
+		}
+		res := make(chan error, 1)
+		select {
+		case reload <- res:
+			<-res
+		case <-loopCtx.Done():
+		}
+	}()
 }
 
 func (s *Supervisor) setLastError(e string) {
@@ -590,7 +696,11 @@ func (s *Supervisor) WaitReady(ctx context.Context) error {
 	}
 }
 
-// SetPlatforms changes the worker's platforms. When the set differs from
+// SetPlatforms changes the worker's platforms. With private emulation it
+// sets the private instance's handlers to those of the foreign platforms
+// of ps (see SetHandlers), found in the default emulator directories
+// unless a current handler has the architecture. With host emulation,
+// when the set differs from
 // the current one, it waits (as long as ctx allows) until buildkitd runs no
 // build, asking its build history for active builds every half second,
 // then rewrites the configuration, restarts buildkitd and waits until it is
@@ -601,6 +711,17 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 	ps, err := NormalizePlatforms(ps)
 	if err != nil {
 		return err
+	}
+	s.mu.Lock()
+	o := s.options
+	s.mu.Unlock()
+	if o.Emulation != EmulationHost {
+		// The private instance holds handlers for those platforms.
+		hs, err := handlersFor(ctx, ps, o.Handlers)
+		if err != nil {
+			return err
+		}
+		return s.SetHandlers(ctx, hs)
 	}
 	s.mu.Lock()
 	if !s.started {
@@ -620,12 +741,59 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 	s.mu.Lock()
 	s.options.Platforms = ps
 	_, err = writeConfig(s.options, s.prep.snapshotter, s.prep.keep)
-	reload, loopDone := s.reload, s.loopDone
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	log.Info("restarting buildkitd with new platforms", zap.Strings("platforms", ps))
+	return s.restart(ctx)
+}
+
+// SetHandlers changes the handlers of the private binfmt_misc instance
+// (EmulationPrivate), and so the worker's platforms. When they differ from
+// the current ones, it waits (as long as ctx allows) until buildkitd runs
+// no build, then restarts buildkitd in a new namespace holding the new
+// handlers, verified there, and waits until it is ready again. When they
+// are the same, nothing happens. Before Start, it only changes what Start
+// will use.
+func (s *Supervisor) SetHandlers(ctx context.Context, specs []binfmt.Spec) error {
+	specs = builderHandlers(specs)
+	for _, h := range specs {
+		if err := h.Validate(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	if !s.started {
+		s.options.Handlers = specs
+		s.mu.Unlock()
+		return nil
+	}
+	same := sameSpecs(s.options.Handlers, specs)
+	socket, log := s.options.Socket, s.options.Logger
+	s.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := waitIdle(ctx, socket); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.options.Handlers = specs
+	s.mu.Unlock()
+	names := make([]string, len(specs))
+	for i, h := range specs {
+		names[i] = h.Name
+	}
+	log.Info("restarting buildkitd with new private handlers", zap.Strings("handlers", names))
+	return s.restart(ctx)
+}
+
+// restart asks the loop to restart buildkitd and waits until it is ready.
+func (s *Supervisor) restart(ctx context.Context) error {
+	s.mu.Lock()
+	reload, loopDone := s.reload, s.loopDone
+	s.mu.Unlock()
 	res := make(chan error, 1)
 	select {
 	case reload <- res:
@@ -638,6 +806,19 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 		return err
 	}
 	return s.WaitReady(ctx)
+}
+
+// sameSpecs reports whether a and b hold the same handlers, in any order.
+func sameSpecs(a, b []binfmt.Spec) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.ContainsFunc(b, x.Equal) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitIdle waits until the buildkitd on socket reports no active build.

@@ -108,7 +108,7 @@ func TestSupervisor(t *testing.T) {
 		t.Errorf("socket %s: %v, %v", st.Socket, fi.Mode(), err)
 	}
 	cfg, err := os.ReadFile(st.Config)
-	if err != nil || !strings.Contains(string(cfg), `platforms = ['linux/amd64', 'linux/arm64']`) || !strings.Contains(string(cfg), "gckeepstorage = 1000000000") {
+	if err != nil || !strings.Contains(string(cfg), `platforms = ['linux/amd64', 'linux/386', 'linux/arm64']`) || !strings.Contains(string(cfg), "gckeepstorage = 1000000000") {
 		t.Errorf("config %s: %v\n%s", st.Config, err, cfg)
 	}
 

@@ -1,0 +1,331 @@
+package builder
+
+// Private emulation: buildkitd runs in a user and mount namespace of its
+// own, whose binfmt_misc instance holds the handlers it was given and
+// nothing else (see the package documentation).
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"mabd/binfmt"
+	"mabd/emulator"
+	"mabd/internal/userns"
+
+	"github.com/containerd/platforms"
+)
+
+// Emulation modes of [Options.Emulation].
+const (
+	// EmulationPrivate runs buildkitd in a user and mount namespace of its
+	// own with a private binfmt_misc instance holding Options.Handlers:
+	// its worker advertises the native platforms and those of the
+	// handlers that pass verification there, whatever the host's table
+	// holds.
+	EmulationPrivate = "private"
+	// EmulationHost runs buildkitd beside the host's binfmt_misc table:
+	// its worker advertises Options.Platforms and whatever BuildKit
+	// detects in the host's table.
+	EmulationHost = "host"
+)
+
+// PrivateHandler is a handler of the builder's private binfmt_misc
+// instance, as the last verification inside it found it.
+type PrivateHandler struct {
+	Name        string `json:"name"`
+	Platform    string `json:"platform,omitempty"`
+	Interpreter string `json:"interpreter"`
+	Flags       string `json:"flags"`
+	// State is "ok" (registered and verified), "failed" (withdrawn from
+	// the worker: Reason says why) or "native".
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// builderHandlers are the handlers the builder's namespace gets: those of
+// architectures that have an OCI platform (BuildKit builds for nothing
+// else) and are not native.
+func builderHandlers(specs []binfmt.Spec) []binfmt.Spec {
+	var out []binfmt.Spec
+	for _, s := range specs {
+		a, ok := binfmt.ArchByName(s.Name)
+		if ok && a.Platform != "" && !binfmt.IsNative(a.Name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// identityMaps maps the ids this process's user namespace has to
+// themselves: in a container, those it was given; in the initial
+// namespace all of them (so that images with users above 65535 build
+// too) but the last, 4294967294: a namespace that maps every id looks
+// like the initial one, and buildkitd and runc would then not know they
+// run in a user namespace and use cgroups as real root may (devices.deny
+// refuses them).
+func identityMaps(file string) ([]syscall.SysProcIDMap, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []syscall.SysProcIDMap
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%s: cannot parse %q", file, line)
+		}
+		inside, err1 := strconv.ParseUint(f[0], 10, 32)
+		size, err2 := strconv.ParseUint(f[2], 10, 32)
+		if err1 != nil || err2 != nil || size == 0 {
+			return nil, fmt.Errorf("%s: cannot parse %q", file, line)
+		}
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(inside), HostID: int(inside), Size: int(size)})
+	}
+	if len(out) == 1 && out[0].ContainerID == 0 && out[0].Size == 1<<32-1 {
+		out[0].Size--
+	}
+	return out, nil
+}
+
+// privateProc is the supervisor's end of an agent.
+type privateProc struct {
+	requests *os.File         // to the agent
+	reports  chan agentReport // from it; closed when it closes its end
+	pid      int              // buildkitd's
+}
+
+// startPrivate starts an agent in new namespaces with o.Handlers in their
+// private instance, waits for its verification, writes buildkitd's
+// configuration for the platforms that passed and tells the agent to run
+// buildkitd. It returns the agent's command and the verification.
+func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exec.Cmd, *privateProc, []PrivateHandler, error) {
+	var uids, gids []syscall.SysProcIDMap
+	if b, _ := os.ReadFile("/proc/self/setgroups"); strings.TrimSpace(string(b)) != "deny" {
+		var err error
+		if uids, err = identityMaps("/proc/self/uid_map"); err != nil {
+			return nil, nil, nil, err
+		}
+		if gids, err = identityMaps("/proc/self/gid_map"); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	// Else this is a namespace that may not call setgroups (a test's
+	// sandbox), nor may its children: userns's default maps root alone.
+	raw, err := json.Marshal(agentConfig{Handlers: o.Handlers, ProbeTimeout: o.ProbeTimeout})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		reqR.Close()
+		reqW.Close()
+		return nil, nil, nil, err
+	}
+	cmd := exec.Command("/proc/self/exe", "mabd-builder")
+	cmd.Env = append(childEnv(), envAgent+"="+string(raw))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{reqR, repW} // fds 3 and 4
+	cmd.WaitDelay = 2 * time.Second
+	err = userns.Start(cmd, userns.Spec{Handlers: o.Handlers, UIDMaps: uids, GIDMaps: gids})
+	reqR.Close()
+	repW.Close()
+	if err != nil {
+		reqW.Close()
+		repR.Close()
+		return nil, nil, nil, fmt.Errorf("start the builder's namespace: %w", err)
+	}
+	pp := &privateProc{requests: reqW, reports: make(chan agentReport, 4)}
+	go func() {
+		defer close(pp.reports)
+		defer repR.Close()
+		dec := json.NewDecoder(bufio.NewReader(io.LimitReader(repR, 1<<30)))
+		for {
+			var r agentReport
+			if err := dec.Decode(&r); err != nil {
+				return
+			}
+			pp.reports <- r
+		}
+	}()
+	fail := func(err error) (*exec.Cmd, *privateProc, []PrivateHandler, error) {
+		reqW.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, nil, nil, err
+	}
+	var first agentReport
+	select {
+	case r, ok := <-pp.reports:
+		if !ok {
+			return fail(errors.New("the builder's namespace ended before it verified its handlers"))
+		}
+		first = r
+	case <-time.After(o.ProbeTimeout + 2*time.Minute):
+		return fail(errors.New("the builder's namespace did not verify its handlers in time"))
+	}
+	handlers := privateHandlers(o.Handlers, first.Verified)
+	o.Platforms = verifiedPlatforms(handlers)
+	if _, err := writeConfig(o, prep.snapshotter, prep.keep); err != nil {
+		return fail(err)
+	}
+	start := agentRequest{Start: &agentStart{Path: o.Binary, Args: []string{o.Binary, "--config", prep.config}, Env: childEnv()}}
+	if err := pp.send(start); err != nil {
+		return fail(fmt.Errorf("start buildkitd in the builder's namespace: %w", err))
+	}
+	select {
+	case r, ok := <-pp.reports:
+		switch {
+		case !ok:
+			return fail(errors.New("the builder's namespace ended before buildkitd started"))
+		case r.Error != "":
+			return fail(errors.New(r.Error))
+		}
+		pp.pid = r.PID
+	case <-time.After(time.Minute):
+		return fail(errors.New("the builder's namespace did not start buildkitd in time"))
+	}
+	return cmd, pp, handlers, nil
+}
+
+// send writes one request to the agent.
+func (pp *privateProc) send(r agentRequest) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = pp.requests.Write(append(b, '\n'))
+	return err
+}
+
+// verify asks the agent to verify its handlers again and returns what it
+// found.
+func (pp *privateProc) verify(timeout time.Duration) ([]emulator.Result, error) {
+	if err := pp.send(agentRequest{Verify: true}); err != nil {
+		return nil, err
+	}
+	select {
+	case r, ok := <-pp.reports:
+		if !ok {
+			return nil, errors.New("the builder's namespace ended")
+		}
+		if r.Error != "" {
+			return nil, errors.New(r.Error)
+		}
+		return r.Verified, nil
+	case <-time.After(timeout):
+		return nil, errors.New("the builder's namespace did not answer in time")
+	}
+}
+
+// privateHandlers joins the handlers and their verification.
+func privateHandlers(specs []binfmt.Spec, results []emulator.Result) []PrivateHandler {
+	byArch := map[string]emulator.Result{}
+	for _, r := range results {
+		byArch[r.Arch] = r
+	}
+	var out []PrivateHandler
+	for _, n := range binfmt.Native("") {
+		if r, ok := byArch[n]; ok {
+			out = append(out, PrivateHandler{Name: "qemu-" + n, Platform: r.Platform, State: r.State, Reason: r.Reason})
+		}
+	}
+	for _, s := range specs {
+		a, _ := binfmt.ArchByName(s.Name)
+		h := PrivateHandler{Name: s.Name, Platform: a.Platform, Interpreter: s.Interpreter, Flags: s.Flags.String(), State: emulator.StateFailed, Reason: "not verified"}
+		if r, ok := byArch[a.Name]; ok {
+			h.State, h.Reason = r.State, r.Reason
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// verifiedPlatforms are the platforms of the handlers that work: the
+// worker's platforms, the host's own first (BuildKit lists them in this
+// order, and clients take the first as the builder's native platform).
+func verifiedPlatforms(hs []PrivateHandler) []string {
+	var ps []string
+	for _, h := range hs {
+		if h.State != emulator.StateFailed && h.Platform != "" && !slices.Contains(ps, h.Platform) {
+			ps = append(ps, h.Platform)
+		}
+	}
+	own := platforms.Format(platforms.Normalize(platforms.DefaultSpec()))
+	slices.SortFunc(ps, func(a, b string) int {
+		switch {
+		case a == own:
+			return -1
+		case b == own:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return ps
+}
+
+// handlersFor returns the private handlers that run the foreign platforms
+// among ps: the one in have for its architecture, else one of the table
+// for the emulator found in the default directories (trusted, static,
+// target checked), with F, and P when the emulator honours it. A platform
+// without a usable emulator is an error.
+func handlersFor(ctx context.Context, ps []string, have []binfmt.Spec) ([]binfmt.Spec, error) {
+	var out []binfmt.Spec
+	var need []binfmt.Arch
+	for _, p := range ps {
+		a, err := binfmt.Lookup(p)
+		if err != nil {
+			return nil, err
+		}
+		if binfmt.IsNative(a.Name) || slices.ContainsFunc(out, func(s binfmt.Spec) bool { return s.Name == a.HandlerName() }) {
+			continue
+		}
+		if i := slices.IndexFunc(have, func(s binfmt.Spec) bool { return s.Name == a.HandlerName() }); i >= 0 {
+			out = append(out, have[i])
+			continue
+		}
+		need = append(need, a)
+	}
+	if len(need) == 0 {
+		return out, nil
+	}
+	names := make([]string, len(need))
+	for i, a := range need {
+		names[i] = a.Name
+	}
+	cache, _ := emulator.LoadVersionCache("")
+	found, refused, _ := emulator.FindTrustedWith(ctx, names, nil, cache)
+	for _, a := range need {
+		if err := refused[a.Name]; err != nil {
+			return nil, err
+		}
+		e, ok := found[a.Name]
+		if !ok {
+			_, err := emulator.Find(a.Name, nil)
+			return nil, err
+		}
+		if err := e.CheckFixBinary(); err != nil {
+			return nil, err
+		}
+		flags := binfmt.FixBinary
+		if emulator.PreservesArgv0(e.Version) {
+			flags |= binfmt.PreserveArgv0
+		}
+		out = append(out, a.Spec(e.Path, flags))
+	}
+	return out, nil
+}
