@@ -152,6 +152,15 @@ type BuildKitConfig struct {
 	// StopTimeout is how long buildkitd has to exit after SIGTERM before
 	// it is killed.
 	StopTimeout Duration `toml:"stop_timeout"`
+	// Emulation is "private" (buildkitd runs in a user and mount
+	// namespace of its own whose binfmt_misc instance holds the
+	// handlers of Architectures, verified there) or "host" (it uses the
+	// host's table: its worker has the host's verified platforms).
+	Emulation string `toml:"emulation"`
+	// Architectures are the foreign architectures of the private
+	// instance: "all" (every one with an installed emulator and an OCI
+	// platform) or names as `mabd install` takes them; [] means none.
+	Architectures Architectures `toml:"architectures"`
 }
 
 // KeepStorageBytes returns KeepStorage in bytes: 0 for "" (sized to the
@@ -190,10 +199,12 @@ func DefaultConfig() Config {
 		// BuildKit's defaults are the builder's (its Options'); "" for
 		// keep_storage is its 0, sized to the disk.
 		BuildKit: BuildKitConfig{
-			Enabled:     true,
-			Socket:      builder.DefaultSocket,
-			Root:        builder.DefaultRoot,
-			StopTimeout: Duration{builder.DefaultStopTimeout},
+			Enabled:       true,
+			Socket:        builder.DefaultSocket,
+			Root:          builder.DefaultRoot,
+			StopTimeout:   Duration{builder.DefaultStopTimeout},
+			Emulation:     builder.EmulationPrivate,
+			Architectures: Architectures{"all"},
 		},
 	}
 }
@@ -463,17 +474,25 @@ func (c Config) validate() []*ConfigError {
 		}
 	}
 
-	switch {
-	case len(c.Architectures) == 0:
-		bad("architectures", `name at least one architecture, or say "all"`)
-	case len(c.Architectures) > 1 && slices.Contains(c.Architectures, "all"):
-		bad("architectures", `"all" stands alone: it already includes every architecture whose emulator is installed`)
-	case c.Architectures[0] != "all":
-		for _, a := range c.Architectures {
-			if _, err := binfmt.Lookup(a); err != nil {
-				bad("architectures", "%v", err)
+	architectures := func(key string, as Architectures) {
+		switch {
+		case len(as) > 1 && slices.Contains(as, "all"):
+			bad(key, `"all" stands alone: it already includes every architecture whose emulator is installed`)
+		case len(as) == 1 && as[0] == "all":
+		default:
+			for _, a := range as {
+				if _, err := binfmt.Lookup(a); err != nil {
+					bad(key, "%v", err)
+				}
 			}
 		}
+	}
+	architectures("architectures", c.Architectures)
+	architectures("buildkit.architectures", c.BuildKit.Architectures)
+	switch c.BuildKit.Emulation {
+	case builder.EmulationPrivate, builder.EmulationHost:
+	default:
+		bad("buildkit.emulation", `%q must be "private" or "host"`, c.BuildKit.Emulation)
 	}
 	if c.Flags != "" {
 		if _, err := binfmt.ParseFlags(c.Flags); err != nil {

@@ -226,6 +226,9 @@ func TestConfigKeys(t *testing.T) {
 		{"buildkit.tls_key", "[buildkit]\ntls_key = \"/etc/mabd/key.pem\"", func(c *Config) { c.BuildKit.TLSKey = "/etc/mabd/key.pem" }},
 		{"buildkit.tls_ca", "[buildkit]\ntls_ca = \"/etc/mabd/ca.pem\"", func(c *Config) { c.BuildKit.TLSCA = "/etc/mabd/ca.pem" }},
 		{"buildkit.stop_timeout", "[buildkit]\nstop_timeout = \"1m30s\"", func(c *Config) { c.BuildKit.StopTimeout.Duration = 90 * time.Second }},
+		{"buildkit.emulation", "[buildkit]\nemulation = \"host\"", func(c *Config) { c.BuildKit.Emulation = "host" }},
+		{"buildkit.architectures", "[buildkit]\narchitectures = [\"arm64\", \"riscv64\"]", func(c *Config) { c.BuildKit.Architectures = Architectures{"arm64", "riscv64"} }},
+		{"architectures", "architectures = []", func(c *Config) { c.Architectures = Architectures{} }},
 	}
 	covered := map[string]bool{}
 	for _, tt := range tests {
@@ -329,7 +332,9 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown architecture", "\narchitectures = [\"arm64\", \"vax\"]\n", 2, "architectures", `unknown architecture "vax"`},
 		{"windows", "architectures = [\"windows/arm64\"]\n", 1, "architectures", `linux binaries only`},
 		{"all with others", "architectures = [\"all\", \"arm64\"]\n", 1, "architectures", `"all" stands alone`},
-		{"no architecture", "architectures = []\n", 1, "architectures", `name at least one architecture`},
+		{"all with others", "architectures = [\"all\", \"arm64\"]\n", 1, "architectures", `"all" stands alone`},
+		{"builder architectures", "[buildkit]\narchitectures = [\"vax\"]\n", 2, "buildkit.architectures", `unknown architecture "vax"`},
+		{"emulation", "[buildkit]\nemulation = \"shared\"\n", 2, "buildkit.emulation", `must be "private" or "host"`},
 		{"no emulator dir", "emulator_dirs = []\n", 1, "emulator_dirs", `at least one directory`},
 		{"relative emulator dir", "emulator_dirs = [\"bin\"]\n", 1, "emulator_dirs", `"bin" must be an absolute path`},
 		{"empty state dir", "state_dir = \"\"\n", 1, "state_dir", `must not be empty`},
@@ -426,10 +431,15 @@ func TestValidate(t *testing.T) {
 		t.Errorf("got %v\nwant %s", err, want)
 	}
 	c = DefaultConfig()
-	c.Architectures = nil
+	c.Architectures = Architectures{"vax"}
 	var ce *ConfigError
 	if err := c.Validate(); !errors.As(err, &ce) || ce.Key != "architectures" || ce.Line != 0 || ce.File != "" {
-		t.Errorf("no architectures: %#v", err)
+		t.Errorf("an unknown architecture: %#v", err)
+	}
+	c = DefaultConfig()
+	c.Architectures = nil // the host's table gets no handler: allowed
+	if err := c.Validate(); err != nil {
+		t.Errorf("no architectures for the host: %v", err)
 	}
 }
 

@@ -156,6 +156,9 @@ func (d *Daemon) host(cfg Config) host.Host {
 
 // plan resolves the configuration to the handler specs to keep registered.
 func (d *Daemon) plan(ctx context.Context, cfg Config) ([]binfmt.Spec, []string, error) {
+	if len(cfg.Architectures) == 0 {
+		return nil, nil, nil // the host's table gets no handler
+	}
 	specs, res, err := d.host(cfg).Plan(ctx, host.InstallOptions{Arches: cfg.Architectures, Flags: cfg.Flags})
 	if err != nil {
 		return nil, nil, err
@@ -342,9 +345,10 @@ func (d *Daemon) reverify(ctx context.Context) {
 		return
 	}
 	_, _ = d.notify.Status(d.summary(v))
-	if bk := d.buildkit(); bk != nil {
+	if bk := d.buildkit(); bk != nil && bk.Status().Emulation == builder.EmulationHost {
 		// The worker advertises what is verified now (restarted when no
-		// build runs; nothing happens when the set is the same).
+		// build runs; nothing happens when the set is the same). A
+		// private builder verifies its own handlers.
 		if err := bk.SetPlatforms(ctx, verifiedPlatforms(v)); err != nil && ctx.Err() == nil {
 			d.log.Error("update BuildKit's platforms", zap.Error(err))
 		}
@@ -368,25 +372,51 @@ func verifiedPlatforms(v *host.Verification) []string {
 
 // startBuildKit starts buildkitd under supervision with the verified
 // platforms and waits until it answers; READY=1 waits for it.
+// builderHandlers plans the handlers of the builder's private binfmt_misc
+// instance ([buildkit] architectures): the host's planning, always with F
+// (the namespace opens the emulators when it registers them) and P when
+// the emulator honours it.
+func (d *Daemon) builderHandlers(ctx context.Context, cfg Config) ([]binfmt.Spec, error) {
+	if cfg.BuildKit.Emulation != builder.EmulationPrivate || len(cfg.BuildKit.Architectures) == 0 {
+		return nil, nil
+	}
+	specs, res, err := d.host(cfg).Plan(ctx, host.InstallOptions{Arches: cfg.BuildKit.Architectures})
+	if err != nil {
+		return nil, fmt.Errorf("[buildkit] architectures: %w", err)
+	}
+	for _, n := range res.Refused {
+		d.log.Warn("builder: refused an emulator", zap.String("qemu_arch", n.Arch), zap.String("why", n.Reason))
+	}
+	return specs, nil
+}
+
 func (d *Daemon) startBuildKit(ctx context.Context, cfg Config, platforms []string) error {
 	bin, err := buildkitdBinary(cfg.BuildKit.Binary)
 	if err != nil {
 		return err
 	}
+	handlers, err := d.builderHandlers(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	bk := builder.NewSupervisor(builder.Options{
-		Binary:      bin,
-		Root:        cfg.BuildKit.Root,
-		Socket:      cfg.BuildKit.Socket,
-		SocketMode:  0o660,
-		SocketGroup: cfg.BuildKit.SocketGroup,
-		Platforms:   platforms,
-		KeepStorage: cfg.BuildKit.KeepStorageBytes(),
-		TCPAddress:  cfg.BuildKit.TCPAddress,
-		TLSCert:     cfg.BuildKit.TLSCert,
-		TLSKey:      cfg.BuildKit.TLSKey,
-		TLSCA:       cfg.BuildKit.TLSCA,
-		StopTimeout: cfg.BuildKit.StopTimeout.Duration,
-		Logger:      d.log.Named("buildkit"),
+		Binary:         bin,
+		Root:           cfg.BuildKit.Root,
+		Socket:         cfg.BuildKit.Socket,
+		SocketMode:     0o660,
+		SocketGroup:    cfg.BuildKit.SocketGroup,
+		Emulation:      cfg.BuildKit.Emulation,
+		Handlers:       handlers,
+		ProbeTimeout:   cfg.Verify.Timeout.Duration,
+		VerifyInterval: cfg.Verify.Interval.Duration,
+		Platforms:      platforms,
+		KeepStorage:    cfg.BuildKit.KeepStorageBytes(),
+		TCPAddress:     cfg.BuildKit.TCPAddress,
+		TLSCert:        cfg.BuildKit.TLSCert,
+		TLSKey:         cfg.BuildKit.TLSKey,
+		TLSCA:          cfg.BuildKit.TLSCA,
+		StopTimeout:    cfg.BuildKit.StopTimeout.Duration,
+		Logger:         d.log.Named("buildkit"),
 	})
 	if err := bk.Start(ctx); err != nil {
 		var be *builder.BinaryError
@@ -573,7 +603,25 @@ func (d *Daemon) summary(v *host.Verification) string {
 	if served > 0 {
 		s += fmt.Sprintf(" (%d served by other tools' entries)", served)
 	}
-	if len(failed) > 0 || len(conflicts) > 0 {
+	degraded := len(failed) > 0 || len(conflicts) > 0
+	if bk := d.buildkit(); bk != nil {
+		if bs := bk.Status(); bs.Emulation == builder.EmulationPrivate {
+			ok, bad := 0, 0
+			for _, h := range bs.Private {
+				if h.State == emulator.StateFailed {
+					bad++
+				} else {
+					ok++
+				}
+			}
+			s += fmt.Sprintf("; builder: %d platforms verified in its private namespace", ok)
+			if bad > 0 {
+				s += fmt.Sprintf(", %d failing", bad)
+				degraded = true
+			}
+		}
+	}
+	if degraded {
 		s = "degraded: " + s
 	}
 	return s
@@ -605,6 +653,23 @@ func (d *Daemon) reload(ctx context.Context) {
 	if cfg.BinfmtMount != old.BinfmtMount || cfg.Control != old.Control {
 		d.log.Warn("reload: binfmt_mount and [control] apply at the next start")
 		cfg.BinfmtMount, cfg.Control = old.BinfmtMount, old.Control
+	}
+	if cfg.BuildKit.Emulation != old.BuildKit.Emulation || cfg.BuildKit.Enabled != old.BuildKit.Enabled {
+		d.log.Warn("reload: [buildkit] enabled and emulation apply at the next start")
+		cfg.BuildKit.Emulation, cfg.BuildKit.Enabled = old.BuildKit.Emulation, old.BuildKit.Enabled
+	}
+	if bk := d.buildkit(); bk != nil && cfg.BuildKit.Emulation == builder.EmulationPrivate {
+		handlers, err := d.builderHandlers(ctx, cfg)
+		if err != nil {
+			d.log.Error("reload: keeping the running configuration", zap.Error(err))
+			return
+		}
+		// The builder moves to the new handlers once no build runs.
+		go func() {
+			if err := bk.SetHandlers(ctx, handlers); err != nil && ctx.Err() == nil {
+				d.log.Error("reload: the builder's private handlers", zap.Error(err))
+			}
+		}()
 	}
 	specs, notes, err := d.plan(ctx, cfg)
 	if err != nil {
@@ -746,6 +811,12 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		if !bs.Running {
 			st.Health = "degraded"
 			st.Problems = append(st.Problems, "buildkit: down ("+bs.LastError+"); the daemon restarts it")
+		}
+		for _, h := range bs.Private {
+			if h.State == emulator.StateFailed {
+				st.Health = "degraded"
+				st.Problems = append(st.Problems, fmt.Sprintf("buildkit: %s (%s) failed verification in the builder's private namespace, so the worker goes without it: %s", h.Name, h.Platform, h.Reason))
+			}
 		}
 	}
 	return &DaemonStatus{Status: *st, Daemon: info}, nil

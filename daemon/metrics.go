@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"mabd/builder"
 	"mabd/emulator"
 	"mabd/host"
 	"time"
@@ -43,7 +44,7 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "mabd_verifications_total", Help: "Verification runs.",
 		}),
 	}
-	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies,
+	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies, builderCollector{d},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mabd_healthy", Help: "1 when the daemon's status is healthy (what /healthz answers 200 for), 0 when degraded.",
 		}, func() float64 {
@@ -72,4 +73,40 @@ func (m *metrics) observeVerification(v *host.Verification) {
 		}
 		m.verified.WithLabelValues(r.Platform, r.QEMUArch).Set(ok)
 	}
+}
+
+// builderCollector reports the builder's private binfmt_misc instance as
+// the last verification inside its namespace found it.
+type builderCollector struct{ d *Daemon }
+
+var (
+	builderVerifiedDesc = prometheus.NewDesc("mabd_builder_platform_verified",
+		"1 when the handler of the platform passed the last verification in the builder's private namespace (or the platform is native), 0 when it failed and the worker goes without it.",
+		[]string{"platform", "handler"}, nil)
+	builderWithdrawnDesc = prometheus.NewDesc("mabd_builder_withdrawn_total",
+		"Private handlers that failed a verification while buildkitd ran and were withdrawn from the worker.", nil, nil)
+)
+
+func (c builderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- builderVerifiedDesc
+	ch <- builderWithdrawnDesc
+}
+
+func (c builderCollector) Collect(ch chan<- prometheus.Metric) {
+	bk := c.d.buildkit()
+	if bk == nil {
+		return
+	}
+	st := bk.Status()
+	if st.Emulation != builder.EmulationPrivate {
+		return
+	}
+	for _, h := range st.Private {
+		ok := 1.0
+		if h.State == emulator.StateFailed {
+			ok = 0
+		}
+		ch <- prometheus.MustNewConstMetric(builderVerifiedDesc, prometheus.GaugeValue, ok, h.Platform, h.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(builderWithdrawnDesc, prometheus.CounterValue, float64(st.Withdrawn))
 }
