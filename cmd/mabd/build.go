@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"mabd/builder"
 	"mabd/builder/audit"
 	"mabd/builder/manifest"
+	"mabd/daemon"
+	"mabd/emulator"
 )
 
 // Exit statuses of `mabd build`: 0 built, exitDegraded (1) the build
@@ -28,10 +32,13 @@ solve, on the buildkitd mabd supervises (--addr), with BuildKit's progress
 display. The Dockerfile is built by BuildKit's built-in frontend, so it must
 have no "# syntax=" line.
 
-Platforms default to every platform the builder supports, one per
-architecture. A platform it does not support is refused before the build
-starts, with the command that fixes it (mabd install <arch>): foreign RUN
-steps run through the host's binfmt_misc handlers.
+Platforms default, as with docker buildx, to the build host's own (the
+builder's native platform, linux/amd64 on an x86-64 host), or to
+$DOCKER_DEFAULT_PLATFORM when it is set; --platform all builds for every
+platform the builder verified, one per architecture. A platform it does not
+support is refused before the build starts, with what fixes it: mabd's
+builder runs foreign RUN steps through the handlers of its own private
+binfmt_misc table ([buildkit] architectures in /etc/mabd/mabd.toml).
 
 Outputs: -t names the image; with --push it is pushed to its registry (over
 plain HTTP for --insecure-registry hosts, localhost and 127.0.0.1), without it
@@ -54,7 +61,7 @@ platform or unreachable builder.`,
 			}
 			ref, err := auditRef(opt)
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", buildMessage(err))
+				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", buildMessage(err, opt.Addr))
 				return exitCode(exitError)
 			}
 			if ref == "" {
@@ -65,6 +72,11 @@ platform or unreachable builder.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Context = args[0]
 			opt.ProgressOutput = cmd.ErrOrStderr()
+			if len(opt.Platforms) == 0 {
+				if p := os.Getenv("DOCKER_DEFAULT_PLATFORM"); p != "" {
+					opt.Platforms = []string{p}
+				}
+			}
 			// Ctrl-C cancels the solve, which stops the build in buildkitd.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -77,7 +89,7 @@ platform or unreachable builder.`,
 					fmt.Fprintln(errw, "mabd build:", err)
 					return exitCode(exitDegraded)
 				}
-				fmt.Fprintln(errw, "mabd build:", buildMessage(err))
+				fmt.Fprintln(errw, "mabd build:", buildMessage(err, opt.Addr))
 				return exitCode(exitError)
 			}
 			if res.Digest != "" {
@@ -92,7 +104,7 @@ platform or unreachable builder.`,
 	f := cmd.Flags()
 	f.BoolVar(&doAudit, "audit", false, "after the build, audit the pushed image (or the type=oci output) for binaries of the wrong architecture, like mabd image audit")
 	f.StringVarP(&opt.Dockerfile, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile)")
-	f.StringSliceVar(&opt.Platforms, "platform", nil, "target platforms, comma-separated (default: every platform the builder supports)")
+	f.StringSliceVar(&opt.Platforms, "platform", nil, "target platforms, comma-separated, or all (default: the build host's platform, or $DOCKER_DEFAULT_PLATFORM)")
 	f.StringArrayVarP(&opt.Tags, "tag", "t", nil, "image name, e.g. registry:5000/repo:tag (repeatable)")
 	f.StringArrayVar(&opt.BuildArgs, "build-arg", nil, "KEY=VALUE for an ARG of the Dockerfile (repeatable)")
 	f.StringArrayVarP(&opt.Outputs, "output", "o", nil, "BuildKit output: type=oci,dest=FILE | type=local,dest=DIR | type=image,name=REF[,push=true] (repeatable)")
@@ -107,6 +119,7 @@ platform or unreachable builder.`,
 // builder.UsageError can be about.
 var buildFlags = map[string]string{
 	"Outputs":   "--output",
+	"Platforms": "--platform",
 	"Progress":  "--progress",
 	"BuildArgs": "--build-arg",
 	"Tags":      "-t",
@@ -115,7 +128,7 @@ var buildFlags = map[string]string{
 
 // buildMessage words an error of builder.Build (or builder.ParseOutput)
 // for the user of mabd build: the flag at fault, and what fixes it.
-func buildMessage(err error) string {
+func buildMessage(err error, addr string) string {
 	var ue *builder.UsageError
 	if errors.As(err, &ue) && ue.Option != "" {
 		flag := buildFlags[ue.Option]
@@ -135,17 +148,41 @@ func buildMessage(err error) string {
 	}
 	var pe *builder.UnsupportedPlatformError
 	if errors.As(err, &pe) {
-		return unsupportedMessage(pe)
+		return unsupportedMessage(pe, builderOf(addr))
 	}
 	return err.Error()
 }
 
+// builderOf returns the status of the builder at addr when it is the one
+// the mabd daemon on its default socket supervises, nil otherwise.
+func builderOf(addr string) *builder.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ds, err := daemon.NewClient("").Status(ctx)
+	if err != nil || ds.Daemon.BuildKit == nil || ds.Daemon.BuildKit.Address != addr {
+		return nil
+	}
+	return ds.Daemon.BuildKit
+}
+
 // unsupportedMessage refuses the platforms the builder does not support,
-// with the mabd command that fixes each.
-func unsupportedMessage(e *builder.UnsupportedPlatformError) string {
+// with what fixes each: for mabd's private builder (bk), the setting or
+// why its handler failed; otherwise the host's handler to register.
+func unsupportedMessage(e *builder.UnsupportedPlatformError, bk *builder.Status) string {
 	var asked, install, ready, unknown []string
+	var private []string
 	for _, u := range e.Unsupported {
 		asked = append(asked, u.Platform)
+		if bk != nil && bk.Emulation == builder.EmulationPrivate && u.Reason != builder.NoEmulator {
+			why := fmt.Sprintf("add %s to [buildkit] architectures in /etc/mabd/mabd.toml and `systemctl reload mabd`", u.Arch)
+			for _, h := range bk.Private {
+				if h.Platform == u.Platform && h.State == emulator.StateFailed {
+					why = fmt.Sprintf("its handler failed verification in the builder's namespace: %s", h.Reason)
+				}
+			}
+			private = append(private, u.Platform+": "+why)
+			continue
+		}
 		switch u.Reason {
 		case builder.NoHandler:
 			install = append(install, u.Arch)
@@ -155,7 +192,7 @@ func unsupportedMessage(e *builder.UnsupportedPlatformError) string {
 			unknown = append(unknown, u.Platform)
 		}
 	}
-	var fixes []string
+	fixes := private
 	if len(install) == 1 {
 		fixes = append(fixes, fmt.Sprintf("register its emulator with `mabd install %s`", install[0]))
 	} else if len(install) > 1 {

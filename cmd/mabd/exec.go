@@ -24,8 +24,6 @@ import (
 // binary of this package, which re-executes itself when a test calls
 // run("exec", …) in-process. For every other process it only reads one
 // environment variable.
-func init() { userns.MaybeRunChild() }
-
 // Exit statuses of `mabd exec` that are not CMD's own. They are the ones
 // env(1), chroot(1) and `docker run` use, so that a caller can tell them
 // from a program's usual small codes.

@@ -11,8 +11,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/binfmt"
+	"mabd/builder"
 	"mabd/host"
 )
+
+// The first thing a mabd process does: when it was started as the first
+// process of new namespaces (mabd exec's, the builder's), it becomes that
+// (userns.MaybeRunChild, then the builder's agent) and never gets here.
+func init() { builder.MaybeRunAgent() }
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"

@@ -130,10 +130,24 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 func printBuildKit(out io.Writer, bk *builder.Status) {
 	if !bk.Running {
 		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", safe(bk.LastError), bk.Restarts)
+	} else {
+		fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",
+			bk.Version, bk.PID, time.Since(bk.Since).Round(time.Second), bk.Restarts, bk.Address, bk.Platforms)
+	}
+	if bk.Emulation != builder.EmulationPrivate {
+		fmt.Fprintln(out, "  emulation: the host's binfmt_misc table")
 		return
 	}
-	fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",
-		bk.Version, bk.PID, time.Since(bk.Since).Round(time.Second), bk.Restarts, bk.Address, bk.Platforms)
+	fmt.Fprintf(out, "  emulation: private binfmt_misc table in the builder's own namespace (verified there %s ago)\n", time.Since(bk.VerifiedAt).Round(time.Second))
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  HANDLER\tPLATFORM\tSTATE\tFLAGS\tINTERPRETER\tREASON")
+	for _, h := range bk.Private {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), dash(safe(h.Interpreter)), safe(h.Reason))
+	}
+	tw.Flush()
+	if bk.Withdrawn > 0 {
+		fmt.Fprintf(out, "  %d handlers withdrawn after failing while buildkitd ran\n", bk.Withdrawn)
+	}
 }
 
 func dash(s string) string {
