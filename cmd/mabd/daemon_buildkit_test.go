@@ -1,16 +1,15 @@
 package main
 
-// End to end, as users run it: `mabd daemon` on the HOST's binfmt_misc
-// table starts BuildKit with the verified platforms; buildctl and
-// `mabd build` use its socket; a two-platform image is pushed to a real
-// registry and checked with skopeo; buildkitd killed with SIGKILL comes
-// back. The arm64 handler is registered through buildertest.Handler, so it
-// is removed afterwards unless it was there before; the daemon adopts it
-// and (unregister_on_stop off) leaves it.
+// End to end, as users run it: `mabd daemon` starts BuildKit in its
+// private namespace with arm64 emulated there (the host's table is not
+// touched: architectures = []); buildctl and `mabd build` use its socket;
+// a two-platform image is pushed to a real registry and checked with
+// skopeo; buildkitd killed with SIGKILL comes back.
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,12 +25,12 @@ import (
 	"mabd/builder/buildertest"
 	"mabd/daemon"
 	"mabd/testing/registry"
+	"mabd/testing/sandbox"
 )
 
 func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
 	hello := helloExample(t)
 	bin := mabdBinary(t)
-	buildertest.Handler(t, "linux/arm64")
 	reg := registry.Start(t)
 	base := registry.PushBusyboxBase(t, reg, "busybox", "amd64", "arm64")
 
@@ -124,4 +123,51 @@ func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "linux/arm64 image contains x86_64 /usr/bin/app") {
 		t.Fatalf("mabd build --audit of an arm64 image holding an amd64 binary: exit %d\n%s", code, stderr)
 	}
+}
+
+// TestDaemonBuildsWithEmptyHostTable: with an empty table (a sandbox's
+// private instance stands for the host's) and nothing registered there
+// (architectures = []), the daemon's builder still builds linux/arm64 with
+// a RUN step, through its own private table; the host's table is the same
+// before and after.
+func TestDaemonBuildsWithEmptyHostTable(t *testing.T) {
+	hello := helloExample(t)
+	bin := mabdBinary(t)
+	reg := registry.Start(t)
+	base := registry.PushBusyboxBase(t, reg, "busybox", "amd64", "arm64")
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		before := entryFiles(t, mount)
+		dir := shortDir(t)
+		bkSock := filepath.Join(dir, "bk.sock")
+		config := fmt.Sprintf("architectures = []\n[verify]\ninterval = \"0\"\n[buildkit]\narchitectures = [\"arm64\"]\nbinary = %q\nroot = %q\n",
+			buildertest.Bin(t, "buildkitd"), filepath.Join(buildertest.Dir(t), "root"))
+		n := newNotifySocket(t, dir)
+		cfg := filepath.Join(dir, "mabd.toml")
+		if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d := startDaemonArgs(t, bin, dir, []string{"daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", filepath.Join(dir, "mabd.sock"),
+			"--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock}, "NOTIFY_SOCKET="+n.path)
+		ready := n.wait(t, "READY=1", 2*time.Minute)
+		t.Logf("ready: %s", ready)
+		ref := reg + "/empty-host:v1"
+		code, _, stderr := runBin(t, bin, 3*time.Minute, "build", "--addr", "unix://"+bkSock, "--progress", "plain",
+			"--platform", "linux/amd64,linux/arm64", "--push", "-t", ref, "--insecure-registry", reg, "--build-arg", "BASE="+base, hello)
+		if code != 0 {
+			t.Fatalf("build: exit %d\n%s", code, stderr)
+		}
+		layoutDir := filepath.Join(t.TempDir(), "layout")
+		skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+ref, "oci:"+layoutDir+":v1")
+		if arch := archFiles(t, layoutDir); arch["linux/amd64"] != "x86_64" || arch["linux/arm64"] != "aarch64" {
+			t.Fatalf("/arch by platform: %q, want x86_64 and aarch64", arch)
+		}
+		code, out, _ := runBin(t, bin, time.Minute, "status", "--socket", filepath.Join(dir, "mabd.sock"))
+		if code != 0 || !strings.Contains(out, "qemu-aarch64") || !strings.Contains(out, "private") {
+			t.Errorf("mabd status: exit %d, does not show the builder's private table:\n%s", code, out)
+		}
+		stopDaemon(t, d, time.Minute)
+		if after := entryFiles(t, mount); !mapsEqual(after, before) {
+			t.Errorf("the host's table changed: %v, was %v", after, before)
+		}
+	})
 }

@@ -94,38 +94,42 @@ type runningDaemon struct {
 	cmd    *exec.Cmd
 	socket string
 	log    *logbuf.Buffer
-	done   chan error
+	done   chan error    // its exit, once (a test that takes it may put it back)
+	exited chan struct{} // closed when it has exited
 }
 
 // startDaemon writes config to dir/mabd.toml and starts the daemon on the
-// private mount with its control socket in dir.
+// private mount with its control socket in dir, without BuildKit.
 func startDaemon(t *testing.T, bin, dir, mount, config string, env ...string) *runningDaemon {
 	t.Helper()
 	cfg := filepath.Join(dir, "mabd.toml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "mabd.sock")
-	cmd := exec.Command(bin, "daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--no-buildkit")
+	return startDaemonArgs(t, bin, dir, []string{"daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", filepath.Join(dir, "mabd.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--no-buildkit"}, env...)
+}
+
+// startDaemonArgs starts `mabd ARGS…` (a daemon whose control socket is
+// dir/mabd.sock) with env added to the environment. It does not wait; the
+// daemon is stopped (SIGTERM, SIGKILL after a minute) and its log shown
+// when the test ends.
+func startDaemonArgs(t *testing.T, bin, dir string, args []string, env ...string) *runningDaemon {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	log := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &runningDaemon{cmd: cmd, socket: sock, log: log, done: make(chan error, 1)}
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-			}
-		}
-		t.Logf("daemon log:\n%s", log.String())
-	})
+	d := &runningDaemon{cmd: cmd, socket: filepath.Join(dir, "mabd.sock"), log: log, done: make(chan error, 1), exited: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		close(d.exited)
+		d.done <- err
+	}()
+	t.Cleanup(func() { stopDaemon(t, d, time.Minute) })
 	return d
 }
 

@@ -6,11 +6,10 @@ package main
 // checks the outcome: what was restored, what the error says, exit
 // statuses.
 //
-// The BuildKit cases run `mabd daemon` on the HOST's binfmt_misc table like
-// TestDaemonRunsBuildKitEndToEnd (BuildKit runs build steps in the host's
-// user namespace): the arm64 handler comes from buildertest.Handler, which
-// removes it afterwards unless it was there before, and the daemon only
-// adopts it. The others run in private binfmt_misc instances.
+// The BuildKit cases run `mabd daemon` like TestDaemonRunsBuildKitEndToEnd:
+// it registers nothing in the host's table (architectures = []) and its
+// builder emulates arm64 in a private binfmt_misc table of its own. The
+// others run in private binfmt_misc instances.
 
 import (
 	"bytes"
@@ -36,14 +35,13 @@ import (
 	"mabd/daemon"
 	"mabd/emulator"
 	"mabd/host"
-	"mabd/testing/logbuf"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
 
-// launchBuildKitDaemon starts `mabd daemon` with BuildKit on the host's
-// table: architectures = ["arm64"] (call buildertest.Handler first, so the
-// daemon adopts the handler instead of registering one), BuildKit's state
+// launchBuildKitDaemon starts `mabd daemon` with BuildKit: nothing in the
+// host's table (architectures = []), arm64 emulated in the builder's
+// private table ([buildkit] architectures = ["arm64"]), BuildKit's state
 // in bkRoot, extra appended to the [buildkit] table, the control socket
 // and BuildKit's in a fresh short directory of mode 0755. It does not wait;
 // the daemon is stopped (SIGTERM, SIGKILL after a minute) when the test
@@ -55,11 +53,12 @@ func launchBuildKitDaemon(t *testing.T, bin, bkRoot, extra string) (d *runningDa
 		t.Fatal(err)
 	}
 	bkSock = filepath.Join(dir, "bk.sock")
-	config := fmt.Sprintf(`architectures = ["arm64"]
+	config := fmt.Sprintf(`architectures = []
 [verify]
 interval = "0"
 [buildkit]
 enabled = true
+architectures = ["arm64"]
 binary = %q
 root = %q
 %s`, buildertest.Bin(t, "buildkitd"), bkRoot, extra)
@@ -68,17 +67,8 @@ root = %q
 		t.Fatal(err)
 	}
 	n = newNotifySocket(t, dir)
-	sock := filepath.Join(dir, "mabd.sock")
-	cmd := exec.Command(bin, "daemon", "--config", cfg, "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock)
-	log := &logbuf.Buffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d = &runningDaemon{cmd: cmd, socket: sock, log: log, done: make(chan error, 1)}
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() { stopDaemon(t, d, time.Minute) })
+	d = startDaemonArgs(t, bin, dir, []string{"daemon", "--config", cfg, "--socket", filepath.Join(dir, "mabd.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--buildkit-socket", bkSock}, "NOTIFY_SOCKET="+n.path)
 	return d, n, bkSock
 }
 
@@ -87,16 +77,15 @@ root = %q
 func stopDaemon(t *testing.T, d *runningDaemon, timeout time.Duration) {
 	t.Helper()
 	select {
-	case err := <-d.done:
-		d.done <- err // keep it for others
+	case <-d.exited:
 	default:
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-d.done:
-			d.done <- err
+		case <-d.exited:
 		case <-time.After(timeout):
 			t.Errorf("the daemon did not stop within %v of SIGTERM; killing it", timeout)
 			_ = d.cmd.Process.Kill()
+			<-d.exited
 		}
 	}
 	t.Logf("daemon log:\n%s", d.log.String())
@@ -213,7 +202,6 @@ func TestFaultBuildKitKilledFiveTimes(t *testing.T) {
 		t.Fatalf("%v: install runc (make deps)", err)
 	}
 	bin := mabdBinary(t)
-	buildertest.Handler(t, "linux/arm64")
 	d, bkSock := startBuildKitDaemon(t, bin, filepath.Join(buildertest.Dir(t), "root"), "")
 	c := d.client()
 	st := buildKitStatus(t, c)
@@ -510,7 +498,6 @@ func TestFaultBuildKitDiskFull(t *testing.T) {
 		t.Fatalf("%v: install runc (make deps)", err)
 	}
 	bin := mabdBinary(t)
-	buildertest.Handler(t, "linux/arm64")
 
 	t.Run("NearlyFull", func(t *testing.T) {
 		reg := registry.Start(t)
@@ -702,4 +689,54 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 			t.Errorf("verify without F: reason %q, fix %q, remedy %q; want the file named and the fix", r.Reason, r.Fix, r.Remedy)
 		}
 	})
+}
+
+// TestFaultDaemonWithBuilderKilled: the daemon killed with SIGKILL takes
+// its private builder with it — the namespace's agent and buildkitd die,
+// no mount is left under BuildKit's root, the host's table is as it was —
+// and a daemon started again on the same root and sockets builds.
+func TestFaultDaemonWithBuilderKilled(t *testing.T) {
+	bin := mabdBinary(t)
+	hostTable := entryFiles(t, binfmt.DefaultDir)
+	bkRoot := filepath.Join(buildertest.Dir(t), "root")
+	d, bkSock := startBuildKitDaemon(t, bin, bkRoot, "")
+	st := buildKitStatus(t, d.client())
+	if st.Emulation != builder.EmulationPrivate || st.AgentPID == 0 || !processIs(st.PID, "buildkitd") {
+		t.Fatalf("at READY=1 the builder is %+v", st)
+	}
+	userNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", st.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self, _ := os.Readlink("/proc/self/ns/user"); self == userNS {
+		t.Fatalf("buildkitd runs in this test's user namespace %s, not a private one", userNS)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range []int{st.PID, st.AgentPID} {
+		for syscall.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d of the builder outlived the daemon's SIGKILL by 10 s", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if ms := mountsUnder(t, bkRoot); len(ms) > 0 {
+		t.Errorf("mounts left under %s:\n%s", bkRoot, strings.Join(ms, "\n"))
+	}
+	if got := entryFiles(t, binfmt.DefaultDir); !mapsEqual(got, hostTable) {
+		t.Errorf("the host's table changed: %v, was %v", got, hostTable)
+	}
+
+	d2, bkSock2 := startBuildKitDaemon(t, bin, bkRoot, "")
+	if bkSock2 != bkSock {
+		t.Logf("new BuildKit socket %s", bkSock2)
+	}
+	ctxDir := buildContext(t, "FROM scratch\nCOPY hello.txt /hello.txt\n", map[string]string{"hello.txt": "hello again\n"})
+	out := filepath.Join(t.TempDir(), "out")
+	if code, _, stderr := runBin(t, bin, 2*time.Minute, "build", "--addr", "unix://"+bkSock2, "--progress", "plain", "--output", "type=local,dest="+out, ctxDir); code != 0 {
+		t.Fatalf("build on the restarted daemon: exit %d\n%s", code, stderr)
+	}
+	stopDaemon(t, d2, time.Minute)
 }

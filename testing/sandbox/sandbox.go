@@ -29,8 +29,11 @@
 // A multithreaded Go process cannot move itself into a new user namespace
 // (unshare(CLONE_NEWUSER) requires a single-threaded caller), so [Run]
 // re-executes the test binary with userns.Start: /proc/self/exe in new
-// user and mount namespaces (the caller's uid and gid mapped to 0,
-// setgroups denied, SIGKILL when the parent dies), with the flags
+// user and mount namespaces (as root: the ids 0 to 65535 mapped to
+// themselves, as a container of real root's, so that a body can run
+// containers — BuildKit's — that need more than one id; otherwise the
+// caller's uid and gid mapped to 0 and setgroups denied; SIGKILL when the
+// parent dies), with the flags
 //
 //	-test.run=^TestName$/^subtest$ -test.count=1 -test.v [-test.short] [-test.timeout=...]
 //
@@ -287,7 +290,7 @@ func runParent(t *testing.T, call int) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	if err := userns.Start(cmd, userns.Spec{Mount: spec.Dir}); err != nil {
+	if err := userns.Start(cmd, runSpec(spec.Dir)); err != nil {
 		t.Fatalf("sandbox.Run: %v\n%s", explain(err), out.Bytes())
 	}
 	err = cmd.Wait()
@@ -408,4 +411,15 @@ func checkChild() error {
 		return fmt.Errorf("refusing to run the body: no private binfmt_misc instance on %s (%v)", child.Dir, err)
 	}
 	return nil
+}
+
+// runSpec is the namespaces of a Run child whose instance is on dir: as
+// root, ids 0 to 65535 mapped to themselves; otherwise the caller's ids
+// mapped to root, alone.
+func runSpec(dir string) userns.Spec {
+	spec := userns.Spec{Mount: dir}
+	if os.Geteuid() == 0 {
+		spec.UIDMaps, spec.GIDMaps = userns.Identity(65536), userns.Identity(65536)
+	}
+	return spec
 }
