@@ -2,6 +2,7 @@ package builder_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,5 +88,54 @@ func TestPrivateEmulation(t *testing.T) {
 	})
 	if after := tableText(t, binfmt.DefaultDir); after != realHost {
 		t.Errorf("the real host's table changed:\nbefore:\n%s\nafter:\n%s", realHost, after)
+	}
+}
+
+// TestPrivateHandlerRepaired: a private handler that stops working while
+// buildkitd runs (here disabled from outside, through the agent's mount
+// namespace) fails the next verification inside the namespace; it is
+// withdrawn (counted) and buildkitd restarts in a fresh namespace, where
+// the handler is registered and verified again: repaired.
+func TestPrivateHandlerRepaired(t *testing.T) {
+	o := buildertest.Options(t, buildertest.Dir(t), "linux/arm64")
+	o.VerifyInterval = 300 * time.Millisecond
+	s := builder.NewSupervisor(o)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	st := s.Status()
+	if !slices.Contains(st.Platforms, "linux/arm64") {
+		t.Fatalf("platforms %q", st.Platforms)
+	}
+	entry := fmt.Sprintf("/proc/%d/root%s/qemu-aarch64", st.AgentPID, binfmt.DefaultDir)
+	if err := os.WriteFile(entry, []byte("0"), 0o644); err != nil {
+		t.Fatalf("disable the private entry: %v", err)
+	}
+	old := st.PID
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st = s.Status()
+		if st.Withdrawn == 1 && st.Running && st.PID != old && slices.Contains(st.Platforms, "linux/arm64") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not withdrawn and repaired within a minute: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, h := range st.Private {
+		if h.Name == "qemu-aarch64" && h.State != "ok" {
+			t.Errorf("after the repair qemu-aarch64 is %s: %s", h.State, h.Reason)
+		}
+	}
+	if w := buildctl(t, s.Address(), "debug", "workers"); !strings.Contains(w, "linux/arm64") {
+		t.Errorf("buildctl debug workers after the repair:\n%s", w)
 	}
 }
