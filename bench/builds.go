@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -24,9 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
-	"mabd/binfmt"
 	"mabd/builder"
-	"mabd/builder/buildertest"
 	"mabd/testing/registry"
 )
 
@@ -42,123 +39,6 @@ type buildEnv struct {
 	stopReg func()
 	base    string // REG/busybox:latest
 	hello   string
-}
-
-// hostHandler is a handler in the HOST's binfmt_misc table that the bench
-// needs (BuildKit runs RUN steps in the host's user namespace). It follows
-// builder/buildertest's protocol, so that test processes running at the
-// same time share it: an exclusive lock on LockDir/<name>.lock while
-// checking or registering, a shared one while using it, and a marker
-// LockDir/<name>.added when one of them registered it. Whoever can take the
-// lock exclusively at the end is the last user and removes a handler that
-// has the marker; a handler that was there before has none and is never
-// touched.
-type hostHandler struct {
-	name   string
-	marker string
-	f      *os.File
-	added  bool // this process registered it
-}
-
-func acquireHostHandler(platform string) (*hostHandler, error) {
-	a, err := binfmt.Lookup(platform)
-	if err != nil {
-		return nil, err
-	}
-	if binfmt.IsNative(a.Name) {
-		return &hostHandler{}, nil
-	}
-	if _, err := binfmt.EnsureMounted(binfmt.DefaultDir); err != nil {
-		return nil, err
-	}
-	interp := "/usr/bin/qemu-" + a.Name + "-static"
-	if _, err := os.Stat(interp); err != nil {
-		return nil, fmt.Errorf("%v: install qemu-user-static (make deps)", err)
-	}
-	lockDir := buildertest.LockDir
-	if err := os.MkdirAll(lockDir, 0o755); err != nil {
-		return nil, err
-	}
-	h := &hostHandler{name: a.HandlerName(), marker: filepath.Join(lockDir, a.HandlerName()+".added")}
-	f, err := os.OpenFile(filepath.Join(lockDir, h.name+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	m := binfmt.Mount{}
-	e, err := m.Entry(h.name)
-	switch {
-	case err == nil && !e.Enabled:
-		f.Close()
-		return nil, fmt.Errorf("the host's %s handler is disabled", h.name)
-	case err == nil && !e.Flags.Has(binfmt.FixBinary):
-		f.Close()
-		return nil, fmt.Errorf("the host's %s handler lacks the F flag: `mabd install --replace %s`", h.name, a.Name)
-	case errors.Is(err, fs.ErrNotExist):
-		if err := m.Register(a.Spec(interp, binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := os.WriteFile(h.marker, []byte("registered by mabd-bench\n"), 0o644); err != nil {
-			m.Remove(h.name)
-			f.Close()
-			return nil, err
-		}
-		h.added = true
-	case err != nil:
-		f.Close()
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
-		f.Close()
-		return nil, err
-	}
-	h.f = f
-	return h, nil
-}
-
-// release gives the handler up and removes it if this process is its last
-// user and a bench or test process registered it.
-func (h *hostHandler) release() (removed bool, err error) {
-	if h == nil || h.f == nil {
-		return false, nil
-	}
-	defer func() { h.f.Close(); h.f = nil }()
-	unix.Flock(int(h.f.Fd()), unix.LOCK_UN)
-	if unix.Flock(int(h.f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return false, nil // someone else still uses it; they remove it
-	}
-	if _, err := os.Stat(h.marker); err != nil {
-		return false, nil // it was there before: leave it
-	}
-	if err := (binfmt.Mount{}).Remove(h.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	os.Remove(h.marker)
-	return true, nil
-}
-
-// ensureArm64 makes sure the host's table runs arm64 programs, for as long
-// as the bench runs.
-func (b *bench) ensureArm64() error {
-	if b.arm64 != nil || b.arm64Err != nil {
-		return b.arm64Err
-	}
-	h, err := acquireHostHandler("linux/arm64")
-	if err != nil {
-		b.arm64Err = fmt.Errorf("the host's arm64 handler: %w", err)
-		return b.arm64Err
-	}
-	b.arm64 = h
-	if h.added {
-		b.logf("registered qemu-aarch64 in the host's binfmt_misc table (removed at the end)")
-	} else {
-		b.logf("the host's qemu-aarch64 handler is there already: used, left alone")
-	}
-	return nil
 }
 
 // stateDir returns a new directory for BuildKit's state: under /var/tmp
@@ -203,9 +83,6 @@ func (b *bench) setupBuild(ctx context.Context) *buildEnv {
 		if _, err := os.Stat(p); err != nil {
 			return fail(fmt.Errorf("%v: run `make deps`", err))
 		}
-	}
-	if err := b.ensureArm64(); err != nil {
-		return fail(err)
 	}
 	dir, err := stateDir()
 	if err != nil {
@@ -274,23 +151,8 @@ func (b *bench) stopBuilder() {
 	}
 }
 
-// releaseBuild stops everything the build rows started and gives the
-// host's arm64 handler back.
-func (b *bench) releaseBuild() {
-	b.stopBuilder()
-	if b.arm64 != nil {
-		removed, err := b.arm64.release()
-		switch {
-		case err != nil:
-			b.logf("remove the host's qemu-aarch64 handler: %v", err)
-		case removed:
-			b.logf("removed qemu-aarch64 from the host's binfmt_misc table")
-		case b.arm64.added:
-			b.logf("qemu-aarch64 is still used by another process (a test): it removes it")
-		}
-		b.arm64 = nil
-	}
-}
+// releaseBuild stops everything the build rows started.
+func (b *bench) releaseBuild() { b.stopBuilder() }
 
 // startRegistry runs docker-registry on a free 127.0.0.1 port, storage in
 // dir; stop ends it.

@@ -7,9 +7,9 @@
 // one pair per round, and reports the median of the per-round ratios A/B
 // with their minimum and maximum, and the median of each side. Binfmt_misc
 // work happens only in private binfmt_misc instances (testing/sandbox); the
-// build rows use the host's table for the arm64 handler BuildKit's RUN steps
-// need, registering it only when it is missing and removing it afterwards
-// only if the benchmark added it.
+// build rows use mabd's isolated builder, whose private table holds the
+// arm64 handler BuildKit's RUN steps need: the host's table is never
+// touched.
 package main
 
 import (
@@ -29,8 +29,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"mabd/builder"
 	"mabd/testing/fixtures"
 )
+
+// The bench runs the isolated builder's agent when its supervisor starts
+// it.
+func init() { builder.MaybeRunAgent() }
 
 // config is what the flags say.
 type config struct {
@@ -237,11 +242,6 @@ type bench struct {
 	linesFile  string // the register lines, one per line
 
 	build *buildEnv // rows 4 and 5
-
-	// The host's arm64 handler, for the build rows and the READY of a
-	// daemon with BuildKit.
-	arm64    *hostHandler
-	arm64Err error
 
 	cleanups []func()
 }

@@ -25,9 +25,6 @@ import (
 	"mabd/testing/fixtures"
 )
 
-// LockDir holds the lock files and markers of the handlers tests added.
-const LockDir = "/run/mabd-test"
-
 // Bin returns the path of bin/<name> (buildkitd, buildctl) at the
 // repository root, failing the test when it is missing.
 func Bin(t testing.TB, name string) string {

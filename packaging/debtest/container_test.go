@@ -421,8 +421,8 @@ func (ch tableChange) String() string {
 	return "changed " + ch.name + ": " + oneLine(ch.before) + " → " + oneLine(ch.after)
 }
 
-// diff lists how after differs from tab, leaving out the entries that
-// other test packages add and remove meanwhile (sharedTestHandler).
+// diff lists how after differs from tab. No test touches the host's
+// table, so any change is a fault.
 func (tab binfmtTable) diff(t *testing.T, after binfmtTable) []tableChange {
 	var d []tableChange
 	if tab.mounted != after.mounted {
@@ -440,35 +440,11 @@ func (tab binfmtTable) diff(t *testing.T, after binfmtTable) []tableChange {
 			d = append(d, tableChange{"added", n, "", a})
 		}
 	}
-	d = slices.DeleteFunc(d, func(ch tableChange) bool {
-		if sharedTestHandler(ch) {
-			t.Logf("the host's binfmt_misc table changed meanwhile, by another test package's shared handler (builder/buildertest.Handler): %s", ch)
-			return true
-		}
-		return false
-	})
 	slices.SortFunc(d, func(a, b tableChange) int { return strings.Compare(a.String(), b.String()) })
 	return d
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// sharedTestHandler says whether a change of the host's table is one that
-// another test package running at the same time (go test ./... runs
-// packages in parallel) makes: builder/buildertest.Handler registers
-// qemu-<arch> with /usr/bin/qemu-<arch>-static in the host's table for
-// BuildKit tests, removes it when its last user is done, and keeps a lock
-// file for it in /run/mabd-test (buildertest.LockDir, not imported: this
-// package would depend on the builder).
-func sharedTestHandler(ch tableChange) bool {
-	if ch.kind != "added" && ch.kind != "removed" {
-		return false
-	}
-	if _, err := os.Stat(filepath.Join("/run/mabd-test", ch.name+".lock")); err != nil {
-		return false
-	}
-	return strings.Contains(ch.before+ch.after, "\ninterpreter /usr/bin/"+ch.name+"-static\n")
-}
 
 // bootContainer boots the host's systemd as PID 1 of a throwaway system:
 //
