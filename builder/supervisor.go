@@ -723,30 +723,16 @@ func (s *Supervisor) SetPlatforms(ctx context.Context, ps []string) error {
 		}
 		return s.SetHandlers(ctx, hs)
 	}
-	s.mu.Lock()
-	if !s.started {
-		s.options.Platforms = ps
-		s.mu.Unlock()
-		return nil
-	}
-	same := sameSet(s.options.Platforms, ps)
-	socket, log := s.options.Socket, s.options.Logger
-	s.mu.Unlock()
-	if same {
-		return nil
-	}
-	if err := waitIdle(ctx, socket); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.options.Platforms = ps
-	_, err = writeConfig(s.options, s.prep.snapshotter, s.prep.keep)
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	log.Info("restarting buildkitd with new platforms", zap.Strings("platforms", ps))
-	return s.restart(ctx)
+	return s.change(ctx, "restarting buildkitd with new platforms", zap.Strings("platforms", ps),
+		func(o *Options) bool { return sameSet(o.Platforms, ps) },
+		func(o *Options) error {
+			o.Platforms = ps
+			if !s.started {
+				return nil
+			}
+			_, err := writeConfig(*o, s.prep.snapshotter, s.prep.keep)
+			return err
+		})
 }
 
 // SetHandlers changes the handlers of the private binfmt_misc instance
@@ -763,29 +749,42 @@ func (s *Supervisor) SetHandlers(ctx context.Context, specs []binfmt.Spec) error
 			return err
 		}
 	}
+	names := make([]string, len(specs))
+	for i, h := range specs {
+		names[i] = h.Name
+	}
+	return s.change(ctx, "restarting buildkitd with new private handlers", zap.Strings("handlers", names),
+		func(o *Options) bool { return sameSpecs(o.Handlers, specs) },
+		func(o *Options) error { o.Handlers = specs; return nil })
+}
+
+// change applies set to the options, then restarts buildkitd so that it
+// takes them: at once before Start (set only), not at all when same says
+// they hold already, otherwise once no build runs (waiting as long as ctx
+// allows), waiting until it is ready again. set runs with the lock held.
+func (s *Supervisor) change(ctx context.Context, what string, field zap.Field, same func(*Options) bool, set func(*Options) error) error {
 	s.mu.Lock()
 	if !s.started {
-		s.options.Handlers = specs
+		err := set(&s.options)
 		s.mu.Unlock()
-		return nil
+		return err
 	}
-	same := sameSpecs(s.options.Handlers, specs)
+	unchanged := same(&s.options)
 	socket, log := s.options.Socket, s.options.Logger
 	s.mu.Unlock()
-	if same {
+	if unchanged {
 		return nil
 	}
 	if err := waitIdle(ctx, socket); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.options.Handlers = specs
+	err := set(&s.options)
 	s.mu.Unlock()
-	names := make([]string, len(specs))
-	for i, h := range specs {
-		names[i] = h.Name
+	if err != nil {
+		return err
 	}
-	log.Info("restarting buildkitd with new private handlers", zap.Strings("handlers", names))
+	log.Info(what, field)
 	return s.restart(ctx)
 }
 

@@ -3,24 +3,22 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"net"
-	"os"
 	"os/user"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/emulator"
 	"mabd/host"
+	"mabd/internal/safefile"
 	"mabd/internal/tomlcheck"
 )
 
@@ -341,26 +339,12 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 // readConfig reads the configuration file: a regular file (not a FIFO
 // that would block, nor a device) of at most maxConfigSize bytes.
 func readConfig(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfigSize {
+	b, err := safefile.Read(path, maxConfigSize, safefile.Options{})
+	var tooLarge *safefile.TooLargeError
+	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s: larger than %d bytes: not a configuration file", path, maxConfigSize)
 	}
-	return data, nil
+	return b, err
 }
 
 // configSchema checks the file's keys and the types of its values. The
