@@ -150,7 +150,16 @@ const (
 	HandlerReady
 	// NoEmulator: no emulator mabd knows runs the platform.
 	NoEmulator
+	// NotInBuilder: a foreign platform mabd knows, but the builder's
+	// private binfmt_misc table (mabd's isolated builder) holds no
+	// handler for it.
+	NotInBuilder
 )
+
+// privateBuilder stands for the binfmt_misc table of a worker that
+// emulates in a private table of its own ([EmulationLabel]): the host's
+// table says nothing about it.
+const privateBuilder = "\x00private"
 
 func (e *UnsupportedPlatformError) Error() string {
 	var why []string
@@ -160,6 +169,8 @@ func (e *UnsupportedPlatformError) Error() string {
 			why = append(why, fmt.Sprintf("%s: no binfmt_misc handler for %s is registered", u.Platform, u.Arch))
 		case HandlerReady:
 			why = append(why, fmt.Sprintf("%s: its emulator is ready, but the builder was not given the platform", u.Platform))
+		case NotInBuilder:
+			why = append(why, fmt.Sprintf("%s: the builder's private binfmt_misc table holds no handler for %s", u.Platform, u.Arch))
 		default:
 			why = append(why, fmt.Sprintf("%s: no known emulator runs it", u.Platform))
 		}
@@ -230,13 +241,19 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 		return nil, &DaemonError{Addr: opt.Addr, Err: err}
 	}
 	var have []ocispecs.Platform
+	private := false
 	for _, w := range workers {
 		have = append(have, w.Platforms...)
+		private = private || w.Labels[EmulationLabel] == EmulationPrivate
 	}
 	if len(have) == 0 {
 		return nil, &DaemonError{Addr: opt.Addr, Err: errors.New("it has no worker")}
 	}
-	if want, err = choosePlatforms(want, have, opt.BinfmtMount); err != nil {
+	mount := opt.BinfmtMount
+	if private {
+		mount = privateBuilder
+	}
+	if want, err = choosePlatforms(want, have, mount); err != nil {
 		return nil, err
 	}
 	attrs["platform"] = strings.Join(want, ",")
@@ -443,6 +460,8 @@ func whyUnsupported(platform, mount string) UnsupportedPlatform {
 	u.Arch = a.Name
 	if binfmt.IsNative(a.Name) {
 		u.Reason = HandlerReady
+	} else if mount == privateBuilder {
+		u.Reason = NotInBuilder
 	} else if e, err := (binfmt.Mount{Dir: mount}).Entry(a.HandlerName()); err == nil && e.Enabled {
 		u.Reason = HandlerReady
 	} else {

@@ -34,6 +34,10 @@ const (
 	ConfigName = "buildkitd.toml"
 )
 
+// EmulationLabel is the worker label that tells clients how the worker
+// runs foreign programs: EmulationPrivate or EmulationHost.
+const EmulationLabel = "org.mabd.emulation"
+
 // Snapshotters the supervisor chooses between.
 const (
 	SnapshotterOverlay = "overlayfs"
@@ -238,11 +242,12 @@ type buildkitdConfig struct {
 	} `toml:"grpc"`
 	Worker struct {
 		OCI struct {
-			Enabled       bool     `toml:"enabled"`
-			Snapshotter   string   `toml:"snapshotter"`
-			Platforms     []string `toml:"platforms,omitempty"`
-			GC            bool     `toml:"gc"`
-			GCKeepStorage int64    `toml:"gckeepstorage" comment:"build cache kept by garbage collection, in bytes"`
+			Enabled       bool              `toml:"enabled"`
+			Snapshotter   string            `toml:"snapshotter"`
+			Platforms     []string          `toml:"platforms,omitempty"`
+			Labels        map[string]string `toml:"labels,omitempty"`
+			GC            bool              `toml:"gc"`
+			GCKeepStorage int64             `toml:"gckeepstorage" comment:"build cache kept by garbage collection, in bytes"`
 		} `toml:"oci"`
 		Containerd struct {
 			Enabled bool `toml:"enabled"`
@@ -277,6 +282,7 @@ func newBuildkitdConfig(o Options, snapshotter string, keep int64) buildkitdConf
 	}
 	oci := &c.Worker.OCI
 	oci.Enabled, oci.Snapshotter, oci.Platforms = true, snapshotter, o.Platforms
+	oci.Labels = map[string]string{EmulationLabel: o.Emulation}
 	oci.GC, oci.GCKeepStorage = true, keep
 	c.Worker.Containerd.Enabled = false
 	for _, r := range o.InsecureRegistries {

@@ -173,11 +173,13 @@ func unsupportedMessage(e *builder.UnsupportedPlatformError, bk *builder.Status)
 	var private []string
 	for _, u := range e.Unsupported {
 		asked = append(asked, u.Platform)
-		if bk != nil && bk.Emulation == builder.EmulationPrivate && u.Reason != builder.NoEmulator {
-			why := fmt.Sprintf("add %s to [buildkit] architectures in /etc/mabd/mabd.toml and `systemctl reload mabd`", u.Arch)
-			for _, h := range bk.Private {
-				if h.Platform == u.Platform && h.State == emulator.StateFailed {
-					why = fmt.Sprintf("its handler failed verification in the builder's namespace: %s", h.Reason)
+		if u.Reason == builder.NotInBuilder {
+			why := fmt.Sprintf("add %s to [buildkit] architectures in /etc/mabd/mabd.toml and `systemctl reload mabd` (mabd's builder emulates in a binfmt_misc table of its own)", u.Arch)
+			if bk != nil {
+				for _, h := range bk.Private {
+					if h.Platform == u.Platform && h.State == emulator.StateFailed {
+						why = "its handler failed verification in the builder's namespace: " + h.Reason
+					}
 				}
 			}
 			private = append(private, u.Platform+": "+why)
