@@ -52,6 +52,7 @@ type childConfig struct {
 	Args     []string // its argv
 	Extra    int      // the caller's ExtraFiles: fds 3 to 3+Extra-1
 	StatusFD int      // the write end of the status pipe
+	MapsFD   int      // with Subordinate: a pipe to read one byte from once the id maps are written
 	UserNS   string   // readlink /proc/self/ns/user of the caller
 	MntNS    string   // readlink /proc/self/ns/mnt of the caller
 
@@ -108,6 +109,31 @@ func runChild(raw string) (code int, exit bool) {
 		return exitFailed, true
 	}
 
+	if cfg.MapsFD > 0 {
+		// newuidmap and newgidmap write this namespace's maps now;
+		// until then this process is nobody in it, and it lost its
+		// capabilities when it was executed as nobody. Once its uid
+		// is 0 there, it executes itself again: as root of the
+		// namespace, with every capability in it.
+		maps := os.NewFile(uintptr(cfg.MapsFD), "userns maps")
+		var b [1]byte
+		_, err := maps.Read(b[:])
+		maps.Close()
+		if err != nil {
+			return fail(fmt.Errorf("the caller did not map the new user namespace's ids: %w", err))
+		}
+		cfg.MapsFD = 0
+		raw, err := json.Marshal(cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := unix.FcntlInt(uintptr(cfg.StatusFD), unix.F_SETFD, 0); err != nil {
+			return fail(err)
+		}
+		env := append(environWithout(os.Environ(), envChild), envChild+"="+string(raw))
+		err = syscall.Exec("/proc/self/exe", os.Args, env)
+		return fail(fmt.Errorf("execute this program again as root of the new user namespace: %w", err))
+	}
 	if err := setup(cfg); err != nil {
 		return fail(err)
 	}

@@ -52,6 +52,12 @@ type Spec struct {
 	// the first process, is its PID 1.
 	PID bool
 
+	// Subordinate, when set, maps the ids with newuidmap and newgidmap
+	// instead of UIDMaps and GIDMaps: the user's own ids to 0 and its
+	// subordinate ranges after them, which an ordinary user may have
+	// (rootless). The first process waits until the maps are written.
+	Subordinate *SubIDs
+
 	// AsCaller runs the program with the caller's effective uid and gid,
 	// as it is outside, and no capabilities unless the caller is root: it
 	// runs in a second, nested user namespace that maps them back onto
@@ -104,6 +110,11 @@ func SysProcAttr(spec Spec) *syscall.SysProcAttr {
 		UidMappings: spec.UIDMaps,
 		GidMappings: spec.GIDMaps,
 		Pdeathsig:   syscall.SIGKILL,
+	}
+	if spec.Subordinate != nil {
+		// newuidmap and newgidmap write the maps once it runs.
+		attr.UidMappings, attr.GidMappings = nil, nil
+		return attr
 	}
 	if attr.UidMappings == nil {
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
@@ -197,6 +208,11 @@ func Start(cmd *exec.Cmd, spec Spec) error {
 	if err := CheckHost(spec); err != nil {
 		return err
 	}
+	if spec.Subordinate != nil {
+		if _, err := spec.Subordinate.tools(); err != nil {
+			return err
+		}
+	}
 
 	cfg := childConfig{
 		Handlers: spec.Handlers,
@@ -208,6 +224,9 @@ func Start(cmd *exec.Cmd, spec Spec) error {
 		Args:     args,
 		Extra:    len(cmd.ExtraFiles),
 		StatusFD: 3 + len(cmd.ExtraFiles),
+	}
+	if spec.Subordinate != nil {
+		cfg.MapsFD = cfg.StatusFD + 1
 	}
 	if cfg.UserNS, err = os.Readlink("/proc/self/ns/user"); err != nil {
 		return err
@@ -242,12 +261,35 @@ func Start(cmd *exec.Cmd, spec Spec) error {
 	cmd.Path, cmd.Args = "/proc/self/exe", childArgs
 	cmd.Env = append(environWithout(cmd.Environ(), envChild), envChild+"="+string(raw))
 	cmd.ExtraFiles = append(append([]*os.File(nil), extra...), w)
+	var mapsR, mapsW *os.File
+	if spec.Subordinate != nil {
+		if mapsR, mapsW, err = os.Pipe(); err != nil {
+			w.Close()
+			return err
+		}
+		defer mapsW.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, mapsR)
+	}
 	cmd.SysProcAttr = attr
 	err = startLocked(cmd)
 	w.Close()
+	if mapsR != nil {
+		mapsR.Close()
+	}
 	cmd.ExtraFiles = extra
 	if err != nil {
 		return NamespaceError(spec, err)
+	}
+	if spec.Subordinate != nil {
+		// The first process waits for its ids: map them, then let it go.
+		if err := spec.Subordinate.writeMaps(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return fmt.Errorf("map %s's ids into the new user namespace: %w", spec.Subordinate.User, err)
+		}
+		if _, err := mapsW.Write([]byte{1}); err != nil {
+			return fmt.Errorf("userns: the first process of the new namespaces ended before its ids were mapped: %w", err)
+		}
 	}
 
 	// The child writes ready when the program runs (or is about to be
