@@ -42,6 +42,9 @@ const EmulationLabel = "org.mabd.emulation"
 const (
 	SnapshotterOverlay = "overlayfs"
 	SnapshotterNative  = "native"
+	// SnapshotterAuto lets buildkitd choose (rootless: overlayfs in its
+	// user namespace where the kernel allows it).
+	SnapshotterAuto = "auto"
 )
 
 // Options configure a [Supervisor]. The zero value of every field has a
@@ -240,6 +243,9 @@ type buildkitdConfig struct {
 		Address []string   `toml:"address"`
 		TLS     *tlsConfig `toml:"tls,omitempty"`
 	} `toml:"grpc"`
+	OTel struct {
+		SocketPath string `toml:"socketPath"`
+	} `toml:"otel"`
 	Worker struct {
 		OCI struct {
 			Enabled       bool              `toml:"enabled"`
@@ -276,6 +282,9 @@ func newBuildkitdConfig(o Options, snapshotter string, keep int64) buildkitdConf
 	c.Root = o.Root
 	c.Log.Format = "text"
 	c.GRPC.Address = []string{"unix://" + o.Socket}
+	// Next to the socket, not in /run/buildkit: a rootless builder may not
+	// write there, and two builders must not share it.
+	c.OTel.SocketPath = filepath.Join(filepath.Dir(o.Socket), "buildkitd-otel.sock")
 	if o.TCPAddress != "" {
 		c.GRPC.Address = append(c.GRPC.Address, o.TCPAddress)
 		c.GRPC.TLS = &tlsConfig{Cert: o.TLSCert, Key: o.TLSKey, CA: o.TLSCA}

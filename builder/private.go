@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,13 +112,25 @@ type privateProc struct {
 // configuration for the platforms that passed and tells the agent to run
 // buildkitd. It returns the agent's command and the verification.
 func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exec.Cmd, *privateProc, []PrivateHandler, error) {
-	var uids, gids []syscall.SysProcIDMap
-	if b, _ := os.ReadFile("/proc/self/setgroups"); strings.TrimSpace(string(b)) != "deny" {
-		var err error
-		if uids, err = identityMaps("/proc/self/uid_map"); err != nil {
+	spec := userns.Spec{Handlers: o.Handlers}
+	if rootless() {
+		// An ordinary user: its own ids and subordinate ranges, mapped
+		// by newuidmap and newgidmap.
+		u, err := user.Current()
+		if err != nil {
 			return nil, nil, nil, err
 		}
-		if gids, err = identityMaps("/proc/self/gid_map"); err != nil {
+		ids, err := userns.LookupSubIDs(u)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		spec.Subordinate = &ids
+	} else if b, _ := os.ReadFile("/proc/self/setgroups"); strings.TrimSpace(string(b)) != "deny" {
+		var err error
+		if spec.UIDMaps, err = identityMaps("/proc/self/uid_map"); err != nil {
+			return nil, nil, nil, err
+		}
+		if spec.GIDMaps, err = identityMaps("/proc/self/gid_map"); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -141,7 +155,7 @@ func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exe
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{reqR, repW} // fds 3 and 4
 	cmd.WaitDelay = 2 * time.Second
-	err = userns.Start(cmd, userns.Spec{Handlers: o.Handlers, UIDMaps: uids, GIDMaps: gids})
+	err = userns.Start(cmd, spec)
 	reqR.Close()
 	repW.Close()
 	if err != nil {
@@ -183,7 +197,13 @@ func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exe
 	if _, err := writeConfig(o, prep.snapshotter, prep.keep); err != nil {
 		return fail(err)
 	}
-	start := agentRequest{Start: &agentStart{Path: o.Binary, Args: []string{o.Binary, "--config", prep.config}, Env: childEnv()}}
+	env := childEnv()
+	if rootless() {
+		// runc keeps its state in $XDG_RUNTIME_DIR/runc: the user's,
+		// next to the socket.
+		env = append(environWithout(env, "XDG_RUNTIME_DIR"), "XDG_RUNTIME_DIR="+filepath.Dir(o.Socket))
+	}
+	start := agentRequest{Start: &agentStart{Path: o.Binary, Args: []string{o.Binary, "--config", prep.config}, Env: env}}
 	if err := pp.send(start); err != nil {
 		return fail(fmt.Errorf("start buildkitd in the builder's namespace: %w", err))
 	}
@@ -328,4 +348,13 @@ func handlersFor(ctx context.Context, ps []string, have []binfmt.Spec) ([]binfmt
 		out = append(out, a.Spec(e.Path, flags))
 	}
 	return out, nil
+}
+
+// rootless reports whether this process is an ordinary user's: its
+// builder maps the user's subordinate ids and runs buildkitd rootless.
+func rootless() bool { return os.Geteuid() != 0 }
+
+// environWithout is env without the variable name.
+func environWithout(env []string, name string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, name+"=") })
 }

@@ -238,11 +238,17 @@ func prepare(ctx context.Context, o Options) (Options, prepared, error) {
 	if err := rootFree(o.Root); err != nil {
 		return o, prep, err
 	}
-	snap, why := DetectSnapshotter(o.Root)
-	if why != nil {
-		o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
+	if rootless() {
+		// An ordinary user cannot mount overlayfs here, but buildkitd
+		// can in its user namespace (Linux >= 5.11): let it choose.
+		prep.snapshotter = SnapshotterAuto
+	} else {
+		snap, why := DetectSnapshotter(o.Root)
+		if why != nil {
+			o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
+		}
+		prep.snapshotter = snap
 	}
-	prep.snapshotter = snap
 	if prep.keep = o.KeepStorage; prep.keep == 0 {
 		if prep.keep, err = DefaultKeepStorage(o.Root); err != nil {
 			return o, prep, err

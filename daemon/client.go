@@ -16,7 +16,8 @@ const DefaultSocket = "/run/mabd/mabd.sock"
 
 // Client talks to a running daemon's control API.
 type Client struct {
-	// Socket is the daemon's unix socket; "" means DefaultSocket.
+	// Socket is the daemon's unix socket; "" means Socket(): the user's
+	// own daemon's when it runs, else the system daemon's.
 	Socket string
 	http   *http.Client
 }
@@ -24,7 +25,7 @@ type Client struct {
 // NewClient returns a client for the daemon listening on socket.
 func NewClient(socket string) *Client {
 	if socket == "" {
-		socket = DefaultSocket
+		socket = Socket()
 	}
 	return &Client{Socket: socket, http: &http.Client{
 		Transport: &http.Transport{

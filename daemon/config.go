@@ -172,8 +172,19 @@ func (b BuildKitConfig) KeepStorageBytes() int64 {
 }
 
 // DefaultConfig returns the configuration the daemon runs on when the
-// file is absent, and the values of the keys a file leaves out.
+// file is absent, and the values of the keys a file leaves out. For an
+// ordinary user (rootless mode) nothing goes into the host's table and the
+// files are the user's (see rootlessDefaults).
 func DefaultConfig() Config {
+	c := systemDefaults()
+	if Rootless() {
+		rootlessDefaults(&c)
+	}
+	return c
+}
+
+// systemDefaults are the defaults of the system daemon, run by root.
+func systemDefaults() Config {
 	return Config{
 		Architectures:     Architectures{"all"},
 		Flags:             "",
@@ -324,7 +335,7 @@ type ConfigError = tomlcheck.Error
 // and key.
 func LoadConfig(path string, explicit bool) (Config, error) {
 	if path == "" {
-		path = DefaultConfigPath
+		path = ConfigPath()
 	}
 	data, err := readConfig(path)
 	if err != nil {
@@ -522,6 +533,10 @@ func (c Config) validate() []*ConfigError {
 		bad("verify.timeout", "must be more than 0")
 	}
 
+	if Rootless() && c.Control.Socket == "" && c.BuildKit.Socket == "" {
+		bad("control.socket", "%s", noRuntimeDir)
+		c.Control.Socket, c.BuildKit.Socket = "/-", "/-" // said once
+	}
 	abs("control.socket", c.Control.Socket, false)
 	socketPath("control.socket", c.Control.Socket)
 	if c.Control.Mode&^0o777 != 0 {

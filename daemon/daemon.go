@@ -186,21 +186,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 
 	cfg := d.config()
-	d.log.Info("starting", zap.String("config", d.cfgPath), zap.String("binfmt_mount", cfg.BinfmtMount), zap.Int("pid", os.Getpid()))
-	if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err != nil {
-		return fmt.Errorf("ensure binfmt_misc is mounted: %w", err)
-	} else if mounted {
-		d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
+	d.log.Info("starting", zap.String("config", d.cfgPath), zap.String("binfmt_mount", cfg.BinfmtMount), zap.Int("pid", os.Getpid()), zap.Bool("rootless", Rootless()))
+	if Rootless() {
+		// An ordinary user's daemon: the host's table is root's; its
+		// builder has a table of its own.
+		if err := checkRootless(cfg); err != nil {
+			return err
+		}
+		if _, err := d.builderHandlers(ctx, cfg); err != nil {
+			return &RootlessError{Err: err} // an emulator it may not use: before anything is made
+		}
+		if len(cfg.Architectures) > 0 {
+			d.log.Warn("rootless: architectures (the host's binfmt_misc table) is root's business and ignored; the builder emulates [buildkit] architectures in a table of its own")
+		}
+	} else {
+		if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err != nil {
+			return fmt.Errorf("ensure binfmt_misc is mounted: %w", err)
+		} else if mounted {
+			d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
+		}
+		specs, notes, err := d.plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.specs, d.planNotes = specs, notes
+		d.mu.Unlock()
+		d.reconcile(false)
+		d.persist(cfg, specs)
 	}
-	specs, notes, err := d.plan(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.specs, d.planNotes = specs, notes
-	d.mu.Unlock()
-	d.reconcile(false)
-	d.persist(cfg, specs)
 
 	listeners, err := d.listen(cfg)
 	if err != nil {
@@ -294,6 +308,9 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		case <-wdC:
 			_, _ = d.notify.Watchdog()
 		case <-tick.C:
+			if Rootless() {
+				continue // the host's table is root's
+			}
 			if r := d.reconcile(true); len(r.Repairs) > 0 || d.verifiedOther() {
 				d.reverifyAsync(ctx)
 			}
@@ -447,15 +464,22 @@ func (d *Daemon) stopBuildKit() {
 	}
 }
 
+// packagedBuildKit is where the Debian package installs buildkitd.
+const packagedBuildKit = "/usr/lib/mabd/buildkitd"
+
 // buildkitdBinary finds buildkitd: the configured path, else next to the
-// mabd executable, else in PATH.
+// mabd executable, else where the Debian package puts it (an ordinary
+// user's configuration does not name it), else in PATH.
 func buildkitdBinary(configured string) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
+	var near string
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "buildkitd")
-		if _, err := os.Stat(p); err == nil {
+		near = filepath.Join(filepath.Dir(exe), "buildkitd")
+	}
+	for _, p := range []string{near, packagedBuildKit} {
+		if _, err := os.Stat(p); p != "" && err == nil {
 			return p, nil
 		}
 	}
@@ -543,6 +567,16 @@ func (d *Daemon) ReconcileNow(ctx context.Context) (host.Reconciled, error) {
 func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 	d.verifyMu.Lock()
 	defer d.verifyMu.Unlock()
+	if Rootless() {
+		// Nothing of the host's to verify (the probes chroot, which an
+		// ordinary user may not); the builder's agent verifies its
+		// private table inside its namespace.
+		v := &host.Verification{At: time.Now().UTC()}
+		d.mu.Lock()
+		d.lastVerify = v
+		d.mu.Unlock()
+		return v, nil
+	}
 	v0 := d.now()
 	cfg, specs := v0.cfg, v0.specs
 	var names []string
@@ -580,6 +614,9 @@ func (d *Daemon) summary(v *host.Verification) string {
 	}
 	failed := v.Failed()
 	s := fmt.Sprintf("%d platforms ok, %d failing", len(v.Results)-len(failed), len(failed))
+	if Rootless() {
+		s = "rootless"
+	}
 	if len(failed) > 0 {
 		var which []string
 		for _, r := range failed {
@@ -805,6 +842,10 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		return nil, err
 	}
 	st.Source = "daemon"
+	if Rootless() {
+		// The host's table is root's: shown, not counted.
+		st.Source, st.Health, st.Problems = "daemon (rootless)", "healthy", nil
+	}
 	if bk := d.buildkit(); bk != nil {
 		bs := bk.Status()
 		info.BuildKit = &bs

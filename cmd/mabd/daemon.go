@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"mabd/daemon"
+	"mabd/internal/userns"
 )
 
 func newDaemon() *cobra.Command {
@@ -54,11 +56,14 @@ Flags override the configuration file.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: configuration ok\n", configPath)
 				return nil
 			}
-			return d.Run(cmd.Context())
+			if err := d.Run(cmd.Context()); err != nil {
+				return errors.New(daemonMessage(err))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", daemon.DefaultConfigPath, "configuration file (TOML)")
+	f.StringVar(&configPath, "config", daemon.ConfigPath(), "configuration file (TOML); an ordinary user's default is $XDG_CONFIG_HOME/mabd/mabd.toml")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 ok, 2 bad)")
 	f.StringVar(&mount, "binfmt-mount", "", "binfmt_misc mount (overrides binfmt_mount)")
 	f.StringVar(&socket, "socket", "", "control API socket (overrides [control] socket)")
@@ -66,4 +71,34 @@ Flags override the configuration file.`,
 	f.StringVar(&bkSocket, "buildkit-socket", "", "BuildKit socket (overrides [buildkit] socket)")
 	f.BoolVar(&noBuildkit, "no-buildkit", false, "do not run BuildKit")
 	return cmd
+}
+
+// daemonMessage words the daemon's error with the fix for its user, for
+// the prerequisites of rootless mode.
+func daemonMessage(err error) string {
+	var re *daemon.RootlessError
+	if !errors.As(err, &re) {
+		return err.Error()
+	}
+	var (
+		noIDs   *userns.NoSubIDsError
+		tool    *userns.MissingToolError
+		old     *userns.KernelTooOldError
+		unavail *userns.UnavailableError
+	)
+	switch {
+	case errors.As(err, &noIDs):
+		return fmt.Sprintf("%v: rootless mode maps your subordinate ids into the builder's namespace; ask an administrator for a range: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s (any free range of 65536)", err, noIDs.User)
+	case errors.As(err, &tool):
+		return fmt.Sprintf("%v: rootless mode maps your subordinate ids with it; install %s (apt-get install %s)", err, tool.Package, tool.Package)
+	case errors.As(err, &old):
+		return fmt.Sprintf("%v: rootless mode needs Linux 6.7 or later (a binfmt_misc table per user namespace); run mabd as root instead", err)
+	case errors.As(err, &unavail):
+		fix := "allow unprivileged user namespaces"
+		if unavail.Sysctl != "" {
+			fix = fmt.Sprintf("an administrator sets sysctl %s=%s", unavail.Sysctl, unavail.Allow)
+		}
+		return fmt.Sprintf("%v: rootless mode needs user namespaces: %s", err, fix)
+	}
+	return err.Error()
 }

@@ -73,7 +73,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
-	cmd.Flags().StringVar(&socket, "socket", daemon.DefaultSocket, "the daemon's control socket")
+	cmd.Flags().StringVar(&socket, "socket", daemon.Socket(), "the daemon's control socket (an ordinary user's own daemon's when it runs, else the system daemon's)")
 	cmd.Flags().BoolVar(&local, "local", false, "inspect the host directly even when a daemon answers")
 	return cmd
 }
