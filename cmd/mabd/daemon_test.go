@@ -117,13 +117,20 @@ func startDaemon(t *testing.T, bin, dir, mount, config string, env ...string) *r
 func startDaemonArgs(t *testing.T, bin, dir string, args []string, env ...string) *runningDaemon {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return startCommand(t, cmd, filepath.Join(dir, "mabd.sock"))
+}
+
+// startCommand starts a daemon's command, whose control socket is socket,
+// as startDaemonArgs does.
+func startCommand(t *testing.T, cmd *exec.Cmd, socket string) *runningDaemon {
+	t.Helper()
 	log := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &runningDaemon{cmd: cmd, socket: filepath.Join(dir, "mabd.sock"), log: log, done: make(chan error, 1), exited: make(chan struct{})}
+	d := &runningDaemon{cmd: cmd, socket: socket, log: log, done: make(chan error, 1), exited: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
 		close(d.exited)
