@@ -51,6 +51,7 @@ install: deps build
 	install -D -m 0755 bin/buildctl $(DESTDIR)$(PREFIX)/bin/buildctl
 	install -D -m 0644 packaging/systemd/mabd.service $(DESTDIR)/lib/systemd/system/mabd.service
 	install -D -m 0644 packaging/systemd/mabd.socket $(DESTDIR)/lib/systemd/system/mabd.socket
+	install -D -m 0644 packaging/systemd/user/mabd.service $(DESTDIR)/usr/lib/systemd/user/mabd.service
 	test -e $(DESTDIR)/etc/mabd/mabd.toml || install -D -m 0644 packaging/mabd.toml $(DESTDIR)/etc/mabd/mabd.toml
 
 # deb: dist/mabd_<version>_<arch>.deb (nfpm, a go.mod tool) with mabd, the

@@ -7,6 +7,8 @@
 #                                go.mod (the version go.mod pins), rebuilt when
 #                                missing or older than go.mod
 #   runc                         the OCI runtime BuildKit's OCI worker runs steps with
+#   uidmap                       newuidmap/newgidmap: the rootless daemon maps a user's
+#                                subordinate ids into the builder's namespace with them
 #   skopeo                       an independent registry client (the tests use it)
 #   docker-registry              Debian's registry (distribution 2.8) for push tests:
 #                                only its binary, extracted from the .deb to
@@ -52,7 +54,7 @@ build_tool buildkitd
 build_tool buildctl
 
 missing=()
-for p in runc skopeo; do installed "$p" || missing+=("$p"); done
+for p in runc skopeo uidmap; do installed "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
 	[[ $(id -u) -eq 0 ]] || die "run as root to install ${missing[*]}"
 	say "installing ${missing[*]}"
@@ -81,6 +83,7 @@ v=$("$ROOT/bin/buildkitd" --version) || die "bin/buildkitd does not run"
 [[ $v == *" $(bkversion)"* ]] || die "bin/buildkitd is not BuildKit $(bkversion): $v"
 [[ $("$ROOT/bin/buildctl" --version) == *" $(bkversion)"* ]] || die "bin/buildctl does not run or is not BuildKit $(bkversion)"
 runc --version >/dev/null 2>&1 || die "runc does not run"
+for f in /usr/bin/newuidmap /usr/bin/newgidmap; do [[ -u $f ]] || die "$f missing or not setuid: apt-get install uidmap"; done
 skopeo --version >/dev/null 2>&1 || die "skopeo does not run"
 "$REGISTRY_BIN" --version >/dev/null 2>&1 || die "$REGISTRY_BIN does not run"
 say "ok: $v; $(runc --version | head -1); $(skopeo --version); $("$REGISTRY_BIN" --version | cut -d' ' -f2-)"

@@ -7,9 +7,10 @@
 #   bin/buildkitd, buildctl   `make deps` (scripts/buildkit-deps.sh): must be
 #                             the BuildKit version go.mod pins
 #
-# It generates into dist/deb/ the two files that differ from the ones
-# `make install` uses: mabd.service with ExecStart=/usr/bin/mabd, and
-# mabd.toml with [buildkit] binary = "/usr/lib/mabd/buildkitd".
+# It generates into dist/deb/ the files that differ from the ones
+# `make install` uses: mabd.service and user/mabd.service with
+# ExecStart=/usr/bin/mabd, and mabd.toml with [buildkit] binary =
+# "/usr/lib/mabd/buildkitd".
 # Packages of other versions in dist/ are deleted first.
 #
 # The package version comes from VERSION (default: git describe --tags
@@ -105,6 +106,12 @@ grep -qx 'ExecStart=/usr/bin/mabd daemon' "$GEN/mabd.service.tmp" ||
 ! grep -q /usr/local/bin/mabd <(grep -v '^#' "$GEN/mabd.service.tmp") ||
 	die "$GEN/mabd.service still runs /usr/local/bin/mabd"
 mv -f "$GEN/mabd.service.tmp" "$GEN/mabd.service"
+# The user unit (rootless mode) likewise.
+mkdir -p "$GEN/user"
+sed 's#^ExecStart=/usr/local/bin/mabd daemon$#ExecStart=/usr/bin/mabd daemon#' \
+	packaging/systemd/user/mabd.service >"$GEN/user/mabd.service"
+grep -qx 'ExecStart=/usr/bin/mabd daemon' "$GEN/user/mabd.service" ||
+	die "packaging/systemd/user/mabd.service has no 'ExecStart=/usr/local/bin/mabd daemon' line to rewrite"
 
 # The configuration with BuildKit's packaged path.
 sed 's#^\# binary = ""$#\# The Debian package installs BuildKit in /usr/lib/mabd, where mabd does\n\# not look by itself.\nbinary = "/usr/lib/mabd/buildkitd"#' \

@@ -31,31 +31,38 @@ func TestUnitFilesVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	var paths []string
-	for _, name := range []string{"mabd.service", "mabd.socket"} {
+	for _, name := range []string{"mabd.service", "mabd.socket", "user/mabd.service"} {
 		b, err := os.ReadFile(filepath.Join(unitDir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		text := string(b)
-		if name == "mabd.service" {
+		if strings.HasSuffix(name, "mabd.service") {
 			if !strings.Contains(text, "\nExecStart="+installedBinary+" daemon\n") {
 				t.Fatalf("%s: no ExecStart=%s daemon", name, installedBinary)
 			}
 			text = strings.ReplaceAll(text, "ExecStart="+installedBinary, "ExecStart="+stub)
 		}
 		p := filepath.Join(dir, name) // same names: mabd.socket's Service= finds the copy
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		paths = append(paths, p)
 	}
 	// --man=no: whether man pages named in Documentation= are installed is
-	// the host's business, not the unit's.
-	cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, paths...)...)
-	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "SYSTEMD_COLORS=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("systemd-analyze verify %s: %v\n%s", strings.Join(paths, " "), err, out)
+	// the host's business, not the unit's. The user unit is verified as
+	// the service manager of a user runs it.
+	for _, files := range [][]string{{"--system", paths[0], paths[1]}, {"--user", paths[2]}} {
+		cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, files...)...)
+		// A user's manager needs its runtime directory.
+		cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "SYSTEMD_COLORS=0", "XDG_RUNTIME_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("systemd-analyze verify %s: %v\n%s", strings.Join(files, " "), err, out)
+		}
 	}
 }
 

@@ -32,13 +32,14 @@ const conffile = "/etc/mabd/mabd.toml"
 // wantFiles are the regular files of the package and their permissions
 // (dpkg-deb --contents notation); all belong to root/root.
 var wantFiles = map[string]string{
-	"/usr/bin/mabd":                     "-rwxr-xr-x",
-	"/usr/lib/mabd/buildkitd":           "-rwxr-xr-x",
-	"/usr/lib/mabd/buildctl":            "-rwxr-xr-x",
-	"/lib/systemd/system/mabd.service":  "-rw-r--r--",
-	"/lib/systemd/system/mabd.socket":   "-rw-r--r--",
-	"/etc/mabd/mabd.toml":               "-rw-r--r--",
-	"/usr/share/doc/mabd/README.Debian": "-rw-r--r--",
+	"/usr/bin/mabd":                      "-rwxr-xr-x",
+	"/usr/lib/mabd/buildkitd":            "-rwxr-xr-x",
+	"/usr/lib/mabd/buildctl":             "-rwxr-xr-x",
+	"/lib/systemd/system/mabd.service":   "-rw-r--r--",
+	"/lib/systemd/system/mabd.socket":    "-rw-r--r--",
+	"/usr/lib/systemd/user/mabd.service": "-rw-r--r--",
+	"/etc/mabd/mabd.toml":                "-rw-r--r--",
+	"/usr/share/doc/mabd/README.Debian":  "-rw-r--r--",
 }
 
 // wantDepends is the Depends field of the package.
@@ -101,6 +102,7 @@ func TestDebPackage(t *testing.T) {
 		"Version":      debver,
 		"Architecture": runtime.GOARCH,
 		"Depends":      wantDepends,
+		"Recommends":   "uidmap",
 		"Section":      "admin",
 		"Priority":     "optional",
 		"License":      "",
