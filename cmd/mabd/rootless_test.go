@@ -40,6 +40,28 @@ func newTestUser(t *testing.T, extra ...string) *testUser {
 	if _, err := exec.LookPath("useradd"); err != nil {
 		t.Fatalf("%v: install passwd", err)
 	}
+	// useradd gives a subordinate range only when /etc/subuid and
+	// /etc/subgid exist: make them (empty) when they do not, and remove
+	// them (and useradd's backups) again, so that a host that had none
+	// gets none back.
+	var absent []string
+	for _, f := range []string{"/etc/subuid", "/etc/subgid", "/etc/subuid-", "/etc/subgid-"} {
+		if _, err := os.Lstat(f); os.IsNotExist(err) {
+			absent = append(absent, f)
+			if !strings.HasSuffix(f, "-") {
+				if err := os.WriteFile(f, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, f := range absent {
+			if b, err := os.ReadFile(f); err == nil && (strings.HasSuffix(f, "-") || len(bytes.TrimSpace(b)) == 0) {
+				os.Remove(f)
+			}
+		}
+	})
 	var b [4]byte
 	rand.Read(b[:])
 	name := "mabdt" + hex.EncodeToString(b[:])
