@@ -56,7 +56,7 @@ func Bench(ctx context.Context, a binfmt.Arch, opt ProbeOptions, n int) (native,
 			bin      []byte
 			best     *time.Duration
 		}{{false, hostBin, &native}, {true, bin, &emulated}} {
-			run := runProbe(ctx, side.bin, args, opt.timeout())
+			run := runProbe(ctx, side.bin, args, nil, opt.timeout())
 			if run.err != nil {
 				r := Result{Arch: a.Name, Platform: a.Platform}
 				classify(&r, a, opt, run)

@@ -80,13 +80,21 @@ const (
 	// ReasonExecFailed: starting the probe failed otherwise.
 	ReasonExecFailed = "exec failed"
 	// ReasonCrashed: the emulator (or the probe under it) was killed by a
-	// signal, such as SIGSEGV.
+	// signal, such as SIGSEGV, or the probe's Go runtime died of a fatal
+	// error (as under QEMU 7.2's qemu-i386, which delivers its signals
+	// wrongly: "fatal: bad g in signal handler", "fatal: morestack on
+	// gsignal").
 	ReasonCrashed = "emulator crashed"
-	// ReasonExitStatus: the run ended with a non-zero exit status (QEMU
-	// refused the program, or the Go runtime died under the emulator).
+	// ReasonExitStatus: the run ended with a non-zero exit status, not
+	// from a fatal error of the probe's Go runtime (QEMU refused the
+	// program, or the workload found a wrong result).
 	ReasonExitStatus = "probe failed"
 	// ReasonWrongMachine: the probe ran but reported another machine.
 	ReasonWrongMachine = "wrong machine"
+	// ReasonWrongOutput: the workload probe (see [Workload]) ran to its
+	// end but printed other results than every correct run does: the
+	// emulator computes wrongly.
+	ReasonWrongOutput = "wrong output"
 	// ReasonTimeout: the run did not end before the deadline and was
 	// killed.
 	ReasonTimeout = "timed out"
@@ -182,7 +190,9 @@ func (h handlerState) disabledMatch() *binfmt.Entry {
 // classify fills r's State, Reason, Fix and Machine from run and, where
 // the outcome depends on it, from the state of the handlers in opt.Mount.
 func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
-	r.Machine = firstLine(run.stdout)
+	if !run.workload {
+		r.Machine = firstLine(run.stdout)
+	}
 	fail := func(reason, fix string, remedy Remedy) {
 		r.State, r.Reason, r.Fix, r.Remedy = StateFailed, reason, fix, remedy
 	}
@@ -202,7 +212,11 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 		via = fmt.Sprintf(" (entry %s, interpreter %s, flags %q)", act.Name, act.Interpreter, act.Flags.String())
 	}
 	if run.timedOut {
-		fail(fmt.Sprintf("%s: the probe did not finish within %v and was killed%s", ReasonTimeout, opt.timeout(), via),
+		limit := opt.timeout()
+		if run.workload {
+			limit = opt.workloadTimeout()
+		}
+		fail(fmt.Sprintf("%s: the probe did not finish within %v and was killed%s", ReasonTimeout, limit, via),
 			"check that the emulator works ("+emulatorOf(act, a)+" --version) and is not stuck; on a busy machine, probe again with a longer timeout", RemedyNone)
 		return
 	}
@@ -221,6 +235,8 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 		case ws.Signaled():
 			sig := ws.Signal()
 			fail(fmt.Sprintf("%s: killed by %s (%s)%s%s", ReasonCrashed, signalName(sig), sig, via, detail), upgrade, RemedyNone)
+		case goRuntimeDied(run.stderr):
+			fail(fmt.Sprintf("%s: exit status %d after a fatal error of the probe's Go runtime%s%s", ReasonCrashed, exitErr.ExitCode(), via, detail), upgrade, RemedyNone)
 		default:
 			fail(fmt.Sprintf("%s: exit status %d%s%s", ReasonExitStatus, exitErr.ExitCode(), via, detail), upgrade, RemedyNone)
 		}
@@ -231,12 +247,21 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 		return
 	}
 
+	if run.workload && run.stdout != WorkloadOutput {
+		fail(fmt.Sprintf("%s: %s%s", ReasonWrongOutput, outputDiff(run.stdout), via),
+			"check "+emulatorOf(act, a)+" (run it with --version) and upgrade qemu-user-static", RemedyNone)
+		return
+	}
 	// The probe ran. Through a handler, or natively?
 	if act == nil && (h.mountErr == nil || binfmt.IsNative(a.Name)) {
 		// No handler could have run it: the kernel did. It reports its
 		// own machine (i386 programs on x86_64 see "x86_64"), so the
 		// machine is not checked.
 		r.State = StateNative
+		return
+	}
+	if run.workload {
+		r.State = StateOK
 		return
 	}
 	if a.Machine != "" && r.Machine != a.Machine {
@@ -368,10 +393,22 @@ func firstLine(s string) string {
 	return strings.TrimSpace(line)
 }
 
-// stderrDetail quotes the first line of what the run wrote to stderr, for
-// a reason: `: "qemu: uncaught target signal 11 ..."`, or "".
+// stderrDetail quotes the line of what the run wrote to stderr that says
+// most about a failure, for a reason: `: "fatal: morestack on gsignal"`,
+// or "". That is the first line of a Go runtime's fatal error or of
+// QEMU's report of a signal, else the first line.
 func stderrDetail(stderr string) string {
 	line := firstLine(stderr)
+	for l := range strings.Lines(stderr) {
+		if l = strings.TrimSpace(l); isCrashLine(l) {
+			line = l
+			break
+		}
+	}
+	// A runtime that fails while reporting its failure repeats itself.
+	for strings.HasPrefix(line, "fatal error: fatal error: ") {
+		line = strings.TrimPrefix(line, "fatal error: ")
+	}
 	if line == "" {
 		return ""
 	}
@@ -379,4 +416,35 @@ func stderrDetail(stderr string) string {
 		line = strings.ToValidUTF8(line[:200], "") + "..."
 	}
 	return fmt.Sprintf(": %q", line)
+}
+
+// isCrashLine reports whether a line of stderr is a Go runtime's fatal
+// error ("fatal error: …", "fatal: …", "SIGSEGV: segmentation violation")
+// or QEMU's report of the signal that killed its program ("qemu:
+// uncaught target signal 5 (Trace/breakpoint trap) - core dumped").
+func isCrashLine(l string) bool {
+	if strings.HasPrefix(l, "qemu: uncaught target signal") || isGoFatal(l) {
+		return true
+	}
+	name, _, ok := strings.Cut(l, ": ")
+	return ok && len(name) > 3 && strings.HasPrefix(name, "SIG") && strings.ToUpper(name) == name && !strings.Contains(name, " ")
+}
+
+// isGoFatal reports whether a line is the Go runtime's report of a fatal
+// error: a throw ("fatal error: …") or a signal it cannot handle
+// ("fatal: bad g in signal handler").
+func isGoFatal(l string) bool {
+	return strings.HasPrefix(l, "fatal error: ") || strings.HasPrefix(l, "fatal: ")
+}
+
+// goRuntimeDied reports whether stderr holds the Go runtime's report of
+// a fatal error. The probes are Go programs that do not fail natively:
+// under an emulator such an error is the emulator's doing.
+func goRuntimeDied(stderr string) bool {
+	for l := range strings.Lines(stderr) {
+		if isGoFatal(strings.TrimSpace(l)) {
+			return true
+		}
+	}
+	return false
 }

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -153,7 +152,7 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ProbeOptions configure [Probe], [ProbeAll] and [Bench].
+// ProbeOptions configure [Probe], [ProbeAll], [Workload] and [Bench].
 type ProbeOptions struct {
 	// Mount is the binfmt_misc instance whose entries run the probes (the
 	// one the calling process sees); its entries are read to explain a
@@ -163,6 +162,9 @@ type ProbeOptions struct {
 	// Timeout bounds each run of a probe; 0 means DefaultProbeTimeout.
 	// When it passes, the probe's process group is killed.
 	Timeout time.Duration
+	// WorkloadTimeout bounds each run of the workload probe (see
+	// [Workload]); 0 means DefaultWorkloadTimeout.
+	WorkloadTimeout time.Duration
 }
 
 func (o ProbeOptions) timeout() time.Duration {
@@ -170,6 +172,13 @@ func (o ProbeOptions) timeout() time.Duration {
 		return DefaultProbeTimeout
 	}
 	return o.Timeout
+}
+
+func (o ProbeOptions) workloadTimeout() time.Duration {
+	if o.WorkloadTimeout <= 0 {
+		return DefaultWorkloadTimeout
+	}
+	return o.WorkloadTimeout
 }
 
 // HasProbe reports whether mabd has a probe program for the architecture
@@ -310,38 +319,37 @@ func probeForGoarch(goarch string) ([]byte, error) {
 // [ReasonNoChroot]. The temporary directory is in os.TempDir(), which must
 // allow executing programs.
 func Probe(ctx context.Context, a binfmt.Arch, opt ProbeOptions) Result {
-	r := Result{Arch: a.Name, Platform: a.Platform}
-	bin, err := probeProgram(a.Name)
-	if err != nil {
-		r.State = StateFailed
-		if HasProbe(a.Name) {
-			r.Reason, r.Fix = ReasonNoProbe+": "+err.Error(), "rebuild mabd (go generate ./emulator)"
-		} else {
-			r.Reason, r.Fix = fmt.Sprintf("%s: mabd has probe programs only for the architectures Go builds for (%s)", ReasonNoProbe, strings.Join(ProbeArches(), ", ")), ""
-		}
+	r, bin := loadProbe(a)
+	if bin == nil {
 		return r
 	}
-	run := runProbe(ctx, bin, nil, opt.timeout())
+	run := runProbe(ctx, bin, nil, nil, opt.timeout())
 	r.Duration = run.elapsed
 	classify(&r, a, opt, run)
 	return r
 }
 
+// loadProbe returns a's probe program, or nil and a failed result that
+// says why there is none.
+func loadProbe(a binfmt.Arch) (Result, []byte) {
+	r := Result{Arch: a.Name, Platform: a.Platform}
+	bin, err := probeProgram(a.Name)
+	if err == nil {
+		return r, bin
+	}
+	r.State = StateFailed
+	if HasProbe(a.Name) {
+		r.Reason, r.Fix = ReasonNoProbe+": "+err.Error(), "rebuild mabd (go generate ./emulator)"
+	} else {
+		r.Reason, r.Fix = fmt.Sprintf("%s: mabd has probe programs only for the architectures Go builds for (%s)", ReasonNoProbe, strings.Join(ProbeArches(), ", ")), ""
+	}
+	return r, nil
+}
+
 // ProbeAll runs [Probe] for each architecture, several at a time (at most
 // the number of CPUs), and returns the results in the order of arches.
 func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Result {
-	out := make([]Result, len(arches))
-	sem := make(chan struct{}, max(runtime.NumCPU(), 1))
-	var wg sync.WaitGroup
-	for i, a := range arches {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			out[i] = Probe(ctx, a, opt)
-		})
-	}
-	wg.Wait()
-	return out
+	return forEachArch(arches, func(a binfmt.Arch) Result { return Probe(ctx, a, opt) })
 }
 
 // probeRun is what one run of a probe gave.
@@ -357,13 +365,17 @@ type probeRun struct {
 	// context was done first.
 	timedOut bool
 	ctxErr   error
+	// workload: the run was the workload probe's, whose whole output is
+	// checked instead of the machine.
+	workload bool
 }
 
 // runProbe writes bin into a new temporary directory as its only file,
-// runs it there chrooted with args and an empty environment, in a process
-// group of its own, and removes the directory. The run is killed (its
-// whole process group) after timeout or when ctx is done.
-func runProbe(ctx context.Context, bin []byte, args []string, timeout time.Duration) probeRun {
+// runs it there chrooted with args and the environment env (nil: an
+// empty one), in a process group of its own, and removes the directory.
+// The run is killed (its whole process group) after timeout or when ctx
+// is done.
+func runProbe(ctx context.Context, bin []byte, args, env []string, timeout time.Duration) probeRun {
 	var run probeRun
 	run.header = bin[:min(len(bin), 256)]
 	dir, err := os.MkdirTemp("", "mabd-probe-")
@@ -395,7 +407,7 @@ func runProbe(ctx context.Context, bin []byte, args []string, timeout time.Durat
 		stderr.Reset()
 		cmd := exec.CommandContext(rctx, "/"+probeFile, args...)
 		cmd.Dir = "/"
-		cmd.Env = []string{}
+		cmd.Env = append([]string{}, env...)
 		cmd.Stdout = &stdout
 		cmd.Stderr = &stderr
 		cmd.WaitDelay = probeWaitDelay

@@ -11,9 +11,15 @@
 // digits and a newline. The checksum is the same on every architecture, so
 // the caller can check that the emulated result equals the native one.
 //
-// It imports only syscall (plus unsafe for one linkname) to stay small: no
-// fmt, no os. Exit status 0 is success, 1 a failed system call, 2 bad
-// arguments.
+// With the argument "workload" it exercises what real builds stress (see
+// workload.go): threads, futexes, signals, fork and exec of itself, large
+// mmap and brk growth and a few seconds of CPU, printing one line per step
+// that is the same on every architecture. "child ARG" is what it runs as
+// its own children there.
+//
+// It imports no fmt and no os (only syscall, the runtime, sync, slices and
+// crypto/sha256, plus unsafe) to stay small. Exit status 0 is success, 1 a
+// failed system call or a wrong result, 2 bad arguments.
 package main
 
 import (
@@ -47,6 +53,10 @@ func main() {
 			out = append(out, byte(c))
 		}
 		write(append(out, '\n'))
+	case len(args) == 2 && args[1] == "workload":
+		workload(args[0])
+	case len(args) == 3 && args[1] == "child":
+		child(args[2])
 	case len(args) == 3 && args[1] == "bench":
 		n, ok := atoi(args[2])
 		if !ok {
@@ -132,6 +142,6 @@ func fail(op string, err error) {
 
 // usage reports bad arguments and exits with 2.
 func usage() {
-	syscall.Write(2, []byte("usage: probe [bench N]\n"))
+	syscall.Write(2, []byte("usage: probe [bench N | workload]\n"))
 	syscall.Exit(2)
 }
