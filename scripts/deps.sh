@@ -18,6 +18,12 @@
 # Test fixtures (fixtures/ at the repo root, git-ignored): Debian's busybox-static for
 # foreign architectures, extracted into fixtures/busybox/<debian-arch>/ and read by the
 # Go package mabd/testing/fixtures.
+#
+# A second QEMU: Debian 13 (trixie)'s qemu-user (QEMU 10.0, static-pie emulators named
+# qemu-<arch>), downloaded with a private apt configuration (its own sources list and
+# lists directory: the system's apt sources are not changed) and extracted, not
+# installed, into $QEMU2 (root-owned directories, so mabd trusts its emulators). The
+# tests and `make bench` compare it with bookworm's QEMU 7.2 (mabd.emulatortest).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +38,8 @@ declare -A ELF=(
 	[mips64el]='ELF 64-bit LSB .*MIPS'
 )
 ARCHES=(arm64 armhf ppc64el s390x i386 mips64el)
+QEMU2=/opt/mabd/qemu-debian13
+QEMU2_SUITE=trixie
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "deps: $*"; }
@@ -58,11 +66,57 @@ for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 want=() # architectures whose busybox fixture is missing or wrong
 for a in "${ARCHES[@]}"; do fixture_ok "$a" || want+=("$a"); done
 
+# qemu2_ok: the second QEMU is extracted and its aarch64 emulator says it is QEMU 10 or later.
+qemu2_ok() {
+	local v
+	v=$("$QEMU2/usr/bin/qemu-aarch64" --version 2>/dev/null | head -1) || return 1
+	[[ $v =~ ^qemu-aarch64\ version\ ([0-9]+)\. ]] && ((BASH_REMATCH[1] >= 10))
+}
+
+# fetch_qemu2: download $QEMU2_SUITE's qemu-user with a private apt configuration and
+# extract it into $QEMU2, replacing what was there only once the new tree is complete.
+fetch_qemu2() {
+	local tmp apt
+	tmp=$(mktemp -d)
+	chmod 0755 "$tmp"
+	apt=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=$tmp/sources.list.d"
+		-o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
+		-o "APT::Architectures=$(dpkg --print-architecture)"
+		-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false")
+	mkdir -p "$tmp/sources.list.d" "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/deb"
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $QEMU2_SUITE main" >"$tmp/sources.list"
+	chmod 0777 "$tmp/deb" # apt-get download fetches as user _apt
+	say "apt-get update ($QEMU2_SUITE, private lists in $tmp)"
+	apt-get "${apt[@]}" update -qq || { rm -rf "$tmp"; die "apt-get update of $QEMU2_SUITE failed (above): check the network and /usr/share/keyrings/debian-archive-keyring.gpg (apt-get install debian-archive-keyring)"; }
+	say "downloading $QEMU2_SUITE's qemu-user"
+	(cd "$tmp/deb" && apt-get "${apt[@]}" download -qq qemu-user) || { rm -rf "$tmp"; die "apt-get download qemu-user from $QEMU2_SUITE failed (above)"; }
+	mkdir -p "$(dirname "$QEMU2")"
+	chmod 0755 "$(dirname "$QEMU2")"
+	rm -rf "$QEMU2.new"
+	dpkg-deb -x "$tmp"/deb/qemu-user_*.deb "$QEMU2.new" || { rm -rf "$tmp" "$QEMU2.new"; die "dpkg-deb -x of qemu-user failed"; }
+	rm -rf "$tmp"
+	chown -R root:root "$QEMU2.new"
+	chmod -R go-w "$QEMU2.new"
+	rm -rf "$QEMU2"
+	mv "$QEMU2.new" "$QEMU2"
+	qemu2_ok || die "$QEMU2/usr/bin/qemu-aarch64 does not run or is older than QEMU 10: $("$QEMU2/usr/bin/qemu-aarch64" --version 2>&1 | head -1)"
+	say "$QEMU2/usr/bin: $("$QEMU2/usr/bin/qemu-aarch64" --version | head -1)"
+}
+
+need_qemu2=0
+qemu2_ok || need_qemu2=1
+
+if ((${#missing[@]} == 0 && ${#want[@]} == 0 && need_qemu2 == 0)); then
+	say "apt packages installed; busybox fixtures present for ${ARCHES[*]}; $QEMU2 present"
+	exit 0
+fi
+[[ $(id -u) -eq 0 ]] || die "run as root (missing: ${missing[*]} ${want[*]/#/busybox-static:} $( ((need_qemu2)) && echo "$QEMU2"))"
+
+((need_qemu2 == 0)) || fetch_qemu2
 if ((${#missing[@]} == 0 && ${#want[@]} == 0)); then
 	say "apt packages installed; busybox fixtures present for ${ARCHES[*]}"
 	exit 0
 fi
-[[ $(id -u) -eq 0 ]] || die "run as root (missing: ${missing[*]} ${want[*]/#/busybox-static:})"
 
 # Each foreign architecture needs an apt source.
 native=$(dpkg --print-architecture)
