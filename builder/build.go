@@ -63,6 +63,49 @@ type BuildOptions struct {
 	// BinfmtMount is the binfmt_misc instance consulted to say why a
 	// platform is unsupported ([UnsupportedReason]); "" means the host's.
 	BinfmtMount string
+
+	// CacheTo are cache exports, CacheFrom cache imports ([ParseCache]):
+	// "type=registry,ref=REF,mode=max", "type=local,dest=DIR" (src= to
+	// import), "type=inline".
+	CacheTo   []string
+	CacheFrom []string
+	// Target is the stage to build ("" for the last); it must be a stage
+	// of the Dockerfile.
+	Target string
+	// Secrets are secrets for RUN --mount=type=secret: "id=ID,src=FILE",
+	// "id=ID,env=VAR" (see secretsAttachable).
+	Secrets []string
+	// SSH are SSH agents for RUN --mount=type=ssh: "default",
+	// "ID=SOCKET", "ID=KEYFILE".
+	SSH []string
+	// BuildContexts are named contexts: "NAME=DIR",
+	// "NAME=docker-image://REF".
+	BuildContexts []string
+	// NoCache runs every step again, whatever the cache holds.
+	NoCache bool
+	// Pull resolves every base image anew in its registry rather than
+	// from the builder's cache.
+	Pull bool
+	// Labels are KEY=VALUE labels of the image config.
+	Labels []string
+	// Annotations are KEY=VALUE annotations of the image index and every
+	// manifest, or TYPE[PLATFORM]:KEY=VALUE for one of them (see
+	// parseAnnotations).
+	Annotations []string
+	// Provenance is the SLSA provenance attestation: "" or "false" for
+	// none, "mode=min" or "mode=max" (see provenanceAttr).
+	Provenance string
+	// SBOM is the SBOM attestation: "" for none, or
+	// "generator=SCANNER-IMAGE" (see sbomAttr).
+	SBOM string
+	// MetadataFile, when set, gets the build's metadata as JSON
+	// (writeMetadata); IIDFile the image's digest.
+	MetadataFile string
+	IIDFile      string
+	// NativeNode, when set, names a node of the build fleet that runs a
+	// platform natively, "" when none does: the emulation report's advice
+	// then points to it. (The fleet is not there yet: this is its hook.)
+	NativeNode func(platform string) string
 }
 
 // BuildResult is what a successful Build produced.
@@ -75,6 +118,8 @@ type BuildResult struct {
 	// ExporterResponse is BuildKit's full answer (containerimage.digest,
 	// image.name, …).
 	ExporterResponse map[string]string
+	// Report is the build's emulation report.
+	Report *Report
 }
 
 // UsageError is bad input to Build: nothing was built.
@@ -201,7 +246,9 @@ func (e *BuildError) PrintSources(w io.Writer) {
 // BuildKit's progress display. Bad input gives a *UsageError, an
 // unreachable daemon a *DaemonError, an unsupported platform an
 // *UnsupportedPlatformError (all before anything is built), and a failed
-// build a *BuildError.
+// build a *BuildError. A build that succeeded but whose metadata or image
+// ID file could not be written returns its result and an
+// *OutputFileError.
 func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if opt.Addr == "" {
 		opt.Addr = DefaultAddress
@@ -213,7 +260,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	attrs, local, err := frontendInputs(opt)
+	in, err := frontendInputs(opt)
 	if err != nil {
 		return nil, err
 	}
@@ -222,11 +269,21 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	cacheExports, cacheImports, err := cacheEntries(opt, insecure)
+	if err != nil {
+		return nil, err
+	}
 	want := []string{AllPlatforms}
 	if !slices.Equal(opt.Platforms, want) {
 		if want, err = NormalizePlatforms(opt.Platforms); err != nil {
 			return nil, &UsageError{Option: "Platforms", Value: strings.Join(opt.Platforms, ","), Err: err}
 		}
+	}
+	if err := checkOutputFile("MetadataFile", opt.MetadataFile); err != nil {
+		return nil, err
+	}
+	if err := checkOutputFile("IIDFile", opt.IIDFile); err != nil {
+		return nil, err
 	}
 
 	c, err := client.New(ctx, opt.Addr)
@@ -256,20 +313,29 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if want, err = choosePlatforms(want, have, mount); err != nil {
 		return nil, err
 	}
-	attrs["platform"] = strings.Join(want, ",")
+	in.attrs["platform"] = strings.Join(want, ",")
+	// The image is an index with several platforms or attestations.
+	index := len(want) > 1 || in.attrs["attest:provenance"] != "" || in.attrs["attest:sbom"] != ""
+	if err := annotateExports(exports, in.annotations, index); err != nil {
+		return nil, err
+	}
 
 	so := client.SolveOpt{
 		Frontend:      "dockerfile.v0",
-		FrontendAttrs: attrs,
-		LocalMounts:   local,
+		FrontendAttrs: in.attrs,
+		LocalMounts:   in.local,
 		Exports:       exports,
-		Session:       []session.Attachable{authProvider(insecure)},
+		CacheExports:  cacheExports,
+		CacheImports:  cacheImports,
+		Session:       append([]session.Attachable{authProvider(insecure)}, in.session...),
 	}
 	disp, err := progressui.NewDisplay(opt.ProgressOutput, mode)
 	if err != nil {
 		return nil, &UsageError{Option: "Progress", Value: string(mode), Err: err}
 	}
+	var steps progressLog
 	ch := make(chan *client.SolveStatus)
+	dch := make(chan *client.SolveStatus)
 	eg, ectx := errgroup.WithContext(ctx)
 	var resp *client.SolveResponse
 	eg.Go(func() error {
@@ -278,8 +344,19 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 		return err
 	})
 	eg.Go(func() error {
-		// Not ectx: the display drains ch until Solve closes it.
-		_, err := disp.UpdateFrom(context.WithoutCancel(ctx), ch)
+		// The report's copy of the progress events; Solve closes ch.
+		defer close(dch)
+		for s := range ch {
+			steps.add(s)
+			dch <- s
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		// Not ectx: the display drains dch until it is closed.
+		_, err := disp.UpdateFrom(context.WithoutCancel(ctx), dch)
+		for range dch {
+		}
 		return err
 	})
 	if err := eg.Wait(); err != nil {
@@ -287,6 +364,24 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	}
 	res := &BuildResult{Platforms: want, ExporterResponse: resp.ExporterResponse}
 	res.Digest = resp.ExporterResponse[exptypes.ExporterImageDigestKey]
+	res.Report = newReport(reportInput{
+		vertices:      steps.vertices(),
+		built:         want,
+		buildPlatform: platforms.Format(have[0]),
+		stages:        in.stages,
+		target:        opt.Target,
+		nativeNode:    opt.NativeNode,
+	})
+	if opt.MetadataFile != "" {
+		if err := writeMetadata(ctx, opt.MetadataFile, res, exports, opt.Outputs); err != nil {
+			return res, err
+		}
+	}
+	if opt.IIDFile != "" && res.Digest != "" {
+		if err := writeIIDFile(opt.IIDFile, res.Digest); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 
@@ -300,46 +395,112 @@ func progressMode(s string) (progressui.DisplayMode, error) {
 	return "", &UsageError{Option: "Progress", Value: s, Err: errors.New("want auto, plain, tty, quiet or rawjson")}
 }
 
-// frontendInputs checks the context, Dockerfile and build args and returns
-// the frontend's attributes and local directories.
-func frontendInputs(opt BuildOptions) (map[string]string, map[string]fsutil.FS, error) {
+// inputs are what the frontend and the session get from BuildOptions.
+type inputs struct {
+	// attrs are the frontend's attributes.
+	attrs map[string]string
+	// local are the directories the session serves: the context, the
+	// Dockerfile's and the named contexts'.
+	local map[string]fsutil.FS
+	// session are the attachables besides the registry credentials:
+	// secrets, SSH agents.
+	session []session.Attachable
+	// annotations go to the image and oci exporters.
+	annotations []annotation
+	// stages are the Dockerfile's, nil when it does not parse here (the
+	// frontend will say why).
+	stages []stage
+}
+
+// frontendInputs checks the context, Dockerfile, build args and the other
+// inputs of the build and returns the frontend's attributes, local
+// directories and session attachables.
+func frontendInputs(opt BuildOptions) (*inputs, error) {
 	if opt.Context == "" {
-		return nil, nil, usageErr("no build context given")
+		return nil, usageErr("no build context given")
 	}
 	ctxDir, err := filepath.Abs(opt.Context)
 	if err != nil {
-		return nil, nil, &UsageError{Err: err}
+		return nil, &UsageError{Err: err}
 	}
 	if fi, err := os.Stat(ctxDir); err != nil || !fi.IsDir() {
-		return nil, nil, usageErr("build context %s is not a directory", opt.Context)
+		return nil, usageErr("build context %s is not a directory", opt.Context)
 	}
 	df := opt.Dockerfile
 	if df == "" {
 		df = filepath.Join(ctxDir, "Dockerfile")
 	}
 	if df, err = filepath.Abs(df); err != nil {
-		return nil, nil, &UsageError{Err: err}
+		return nil, &UsageError{Err: err}
 	}
 	if fi, err := os.Stat(df); err != nil || !fi.Mode().IsRegular() {
-		return nil, nil, usageErr("no Dockerfile at %s", df)
+		return nil, usageErr("no Dockerfile at %s", df)
 	}
-	attrs := map[string]string{"filename": filepath.Base(df)}
+	in := &inputs{attrs: map[string]string{"filename": filepath.Base(df)}}
 	for _, kv := range opt.BuildArgs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, nil, &UsageError{Option: "BuildArgs", Value: kv, Err: errors.New("want KEY=VALUE")}
+			return nil, &UsageError{Option: "BuildArgs", Value: kv, Err: errors.New("want KEY=VALUE")}
 		}
-		attrs["build-arg:"+k] = v
+		in.attrs["build-arg:"+k] = v
+	}
+	in.stages, _ = readStages(df)
+	if opt.Target != "" {
+		if in.stages != nil {
+			if err := checkTarget(opt.Target, in.stages); err != nil {
+				return nil, err
+			}
+		}
+		in.attrs["target"] = opt.Target
+	}
+	if opt.NoCache {
+		in.attrs["no-cache"] = ""
+	}
+	if opt.Pull {
+		in.attrs["image-resolve-mode"] = "pull"
+	}
+	if err := addLabels(opt.Labels, in.attrs); err != nil {
+		return nil, err
+	}
+	if in.annotations, err = parseAnnotations(opt.Annotations); err != nil {
+		return nil, err
+	}
+	if v, err := provenanceAttr(opt.Provenance); err != nil {
+		return nil, err
+	} else if v != "" {
+		in.attrs["attest:provenance"] = v
+	}
+	if v, err := sbomAttr(opt.SBOM); err != nil {
+		return nil, err
+	} else if v != "" {
+		in.attrs["attest:sbom"] = v
 	}
 	cfs, err := fsutil.NewFS(ctxDir)
 	if err != nil {
-		return nil, nil, &UsageError{Err: err}
+		return nil, &UsageError{Err: err}
 	}
 	dfs, err := fsutil.NewFS(filepath.Dir(df))
 	if err != nil {
-		return nil, nil, &UsageError{Err: err}
+		return nil, &UsageError{Err: err}
 	}
-	return attrs, map[string]fsutil.FS{"context": cfs, "dockerfile": dfs}, nil
+	in.local = map[string]fsutil.FS{"context": cfs, "dockerfile": dfs}
+	if err := addBuildContexts(opt.BuildContexts, in.attrs, in.local); err != nil {
+		return nil, err
+	}
+	secrets, err := secretsAttachable(opt.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	ssh, err := sshAttachable(opt.SSH)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range []session.Attachable{secrets, ssh} {
+		if a != nil {
+			in.session = append(in.session, a)
+		}
+	}
+	return in, nil
 }
 
 // insecureSet is the set of registry hosts ("host:port") reached without

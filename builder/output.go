@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -44,18 +45,12 @@ func ParseOutput(spec string) (Output, error) {
 		return Output{}, &UsageError{Option: "Outputs", Value: spec, Err: fmt.Errorf(format, args...)}
 	}
 	o := Output{Attrs: map[string]string{}}
-	r := csv.NewReader(strings.NewReader(spec))
-	r.LazyQuotes = true
-	fields, err := r.Read()
+	fields, err := specFields(spec)
 	if err != nil {
 		return bad("%v", err)
 	}
 	for _, f := range fields {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return bad("%q is not key=value", f)
-		}
-		switch k = strings.ToLower(strings.TrimSpace(k)); k {
+		switch k, v := f[0], f[1]; k {
 		case "type":
 			o.Type = v
 		case "dest":
@@ -99,6 +94,28 @@ func ParseOutput(spec string) (Output, error) {
 		}
 	}
 	return o, nil
+}
+
+// specFields splits an option spec in BuildKit's and docker buildx's
+// syntax — comma-separated key=value pairs with CSV quoting
+// ("type=oci,dest=out.tar", `"name=a/b:1,a/b:2"`) — into its pairs, in
+// order, each key trimmed and in lower case.
+func specFields(spec string) ([][2]string, error) {
+	r := csv.NewReader(strings.NewReader(spec))
+	r.LazyQuotes = true
+	fields, err := r.Read()
+	if err != nil {
+		return nil, err
+	}
+	out := make([][2]string, 0, len(fields))
+	for _, f := range fields {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not key=value", f)
+		}
+		out = append(out, [2]string{strings.ToLower(strings.TrimSpace(k)), v})
+	}
+	return out, nil
 }
 
 // exportEntry is o as BuildKit's client takes it.
@@ -178,4 +195,25 @@ func exportEntries(opt BuildOptions, insecure map[string]bool) ([]client.ExportE
 		out = append(out, client.ExportEntry{Type: client.ExporterImage, Attrs: attrs})
 	}
 	return out, nil
+}
+
+// annotateExports adds the annotations to the image and oci exports;
+// index says whether the image is an index.
+func annotateExports(exports []client.ExportEntry, as []annotation, index bool) error {
+	for _, a := range as {
+		attrs, err := a.exporterAttrs(index)
+		if err != nil {
+			return err
+		}
+		for i := range exports {
+			if t := exports[i].Type; t != client.ExporterImage && t != client.ExporterOCI {
+				continue
+			}
+			if exports[i].Attrs == nil {
+				exports[i].Attrs = map[string]string{}
+			}
+			maps.Copy(exports[i].Attrs, attrs)
+		}
+	}
+	return nil
 }
