@@ -138,20 +138,38 @@ func readVersionCache(path string) (map[string]cachedVersion, error) {
 	return m, nil
 }
 
-// identity returns the identity of the file at path (symlinks followed).
-func identity(path string) (cachedVersion, bool) {
+// FileID identifies a file's contents as far as stat(2) can: the same
+// device, inode, size, modification and change time. A file replaced
+// (renamed over, as package managers do) or written to gets another.
+type FileID struct {
+	Dev        uint64 `json:"dev"`
+	Ino        uint64 `json:"ino"`
+	Size       int64  `json:"size"`
+	ModTime    int64  `json:"mtime_ns"`
+	ChangeTime int64  `json:"ctime_ns"`
+}
+
+// StatFileID returns the FileID of the file at path (symlinks followed);
+// false when it cannot be stat'ed.
+func StatFileID(path string) (FileID, bool) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return cachedVersion{}, false
+		return FileID{}, false
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return cachedVersion{}, false
+		return FileID{}, false
 	}
-	return cachedVersion{
+	return FileID{
 		Dev: uint64(st.Dev), Ino: st.Ino, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(),
 		ChangeTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
 	}, true
+}
+
+// identity returns the identity of the file at path (symlinks followed).
+func identity(path string) (cachedVersion, bool) {
+	id, ok := StatFileID(path)
+	return cachedVersion{Dev: id.Dev, Ino: id.Ino, Size: id.Size, ModTime: id.ModTime, ChangeTime: id.ChangeTime}, ok
 }
 
 // Inspect is the package's [Inspect] — the emulator's version and target
