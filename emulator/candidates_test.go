@@ -39,7 +39,7 @@ func TestFindCandidates(t *testing.T) {
 
 	type want struct {
 		path, source, version string
-		refused                string // what Refused says, "" when usable
+		refused               string // what Refused says, "" when usable
 	}
 	for _, tc := range []struct {
 		name string
