@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -23,9 +26,11 @@ import (
 // failed, exitError (2) bad usage or the builder could not be reached.
 func newBuild() *cobra.Command {
 	var opt builder.BuildOptions
-	var doAudit bool
+	var doAudit, quiet bool
+	var reportSpec string
+	var report reportMode
 	cmd := &cobra.Command{
-		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] CONTEXT",
+		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] [--cache-to SPEC] [--cache-from SPEC]… [--target STAGE] [--secret SPEC]… [--metadata-file FILE] [--report MODE] CONTEXT",
 		Short: "Build a Dockerfile for several platforms at once with mabd's BuildKit",
 		Long: `Build the Dockerfile in CONTEXT (or -f) for every --platform in one BuildKit
 solve, on the buildkitd mabd supervises (--addr), with BuildKit's progress
@@ -49,13 +54,48 @@ directory per platform when there are several), type=image,name=REF,push=true,
 type=docker and type=tar. With no -t and no --output the result only stays in
 the build cache. The image digest is printed on stdout.
 
+For CI, as docker buildx build: --cache-to and --cache-from keep the build
+cache between runs (type=registry,ref=REF[,mode=max], type=local,dest=DIR /
+src=DIR, type=inline; mode=max keeps every step, not only the image's);
+--target, --secret id=ID,src=FILE|env=VAR (for RUN --mount=type=secret,
+never stored in the image), --ssh default|ID=SOCKET, --build-context
+NAME=DIR|docker-image://REF, --no-cache, --pull (resolve every base image
+anew), --label and --annotation (on the index and every manifest);
+--provenance mode=min|max attaches SLSA provenance to the index; --sbom
+needs generator=REF, a scanner image the builder can pull. --metadata-file
+writes the digests (containerimage.digest, mabd.index.digest, and each
+platform's manifest in mabd.manifests), --iidfile the image digest, and
+--quiet prints only the digest.
+
+After a build for several platforms (or an emulated one) the emulation
+report follows on stderr: the slowest steps of each platform with their
+time, which ran under emulation and how much slower than on the build
+platform, and, when an emulated step dominates the build, the Dockerfile
+lines that move it to $BUILDPLATFORM and cross-compile instead.
+--report json=FILE also writes it as JSON to FILE, --report json prints the
+JSON instead of the text, --report none turns it off.
+
+Every bad option (an unknown cache type, a missing secret file, a --target
+that is no stage of the Dockerfile, a malformed --build-context, …) is
+refused before anything is built.
+
 Exit status: 0 built; 1 the build failed (the failing step's output is in
-the progress display, the error names the step); 2 bad usage, unsupported
-platform or unreachable builder.`,
+the progress display, the error names the step), or it was built but the
+metadata, image ID or report file could not be written; 2 bad usage,
+unsupported platform or unreachable builder.`,
 		Example: `  mabd build --platform linux/amd64,linux/arm64 -t 127.0.0.1:5000/hello:v1 --push examples/hello
-  mabd build --platform linux/arm64 --output type=local,dest=out examples/hello`,
+  mabd build --platform linux/arm64 --output type=local,dest=out examples/hello
+  mabd build --platform linux/amd64,linux/arm64 -t reg.example/app:$CI_SHA --push \
+      --cache-from type=registry,ref=reg.example/app:cache \
+      --cache-to type=registry,ref=reg.example/app:cache,mode=max \
+      --secret id=npmrc,src=$HOME/.npmrc --metadata-file build.json --report json=report.json .`,
 		Args: cobra.ExactArgs(1),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if report, err = parseReport(reportSpec); err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", err)
+				return exitCode(exitError)
+			}
 			if !doAudit {
 				return nil
 			}
@@ -72,6 +112,9 @@ platform or unreachable builder.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Context = args[0]
 			opt.ProgressOutput = cmd.ErrOrStderr()
+			if quiet {
+				opt.Progress = "quiet"
+			}
 			if len(opt.Platforms) == 0 {
 				if p := os.Getenv("DOCKER_DEFAULT_PLATFORM"); p != "" {
 					opt.Platforms = []string{p}
@@ -81,22 +124,37 @@ platform or unreachable builder.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := builder.Build(ctx, opt)
-			if err != nil {
-				errw := cmd.ErrOrStderr()
-				var be *builder.BuildError
-				if errors.As(err, &be) {
-					be.PrintSources(errw)
-					fmt.Fprintln(errw, "mabd build:", err)
-					return exitCode(exitDegraded)
-				}
+			errw := cmd.ErrOrStderr()
+			var be *builder.BuildError
+			var fe *builder.OutputFileError
+			switch {
+			case errors.As(err, &be):
+				be.PrintSources(errw)
+				fmt.Fprintln(errw, "mabd build:", err)
+				return exitCode(exitDegraded)
+			case err != nil && !errors.As(err, &fe):
 				fmt.Fprintln(errw, "mabd build:", buildMessage(err, opt.Addr))
 				return exitCode(exitError)
 			}
 			if res.Digest != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 			}
+			failed := false
+			if fe != nil {
+				fmt.Fprintln(errw, "mabd build: the image is built, but:", fe)
+				failed = true
+			}
+			if err := report.write(errw, res.Report, quiet); err != nil {
+				fmt.Fprintln(errw, "mabd build: the image is built, but:", err)
+				failed = true
+			}
 			if doAudit {
-				return auditBuilt(cmd, opt)
+				if err := auditBuilt(cmd, opt); err != nil {
+					return err
+				}
+			}
+			if failed {
+				return exitCode(exitDegraded)
 			}
 			return nil
 		},
@@ -112,18 +170,102 @@ platform or unreachable builder.`,
 	f.StringArrayVar(&opt.InsecureRegistries, "insecure-registry", nil, "registry host:port to push to over plain HTTP or unverified TLS (repeatable)")
 	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
 	f.StringVar(&opt.Addr, "addr", builder.DefaultAddress, "buildkitd address: unix:///path (TCP needs client certificates, which mabd build does not take yet)")
+	f.StringArrayVar(&opt.CacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=max] | type=local,dest=DIR | type=inline (repeatable)")
+	f.StringArrayVar(&opt.CacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | type=local,src=DIR (repeatable)")
+	f.StringVar(&opt.Target, "target", "", "the stage of the Dockerfile to build (default: the last)")
+	f.StringArrayVar(&opt.Secrets, "secret", nil, "a secret for RUN --mount=type=secret: id=ID,src=FILE | id=ID,env=VAR (repeatable)")
+	f.StringArrayVar(&opt.SSH, "ssh", nil, "an SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK) | ID=SOCKET | ID=KEYFILE (repeatable)")
+	f.StringArrayVar(&opt.BuildContexts, "build-context", nil, "a named context for FROM and COPY --from: NAME=DIR | NAME=docker-image://REF (repeatable)")
+	f.BoolVar(&opt.NoCache, "no-cache", false, "run every step again, whatever the cache holds")
+	f.BoolVar(&opt.Pull, "pull", false, "resolve every base image anew in its registry, not from the builder's cache")
+	f.StringArrayVar(&opt.Labels, "label", nil, "KEY=VALUE label of the image config (repeatable)")
+	f.StringArrayVar(&opt.Annotations, "annotation", nil, "KEY=VALUE annotation of the image index and every manifest, or index:KEY=VALUE, manifest[PLATFORM]:KEY=VALUE (repeatable)")
+	f.StringVar(&opt.Provenance, "provenance", "", "attach SLSA provenance to the image index: mode=min | mode=max | false (default: none)")
+	f.StringVar(&opt.SBOM, "sbom", "", "attach an SBOM made by a scanner image you name: generator=REF")
+	f.StringVar(&opt.MetadataFile, "metadata-file", "", "write the build's metadata (digests of the image, its index and each platform's manifest) as JSON to FILE")
+	f.StringVar(&opt.IIDFile, "iidfile", "", "write the image's digest to FILE")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress and no report: print only the image's digest")
+	f.StringVar(&reportSpec, "report", "text", "the emulation report after a multi-platform or emulated build: text (on stderr), json (on stderr), json=FILE (text on stderr and JSON in FILE), none")
 	return cmd
+}
+
+// reportMode is what `mabd build --report` asked for.
+type reportMode struct {
+	// text prints the report for people on stderr; json prints it as
+	// JSON there instead.
+	text, json bool
+	// file gets the JSON report.
+	file string
+}
+
+// parseReport parses --report: text, json, json=FILE or none.
+func parseReport(s string) (reportMode, error) {
+	switch s {
+	case "text", "":
+		return reportMode{text: true}, nil
+	case "json":
+		return reportMode{json: true}, nil
+	case "none":
+		return reportMode{}, nil
+	}
+	if f, ok := strings.CutPrefix(s, "json="); ok && f != "" {
+		if fi, err := os.Stat(filepath.Dir(f)); err != nil || !fi.IsDir() {
+			return reportMode{}, fmt.Errorf("--report %q: the directory %s does not exist", s, filepath.Dir(f))
+		}
+		return reportMode{text: true, file: f}, nil
+	}
+	return reportMode{}, fmt.Errorf("--report %q: want text, json, json=FILE or none", s)
+}
+
+// write shows the report as asked: the text or JSON on w when the build
+// has something to say about emulation (several platforms, or an emulated
+// one) and not quiet; the JSON in the file always.
+func (m reportMode) write(w io.Writer, r *builder.Report, quiet bool) error {
+	if r == nil {
+		return nil
+	}
+	if m.file != "" {
+		var b bytes.Buffer
+		if err := r.WriteJSON(&b); err != nil {
+			return err
+		}
+		if err := os.WriteFile(m.file, b.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+	}
+	if quiet || !r.Interesting() {
+		return nil
+	}
+	switch {
+	case m.json:
+		return r.WriteJSON(w)
+	case m.text:
+		return r.WriteText(w)
+	}
+	return nil
 }
 
 // buildFlags name the flag of each builder.BuildOptions field that a
 // builder.UsageError can be about.
 var buildFlags = map[string]string{
-	"Outputs":   "--output",
-	"Platforms": "--platform",
-	"Progress":  "--progress",
-	"BuildArgs": "--build-arg",
-	"Tags":      "-t",
-	"Push":      "--push",
+	"Outputs":       "--output",
+	"Platforms":     "--platform",
+	"Progress":      "--progress",
+	"BuildArgs":     "--build-arg",
+	"Tags":          "-t",
+	"Push":          "--push",
+	"CacheTo":       "--cache-to",
+	"CacheFrom":     "--cache-from",
+	"Target":        "--target",
+	"Secrets":       "--secret",
+	"SSH":           "--ssh",
+	"BuildContexts": "--build-context",
+	"Labels":        "--label",
+	"Annotations":   "--annotation",
+	"Provenance":    "--provenance",
+	"SBOM":          "--sbom",
+	"MetadataFile":  "--metadata-file",
+	"IIDFile":       "--iidfile",
 }
 
 // buildMessage words an error of builder.Build (or builder.ParseOutput)
