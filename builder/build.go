@@ -149,6 +149,14 @@ func usageErr(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
+// optionErr returns a function that makes the *UsageError about the value
+// of option (a BuildOptions field) with the message format, args.
+func optionErr(option, value string) func(format string, args ...any) error {
+	return func(format string, args ...any) error {
+		return &UsageError{Option: option, Value: value, Err: fmt.Errorf(format, args...)}
+	}
+}
+
 // DaemonError says that buildkitd could not be reached: nothing was built.
 type DaemonError struct {
 	Addr string

@@ -35,9 +35,7 @@ func secretsAttachable(specs []string) (session.Attachable, error) {
 	var srcs []secretsprovider.Source
 	seen := map[string]bool{}
 	for _, spec := range specs {
-		bad := func(format string, args ...any) error {
-			return &UsageError{Option: "Secrets", Value: spec, Err: fmt.Errorf(format, args...)}
-		}
+		bad := optionErr("Secrets", spec)
 		fields, err := specFields(spec)
 		if err != nil {
 			return nil, bad("%v", err)
@@ -122,9 +120,7 @@ func sshAttachable(specs []string) (session.Attachable, error) {
 	var confs []sshprovider.AgentConfig
 	seen := map[string]bool{}
 	for _, spec := range specs {
-		bad := func(format string, args ...any) error {
-			return &UsageError{Option: "SSH", Value: spec, Err: fmt.Errorf(format, args...)}
-		}
+		bad := optionErr("SSH", spec)
 		id, paths, hasPaths := strings.Cut(spec, "=")
 		c := sshprovider.AgentConfig{ID: id}
 		switch {
@@ -173,9 +169,7 @@ const dockerImageScheme = "docker-image://"
 // (Option "BuildContexts").
 func addBuildContexts(specs []string, attrs map[string]string, local map[string]fsutil.FS) error {
 	for _, spec := range specs {
-		bad := func(format string, args ...any) error {
-			return &UsageError{Option: "BuildContexts", Value: spec, Err: fmt.Errorf(format, args...)}
-		}
+		bad := optionErr("BuildContexts", spec)
 		n, v, ok := strings.Cut(spec, "=")
 		n = strings.TrimSpace(n)
 		switch {
@@ -251,9 +245,7 @@ type annotation struct {
 func parseAnnotations(specs []string) ([]annotation, error) {
 	var out []annotation
 	for _, spec := range specs {
-		bad := func(format string, args ...any) error {
-			return &UsageError{Option: "Annotations", Value: spec, Err: fmt.Errorf(format, args...)}
-		}
+		bad := optionErr("Annotations", spec)
 		kv, v, ok := strings.Cut(spec, "=")
 		if !ok {
 			return nil, bad("want KEY=VALUE or TYPE:KEY=VALUE (TYPE index, manifest, manifest[PLATFORM])")

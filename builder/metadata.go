@@ -52,9 +52,7 @@ func checkOutputFile(option, file string) error {
 	if file == "" {
 		return nil
 	}
-	bad := func(format string, args ...any) error {
-		return &UsageError{Option: option, Value: file, Err: fmt.Errorf(format, args...)}
-	}
+	bad := optionErr(option, file)
 	if fi, err := os.Stat(filepath.Dir(file)); err != nil || !fi.IsDir() {
 		return bad("its directory %s does not exist", filepath.Dir(file))
 	}

@@ -93,31 +93,13 @@ func readReport(t *testing.T, file string) builder.Report {
 // when it is gzip.
 func tarballBlobs(t *testing.T, file string) map[string][]byte {
 	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string][]byte{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
+	out := tarFiles(t, file, func(*tar.Header) bool { return true })
+	for name, b := range out {
 		if zr, err := gzip.NewReader(bytes.NewReader(b)); err == nil {
 			if u, err := io.ReadAll(zr); err == nil {
-				b = u
+				out[name] = u
 			}
 		}
-		out[h.Name] = b
 	}
 	return out
 }

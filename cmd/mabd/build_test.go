@@ -111,9 +111,8 @@ func archFiles(t *testing.T, dir string) map[string]string {
 	return got
 }
 
-// ociTarball reads an OCI layout tarball: its index.json must point at one
-// image index, whose manifests' platforms are returned.
-func ociTarball(t *testing.T, file string) []string {
+// tarFiles reads the files of the tarball file that keep selects, by name.
+func tarFiles(t *testing.T, file string, keep func(*tar.Header) bool) map[string][]byte {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
@@ -130,11 +129,24 @@ func ociTarball(t *testing.T, file string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Name == "index.json" || strings.HasPrefix(h.Name, "blobs/") && h.Size < 1<<20 {
-			b, _ := io.ReadAll(tr)
+		if keep(h) {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
 			files[h.Name] = b
 		}
 	}
+	return files
+}
+
+// ociTarball reads an OCI layout tarball: its index.json must point at one
+// image index, whose manifests' platforms are returned.
+func ociTarball(t *testing.T, file string) []string {
+	t.Helper()
+	files := tarFiles(t, file, func(h *tar.Header) bool {
+		return h.Name == "index.json" || strings.HasPrefix(h.Name, "blobs/") && h.Size < 1<<20
+	})
 	var top, idx ocispecs.Index
 	if err := json.Unmarshal(files["index.json"], &top); err != nil {
 		t.Fatalf("index.json: %v", err)
