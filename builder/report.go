@@ -358,22 +358,24 @@ func (s Step) slowest() float64 {
 func advise(r *Report, in reportInput) []Advice {
 	var out []Advice
 	for _, st := range r.Steps {
-		for _, ru := range st.Runs {
-			share := 0.0
-			if r.WallSeconds > 0 {
-				share = ru.Seconds / r.WallSeconds
+		// One piece of advice per step, for its slowest emulated run: the
+		// same rewrite serves every platform.
+		var worst *Run
+		for i, ru := range st.Runs {
+			if ru.Emulated && !ru.Cached && ru.Seconds >= dominantMin.Seconds() && r.WallSeconds > 0 &&
+				ru.Seconds/r.WallSeconds >= dominantShare && (worst == nil || ru.Seconds > worst.Seconds) {
+				worst = &st.Runs[i]
 			}
-			if !ru.Emulated || ru.Cached || ru.Seconds < dominantMin.Seconds() || share < dominantShare {
-				continue
-			}
-			a := Advice{Step: st.Name, Stage: st.Stage, Platform: ru.Platform, Seconds: ru.Seconds, Slowdown: ru.Slowdown, Share: share}
-			a.Rewrite = rewrite(st, in.stages, in.target)
-			if in.nativeNode != nil {
-				a.NativeNode = in.nativeNode(ru.Platform)
-			}
-			out = append(out, a)
-			break // one piece of advice per step: the same rewrite serves every platform
 		}
+		if worst == nil {
+			continue
+		}
+		a := Advice{Step: st.Name, Stage: st.Stage, Platform: worst.Platform, Seconds: worst.Seconds, Slowdown: worst.Slowdown, Share: worst.Seconds / r.WallSeconds}
+		a.Rewrite = rewrite(st, in.stages, in.target)
+		if in.nativeNode != nil {
+			a.NativeNode = in.nativeNode(worst.Platform)
+		}
+		out = append(out, a)
 	}
 	slices.SortStableFunc(out, func(a, b Advice) int { return cmp.Compare(b.Seconds, a.Seconds) })
 	if len(out) > maxAdvice {

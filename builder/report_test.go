@@ -253,3 +253,24 @@ func TestEmulatedOn(t *testing.T) {
 		t.Error("on arm64: arm64 must be native, amd64 emulated")
 	}
 }
+
+// TestAdviceSlowestRun: one piece of advice per step, for its slowest
+// emulated run; a short one, or one in a long build, gets none.
+func TestAdviceSlowestRun(t *testing.T) {
+	r := newReport(reportInput{
+		vertices: []client.Vertex{
+			*vertexAt("[linux/amd64 build 2/3] RUN make", 0, 2, false),
+			*vertexAt("[linux/arm64 build 2/3] RUN make", 0, 9, false),
+			*vertexAt("[linux/riscv64 build 2/3] RUN make", 0, 20, false),
+			*vertexAt("[linux/riscv64 build 3/3] RUN make check", 20, 0.9, false),
+			*vertexAt("[linux/arm64 build 3/3] RUN make check", 20, 3, false),
+			*vertexAt("exporting to image", 23, 57, false),
+		},
+		built:         []string{"linux/amd64", "linux/arm64", "linux/riscv64"},
+		buildPlatform: "linux/amd64",
+		stages:        goStages,
+	})
+	if len(r.Advice) != 1 || r.Advice[0].Platform != "linux/riscv64" || r.Advice[0].Step != "RUN make" || r.Advice[0].Slowdown != 10 || r.Advice[0].Share != 0.25 {
+		t.Errorf("advice %+v: want one, for riscv64's 20 s of make (a quarter of the build's 80 s), not arm64's 9 s; make check's 3 s are too short a part", r.Advice)
+	}
+}
