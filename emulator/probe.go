@@ -262,6 +262,19 @@ func parseManifest(b []byte) (probeManifest, error) {
 	return m, nil
 }
 
+// ProbesID identifies the embedded probe programs: the Go release that
+// built them and a digest of their manifest. A proof made with other
+// programs (an older mabd's) is not one made with these.
+func ProbesID() string {
+	b, err := probeFS.ReadFile("probes/manifest.txt")
+	m, merr := readManifest()
+	if err != nil || merr != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return m.goVersion + "-" + hex.EncodeToString(sum[:6])
+}
+
 // probeProgram returns the probe for the QEMU architecture name, checked
 // against the manifest and decompressed.
 func probeProgram(qemuArch string) ([]byte, error) {

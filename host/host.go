@@ -85,6 +85,25 @@ type InstallOptions struct {
 	Replace bool
 	// Persist also writes /etc/binfmt.d/qemu-<arch>.conf.
 	Persist bool
+	// Emulators pins the emulator of architectures: names as the user
+	// typed them to absolute paths. A pinned emulator is registered
+	// whatever the other candidates; one that may not be (missing,
+	// untrusted, of another architecture) is bad input.
+	Emulators map[string]string
+	// Choice says how the emulator is chosen among several candidates
+	// (every qemu-<arch>-static and qemu-<arch> in EmulatorDirs):
+	// ChoiceAuto (also "") or ChoiceFirst. See [Choose].
+	Choice string
+	// Retry are architectures (QEMU names) whose candidates are tried
+	// again, rather than judged by the trials the state directory
+	// remembers: the daemon's, when the emulator it registered fails.
+	Retry []string
+	// Trial bounds the candidates' trials.
+	Trial TrialOptions
+	// EmulateNative registers handlers for the architectures named
+	// explicitly that the host runs natively (i386 on amd64): their
+	// programs then run under the emulator. Otherwise they are skipped.
+	EmulateNative bool
 }
 
 // Note is something install passed over, with the reason.
@@ -112,6 +131,9 @@ type InstallResult struct {
 	// another tool or the administrator wrote, or an error.
 	PersistFailed []Note
 	Warnings      []string
+	// Choices are the emulators chosen among several candidates (or
+	// pinned), with why, by architecture in the order planned.
+	Choices []Choice
 }
 
 // Degraded reports whether something asked for is not in place: a
@@ -178,7 +200,7 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 			continue
 		}
 		seen[a.Name] = true
-		if h.isNative(a.Name) {
+		if h.isNative(a.Name) && !(opt.EmulateNative && explicit[a.Name]) {
 			if explicit[a.Name] {
 				res.Skipped = append(res.Skipped, Note{a.Name, "native on this host: no handler needed"})
 			}
@@ -190,10 +212,17 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 	if err := h.checkEmulatorDirs(); err != nil {
 		return nil, nil, err
 	}
-	// Emulators that anyone but root could replace are refused before
-	// any of them runs; the others run once (remembered between runs by
-	// file identity) for their version (P depends on it) and target (an
-	// emulator of another architecture is refused).
+	pins, err := resolvePins(opt.Emulators)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Every candidate (qemu-<arch>-static and qemu-<arch> in each
+	// directory, and a pin) that anyone but root could replace is
+	// refused before it ever runs; the others run once (remembered
+	// between runs by file identity) for their version (P depends on it)
+	// and target (an emulator of another architecture is refused). Of
+	// several, each is proved in a private instance and one that works
+	// is chosen.
 	versions, err := h.versionCache()
 	if err != nil {
 		res.Warnings = append(res.Warnings, err.Error())
@@ -203,29 +232,54 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 			res.Warnings = append(res.Warnings, "save the emulator versions: "+err.Error())
 		}
 	}()
-	found, untrusted, err := emulator.FindTrustedWith(ctx, names, h.EmulatorDirs, versions)
-	if err != nil {
-		// An emulator whose version cannot be read is registered without
-		// P, and its target is not checked.
-		res.Warnings = append(res.Warnings, err.Error())
+	retry := map[string]bool{}
+	for _, a := range opt.Retry {
+		retry[a] = true
 	}
+	cands, choices, warnings := h.chooseEmulators(ctx, names, versions, chooseOptions{
+		Pins: pins, How: opt.Choice, Retry: retry, Trial: opt.Trial,
+		FixBinary: opt.Flags == "" || flags.Has(binfmt.FixBinary),
+	})
+	// An emulator whose version cannot be read is registered without
+	// P, and its target is not checked.
+	res.Warnings = append(res.Warnings, warnings...)
 	var specs []binfmt.Spec
 	for _, a := range wanted {
-		if terr := untrusted[a.Name]; terr != nil {
-			if explicit[a.Name] {
-				return nil, nil, &InputError{Err: terr}
-			}
-			res.Refused = append(res.Refused, Note{a.Name, terr.Error()})
-			continue
-		}
-		e, ok := found[a.Name]
-		if !ok {
+		cs := cands[a.Name]
+		if len(cs) == 0 {
 			if explicit[a.Name] {
 				_, err := emulator.Find(a.Name, h.EmulatorDirs)
 				return nil, nil, &InputError{Err: err}
 			}
 			res.Skipped = append(res.Skipped, Note{a.Name, NoEmulator})
 			continue
+		}
+		ch := choices[a.Name]
+		pinned := cs[0].Source == emulator.SourcePin
+		if ch.Path == "" {
+			var why []error
+			for _, c := range cs {
+				why = append(why, c.Refused)
+				if pinned {
+					break
+				}
+			}
+			if explicit[a.Name] || pinned {
+				return nil, nil, &InputError{Err: errors.Join(why...)}
+			}
+			res.Refused = append(res.Refused, Note{a.Name, ch.Reason})
+			continue
+		}
+		if len(cs) > 1 || pinned {
+			res.Choices = append(res.Choices, ch)
+		}
+		var e *emulator.Emulator
+		for i := range cs {
+			if cs[i].Path == ch.Path {
+				e = &cs[i].Emulator
+			} else if !cs[i].Usable() && !pinned {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("qemu-%s: candidate %s refused: %v", a.Name, cs[i].Path, cs[i].Refused))
+			}
 		}
 		f := flags
 		if opt.Flags == "" {

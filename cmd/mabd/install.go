@@ -10,6 +10,12 @@ import (
 	"mabd/host"
 )
 
+// A trial of a candidate emulator (host.TryCandidates, which install and
+// the daemon run before choosing one) is this binary re-executed in a
+// private namespace: it proves the emulator there and exits, before
+// anything else runs (see host.MaybeRunTrial).
+func init() { host.MaybeRunTrial() }
+
 func newInstall() *cobra.Command {
 	var hf hostFlags
 	var opt host.InstallOptions
