@@ -55,6 +55,29 @@ type VersionCache struct {
 	used map[string]bool
 	// dirty says m changed since it was read, or the file must be rewritten.
 	dirty bool
+	// cachedOnly: Inspect answers from the cache only (see CachedOnly).
+	cachedOnly bool
+}
+
+// ErrNotCached is the error of [VersionCache.Inspect] for an emulator
+// the cache does not know, when it may not ask (see
+// [VersionCache.CachedOnly]).
+var ErrNotCached = errors.New("version not known yet")
+
+// CachedOnly returns a cache that answers from what c knows and never
+// starts an emulator: for what it does not know, Inspect fails with
+// [ErrNotCached]. A health check (`mabd status`) reads versions so.
+// Saving it saves nothing. A nil c gives a cache that knows nothing.
+func (c *VersionCache) CachedOnly() *VersionCache {
+	out := &VersionCache{m: map[string]cachedVersion{}, used: map[string]bool{}, cachedOnly: true}
+	if c != nil {
+		c.mu.Lock()
+		for p, v := range c.m {
+			out.m[p] = v
+		}
+		c.mu.Unlock()
+	}
+	return out
 }
 
 // cachedVersion is one entry: the identity of the file the answer came
@@ -189,6 +212,9 @@ func (c *VersionCache) Inspect(ctx context.Context, path string) (version, targe
 		if hit && v.Target != "" && v.sameFile(id) {
 			return v.Version, v.Target, nil
 		}
+	}
+	if c.cachedOnly {
+		return "", "", fmt.Errorf("%s: %w", path, ErrNotCached)
 	}
 	version, target, err = Inspect(ctx, path)
 	if err != nil || !ok {

@@ -42,6 +42,33 @@ type HandlerStatus struct {
 	Owner string `json:"owner,omitempty"`
 	// Verified is the last verification's result for it, if any.
 	Verified *LastCheck `json:"verified,omitempty"`
+	// Choice is the last choice of its emulator among several
+	// candidates (or a pin), with why; nil when there was none.
+	Choice *Choice `json:"choice,omitempty"`
+}
+
+// CandidateStatus is one candidate emulator in Status: where it came
+// from, its version, whether it may be registered, whether the entry
+// runs it now, and its last trial.
+type CandidateStatus struct {
+	QEMUArch string `json:"qemu_arch"`
+	Path     string `json:"path"`
+	// Version is "" when it is not known yet (status does not run
+	// emulators: install and the daemon ask them).
+	Version string `json:"version,omitempty"`
+	// Source is the emulator directory it was found in, or "pin".
+	Source string `json:"source"`
+	// Refused says why it may not be registered; "" when it may.
+	Refused string `json:"refused,omitempty"`
+	// Registered: the entry qemu-<arch> runs it now.
+	Registered bool `json:"registered"`
+	// Last is its last trial (see TryCandidates), nil when it was never
+	// tried as the file it is now.
+	Last *Trial `json:"last,omitempty"`
+	// Result is the last trial in a few words ("passed the workload
+	// probe (bench 4.1x)", "crashed (SIGTRAP) in the workload probe"),
+	// "not tried" without one.
+	Result string `json:"result"`
 }
 
 // LastCheck is an architecture's result in the last verification.
@@ -66,6 +93,11 @@ type StatusOptions struct {
 	// Verification is the last verification; nil means the one saved in
 	// the state directory.
 	Verification *Verification
+	// Candidates are the architectures (names as the user typed them,
+	// or "all") whose candidate emulators Status lists; none lists none.
+	Candidates []string
+	// Emulators are the pinned emulators, as InstallOptions.Emulators.
+	Emulators map[string]string
 }
 
 // Status is the health of binfmt_misc on the host, per architecture of
@@ -81,6 +113,10 @@ type Status struct {
 	// those with a handler in state ok.
 	Supported []string        `json:"supported"`
 	Handlers  []HandlerStatus `json:"handlers"`
+	// Candidates are the candidate emulators of the architectures
+	// StatusOptions.Candidates names, by architecture in the table's
+	// order, each architecture's in the order they are preferred.
+	Candidates []CandidateStatus `json:"candidates,omitempty"`
 	// Health is "healthy" or "degraded".
 	Health string `json:"health"`
 	// Problems says, one line each, what makes it degraded.
@@ -147,9 +183,13 @@ func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 	if last != nil && last.Mount != st.Mount {
 		last = nil
 	}
+	remembered := h.loadCandidates()
 	supported := map[string]bool{}
 	for _, a := range arches {
 		hs := h.handlerStatus(a, entries, all, found[a.Name], last)
+		if c, ok := remembered.Choices[a.Name]; ok {
+			hs.Choice = &c
+		}
 		if hs.State == StateNative || (hs.State == StateOK && st.Enabled) {
 			if a.Platform != "" {
 				supported[a.Platform] = true
@@ -164,6 +204,11 @@ func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 		st.Handlers = append(st.Handlers, hs)
 	}
 	st.Supported = sortedKeys(supported)
+	if len(opt.Candidates) > 0 {
+		if st.Candidates, err = h.candidateStatuses(ctx, opt.Candidates, opt.Emulators, entries, remembered); err != nil {
+			return nil, err
+		}
+	}
 	if len(st.Problems) > 0 {
 		st.Health = "degraded"
 	}
@@ -186,7 +231,10 @@ func (h Host) handlerStatus(a binfmt.Arch, entries map[string]binfmt.Entry, all 
 	switch {
 	case h.isNative(a.Name):
 		hs.State, hs.Detail = StateNative, "runs without an emulator on this host"
-		if registered {
+		switch {
+		case registered && IsOurs(e.Spec, a):
+			hs.Detail = "runs natively, but mabd's " + hs.Name + " is registered (install --emulate-native) and sends these programs through " + e.Interpreter + "; `mabd uninstall " + a.Name + "` removes it"
+		case registered:
 			hs.Detail = "runs natively, but " + hs.Name + " is registered and sends these programs through " + e.Interpreter + "; remove it with `mabd uninstall --force " + a.Name + "`"
 		}
 		if verified != nil && verified.State == emulator.StateFailed {
@@ -267,4 +315,50 @@ func dirsOrDefault(d []string) []string {
 		return emulator.DefaultDirs
 	}
 	return d
+}
+
+// candidateStatuses lists the candidates of the architectures names
+// ("all": every one), without running any of them: versions come from
+// the version cache, results from the remembered trials.
+func (h Host) candidateStatuses(ctx context.Context, names []string, pins map[string]string, entries map[string]binfmt.Entry, remembered candidateState) ([]CandidateStatus, error) {
+	var arches []string
+	for _, a := range binfmt.Arches() {
+		arches = append(arches, a.Name)
+	}
+	if !(len(names) == 1 && names[0] == "all") {
+		as, err := binfmt.LookupAll(names)
+		if err != nil {
+			return nil, &InputError{Err: err}
+		}
+		arches = arches[:0]
+		for _, a := range as {
+			arches = append(arches, a.Name)
+		}
+	}
+	qpins, err := resolvePins(pins)
+	if err != nil {
+		return nil, err
+	}
+	versions, _ := h.versionCache()
+	cands, _ := emulator.FindAllCandidates(ctx, arches, h.EmulatorDirs, qpins, versions.CachedOnly())
+	var out []CandidateStatus
+	for _, a := range arches {
+		for _, c := range cands[a] {
+			cs := CandidateStatus{QEMUArch: a, Path: c.Path, Version: c.Version, Source: c.Source, Result: "not tried"}
+			if c.Refused != nil {
+				cs.Refused = c.Refused.Error()
+			}
+			if e, ok := entries["qemu-"+a]; ok && e.Interpreter == c.Path {
+				cs.Registered = true
+			}
+			if t, ok := remembered.Trials[c.Path]; ok && t.ID == c.ID {
+				cs.Last, cs.Result = &t, t.Verdict()
+				if cs.Version == "" {
+					cs.Version = t.Version
+				}
+			}
+			out = append(out, cs)
+		}
+	}
+	return out, nil
 }

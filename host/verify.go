@@ -37,6 +37,10 @@ type VerifyOptions struct {
 	Rootfs map[string]string
 	// Bench measures the emulation slowdown of each architecture.
 	Bench bool
+	// Deep also runs the workload probe (see emulator.Workload) of each
+	// architecture whose probe passed: threads and futexes, signals,
+	// fork and exec, mmap and brk growth and a few seconds of CPU.
+	Deep bool
 	// Timeout bounds each probe; 0 means the emulator package's default.
 	Timeout time.Duration
 }
@@ -54,6 +58,9 @@ type VerifyResult struct {
 	Machine    string          `json:"machine"`
 	DurationMS float64         `json:"duration_ms"`
 	Slowdown   float64         `json:"slowdown,omitempty"`
+	// Workload is the workload probe's result (Deep), nil without it. A
+	// failure there makes the row failed with its Reason and Fix.
+	Workload *emulator.Result `json:"workload,omitempty"`
 	// Rootfs and Shell: the foreign root file system of --rootfs and what
 	// its sh printed.
 	Rootfs string `json:"rootfs,omitempty"`
@@ -170,10 +177,27 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 	popt := emulator.ProbeOptions{Mount: h.Mount, Timeout: opt.Timeout}
 	v := &Verification{At: time.Now().UTC(), Mount: h.Mount.Path("")}
 	before := h.handlers(arches)
-	for i, r := range emulator.ProbeAll(ctx, arches, popt) {
+	probes := emulator.ProbeAll(ctx, arches, popt)
+	workloads := make([]*emulator.Result, len(arches))
+	if opt.Deep {
+		var deep []binfmt.Arch
+		var at []int
+		for i, r := range probes {
+			if r.State != emulator.StateFailed {
+				deep, at = append(deep, arches[i]), append(at, i)
+			}
+		}
+		for j, w := range emulator.WorkloadAll(ctx, deep, popt) {
+			workloads[at[j]] = &w
+		}
+	}
+	for i, r := range probes {
 		a := arches[i]
 		row := VerifyResult{Platform: a.Platform, QEMUArch: a.Name, State: r.State, Reason: r.Reason, Fix: r.Fix, Remedy: r.Remedy,
-			Machine: r.Machine, DurationMS: float64(r.Duration.Microseconds()) / 1000, Handler: before[i]}
+			Machine: r.Machine, DurationMS: float64(r.Duration.Microseconds()) / 1000, Handler: before[i], Workload: workloads[i]}
+		if w := workloads[i]; w != nil && w.State == emulator.StateFailed {
+			row.State, row.Reason, row.Fix, row.Remedy = w.State, w.Reason, w.Fix, w.Remedy
+		}
 		if dir, ok := rootfs[a.Name]; ok {
 			row.Rootfs = dir
 			out, err := emulator.Shell(ctx, a, dir, opt.Timeout)

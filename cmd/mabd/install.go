@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ func init() { host.MaybeRunTrial() }
 func newInstall() *cobra.Command {
 	var hf hostFlags
 	var opt host.InstallOptions
+	var pins []string
 	cmd := &cobra.Command{
 		Use:   "install [flags] ARCH...|all",
 		Short: "Register QEMU emulators as binfmt_misc handlers",
@@ -30,10 +32,18 @@ different one is left alone unless --replace: it is "served" when it runs every
 program of the architecture in containers too (F, a static trusted emulator,
 no mask refusing valid programs), and a conflict otherwise. A second run
 changes nothing. --persist never overwrites a binfmt.d file mabd did not write.
+Every qemu-<arch>-static and qemu-<arch> in the emulator directories is a
+candidate; of several, each is proved in a private binfmt_misc instance (the
+probe, the workload probe, the bench workload) and one that passes is chosen,
+the fastest: the output says why. --emulator ARCH=PATH pins one instead.
 Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Arches = args
+			var err error
+			if opt.Emulators, err = parsePins(pins); err != nil {
+				return err
+			}
 			h, err := hf.host()
 			if err != nil {
 				return err
@@ -53,7 +63,23 @@ Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 	cmd.Flags().StringVar(&opt.Flags, "flags", "", "handler flags (default F, plus P when the emulator honours it); C only when you need it")
 	cmd.Flags().BoolVar(&opt.Replace, "replace", false, "replace conflicting entries of the same name")
 	cmd.Flags().BoolVar(&opt.Persist, "persist", false, "also write /etc/binfmt.d/qemu-<arch>.conf so systemd-binfmt restores them at boot")
+	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, `where the emulators' versions and trials are remembered ("-": nowhere)`)
+	cmd.Flags().StringArrayVar(&pins, "emulator", nil, "ARCH=PATH: register PATH for ARCH, whatever the other candidates (repeatable)")
+	cmd.Flags().BoolVar(&opt.EmulateNative, "emulate-native", false, "also register the architectures named that this host runs natively (i386 on amd64): their programs then run under QEMU")
 	return cmd
+}
+
+// parsePins reads --emulator ARCH=PATH flags.
+func parsePins(flags []string) (map[string]string, error) {
+	pins := map[string]string{}
+	for _, f := range flags {
+		arch, path, ok := strings.Cut(f, "=")
+		if !ok || arch == "" || path == "" {
+			return nil, &host.InputError{Err: fmt.Errorf("--emulator %q: give ARCH=PATH, e.g. arm64=/opt/qemu/bin/qemu-aarch64", f)}
+		}
+		pins[arch] = path
+	}
+	return pins, nil
 }
 
 func printInstall(out, errw io.Writer, res *host.InstallResult) {
@@ -71,6 +97,9 @@ func printInstall(out, errw io.Writer, res *host.InstallResult) {
 			changed++
 			fmt.Fprintln(out, c.Describe())
 		}
+	}
+	for _, c := range res.Choices {
+		fmt.Fprintf(out, "qemu-%s: chose %s\n", c.Arch, safe(c.Reason))
 	}
 	for _, n := range res.Served {
 		fmt.Fprintf(out, "qemu-%s: %s; left alone (--replace registers mabd's)\n", n.Arch, safe(n.Reason))

@@ -45,7 +45,14 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				if err != nil {
 					return err
 				}
-				hs, err := h.Status(cmd.Context(), host.StatusOptions{Only: args})
+				sopt := host.StatusOptions{Only: args}
+				if all {
+					sopt.Candidates = []string{"all"}
+					if len(args) > 0 {
+						sopt.Candidates = args
+					}
+				}
+				hs, err := h.Status(cmd.Context(), sopt)
 				if err != nil {
 					return err
 				}
@@ -59,6 +66,9 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 			} else {
 				printStatus(cmd.OutOrStdout(), st, all, socket)
+				if all {
+					printCandidates(cmd.OutOrStdout(), st)
+				}
 				if bk != nil {
 					printBuildKit(cmd.OutOrStdout(), bk)
 				}
@@ -72,7 +82,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 	hf.register(cmd)
 	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed, and every candidate emulator with its version, where it came from and its last result")
 	cmd.Flags().StringVar(&socket, "socket", daemon.Socket(), "the daemon's control socket (an ordinary user's own daemon's when it runs, else the system daemon's)")
 	cmd.Flags().BoolVar(&local, "local", false, "inspect the host directly even when a daemon answers")
 	return cmd
@@ -124,6 +134,35 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 	fmt.Fprintf(out, "health: %s\n", st.Health)
 	for _, p := range st.Problems {
 		fmt.Fprintln(out, "  -", safe(p))
+	}
+}
+
+// printCandidates lists the candidate emulators (status --all) and why
+// each architecture's emulator was chosen.
+func printCandidates(out io.Writer, st *host.Status) {
+	if len(st.Candidates) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "candidates:")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ARCH\tEMULATOR\tVERSION\tFROM\tLAST RESULT")
+	for _, c := range st.Candidates {
+		path, result := c.Path, c.Result
+		if c.Registered {
+			path += " (registered)"
+		}
+		if c.Refused != "" {
+			result = "refused: " + c.Refused
+		} else if c.Last != nil {
+			result += " (" + c.Last.At.Local().Format("2006-01-02 15:04") + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.QEMUArch, safe(path), dash(safe(c.Version)), safe(c.Source), safe(result))
+	}
+	tw.Flush()
+	for _, h := range st.Handlers {
+		if h.Choice != nil && h.Choice.Candidates > 1 {
+			fmt.Fprintf(out, "  %s: chose %s\n", h.QEMUArch, safe(h.Choice.Reason))
+		}
 	}
 }
 

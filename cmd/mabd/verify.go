@@ -20,7 +20,7 @@ func newVerify() *cobra.Command {
 	var rootfs []string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "verify [--json] [--rootfs ARCH=DIR]... [--bench] [ARCH...]",
+		Use:   "verify [--json] [--rootfs ARCH=DIR]... [--bench] [--deep] [ARCH...]",
 		Short: "Prove that foreign programs run, and say why when they do not",
 		Long: `For each architecture, run a tiny static probe in a chroot that holds
 nothing else (so it passes only through a handler registered with F) and check
@@ -28,7 +28,10 @@ the machine it reports; with --rootfs ARCH=DIR, also run that root file
 system's sh -c 'uname -m; echo ok'. Without ARCH, every architecture with a
 probe whose emulator is installed, and the host's own (reported as native).
 Probes run in parallel, each with a deadline. --bench adds the slowdown of a
-fixed CPU workload under each emulator against the host.
+fixed CPU workload under each emulator against the host. --deep also runs the
+workload probe where the probe passed (the same program, in the same empty
+chroot: threads and futexes, signals, fork and exec of itself, mmap and brk
+growth, a few seconds of CPU; its whole output checked, within a minute).
 Exit 0 all pass, 1 any fails, 2 could not check.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Arches = args
@@ -61,7 +64,7 @@ Exit 0 all pass, 1 any fails, 2 could not check.`,
 					return err
 				}
 			} else {
-				printVerify(cmd.OutOrStdout(), v, opt.Bench)
+				printVerify(cmd.OutOrStdout(), v, opt.Bench, opt.Deep)
 			}
 			if !v.OK() {
 				return exitCode(exitDegraded)
@@ -74,15 +77,19 @@ Exit 0 all pass, 1 any fails, 2 could not check.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringArrayVar(&rootfs, "rootfs", nil, "ARCH=DIR: also run DIR's /bin/sh in a chroot (repeatable)")
 	cmd.Flags().BoolVar(&opt.Bench, "bench", false, "measure each emulator's slowdown on a fixed CPU workload")
+	cmd.Flags().BoolVar(&opt.Deep, "deep", false, "also run the workload probe (threads, signals, fork/exec, memory growth, a few seconds of CPU)")
 	cmd.Flags().DurationVar(&opt.Timeout, "timeout", 10*time.Second, "deadline of each probe")
 	return cmd
 }
 
-func printVerify(out io.Writer, v *host.Verification, bench bool) {
+func printVerify(out io.Writer, v *host.Verification, bench, deep bool) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	head := "PLATFORM\tQEMU\tSTATE\tMACHINE\tTIME"
 	if bench {
 		head += "\tSLOWDOWN"
+	}
+	if deep {
+		head += "\tWORKLOAD"
 	}
 	fmt.Fprintln(tw, head+"\tREASON")
 	failed := 0
@@ -94,6 +101,13 @@ func printVerify(out io.Writer, v *host.Verification, bench bool) {
 				s = fmt.Sprintf("%.1fx", r.Slowdown)
 			}
 			line += "\t" + s
+		}
+		if deep {
+			w := "-"
+			if r.Workload != nil {
+				w = fmt.Sprintf("%s %.1fs", r.Workload.State, r.Workload.Duration.Seconds())
+			}
+			line += "\t" + w
 		}
 		reason := r.Reason
 		if fix := fixText(r.Remedy, r.QEMUArch, r.Fix); fix != "" {

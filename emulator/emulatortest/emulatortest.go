@@ -68,13 +68,18 @@ func need(t testing.TB, p, fix string) string {
 	return p
 }
 
-// Dir returns a new directory that CheckTrusted accepts for emulators
-// (root-owned, mode 0755, under a root-owned temporary directory), removed
-// with the test. Tests run as root.
+// Dir returns a new directory in /tmp that CheckTrusted accepts for
+// emulators (the tests run as root: root-owned, mode 0755, in the sticky
+// /tmp), with a short path (a binfmt_misc interpreter has at most 127
+// bytes), removed with the test.
 func Dir(t testing.TB) string {
 	t.Helper()
-	d := filepath.Join(t.TempDir(), "bin")
-	if err := os.Mkdir(d, 0o755); err != nil {
+	d, err := os.MkdirTemp("/tmp", "mabd-emu-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return d
