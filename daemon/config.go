@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"net"
 	"os/user"
@@ -62,6 +63,17 @@ type Config struct {
 	Conflict string `toml:"conflict"`
 	// EmulatorDirs are searched for qemu-<arch>-static and qemu-<arch>.
 	EmulatorDirs []string `toml:"emulator_dirs"`
+	// Emulator says how the emulator of an architecture is chosen among
+	// its candidates (every qemu-<arch>-static and qemu-<arch> in
+	// EmulatorDirs): "auto" proves each in a private binfmt_misc
+	// instance and registers one that passes the workload probe, the
+	// fastest (host.ChoiceAuto); "first" takes the first found
+	// (host.ChoiceFirst).
+	Emulator string `toml:"emulator"`
+	// Emulators pins the emulator of architectures: names as
+	// architectures takes them to absolute paths, registered whatever
+	// the other candidates. In TOML, the [emulators] table.
+	Emulators map[string]string `toml:"emulators"`
 	// Persist also writes binfmt.d files (into PersistDir) so that
 	// systemd-binfmt registers the handlers at boot.
 	Persist bool `toml:"persist"`
@@ -190,6 +202,7 @@ func systemDefaults() Config {
 		Flags:             "",
 		Conflict:          string(host.PolicyRepair),
 		EmulatorDirs:      append([]string(nil), emulator.DefaultDirs...),
+		Emulator:          host.ChoiceAuto,
 		Persist:           false,
 		PersistDir:        binfmt.DefaultPersistDir,
 		ReconcileInterval: Duration{2 * time.Second},
@@ -389,7 +402,7 @@ var configSchema = tomlcheck.New[Config](tomlcheck.Options{
 			return v.ListOf(tomlcheck.String)
 		}},
 	},
-	What: map[string]string{"verify.rootfs": `a table of ARCH = "DIR"`},
+	What: map[string]string{"verify.rootfs": `a table of ARCH = "DIR"`, "emulators": `a table of ARCH = "PATH"`},
 })
 
 // parseConfig decodes and validates data, the content of the file path.
@@ -504,6 +517,25 @@ func (c Config) validate() []*ConfigError {
 	}
 	for _, d := range c.EmulatorDirs {
 		abs("emulator_dirs", d, false)
+	}
+	switch c.Emulator {
+	case host.ChoiceAuto, host.ChoiceFirst:
+	default:
+		bad("emulator", `%q must be "auto" or "first"`, c.Emulator)
+	}
+	pinned := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(c.Emulators)) {
+		key, path := "emulators."+name, c.Emulators[name]
+		a, err := binfmt.Lookup(name)
+		if err != nil {
+			bad(key, "%v", err)
+			continue
+		}
+		abs(key, path, false)
+		if prev, ok := pinned[a.Name]; ok && prev != path {
+			bad(key, "%s is pinned twice: %s and %s", a.Name, prev, path)
+		}
+		pinned[a.Name] = path
 	}
 	abs("persist_dir", c.PersistDir, false)
 	atLeast("reconcile_interval", c.ReconcileInterval, MinReconcileInterval)

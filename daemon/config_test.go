@@ -23,6 +23,9 @@ func normalized(c Config) Config {
 	if len(c.Verify.Rootfs) == 0 {
 		c.Verify.Rootfs = nil
 	}
+	if len(c.Emulators) == 0 {
+		c.Emulators = nil
+	}
 	return c
 }
 
@@ -48,6 +51,8 @@ func TestDefaultConfig(t *testing.T) {
 		{"flags", c.Flags, ""},
 		{"conflict", c.Conflict, "repair"},
 		{"emulator_dirs", c.EmulatorDirs, []string{"/usr/bin", "/usr/local/bin"}},
+		{"emulator", c.Emulator, "auto"},
+		{"emulators", len(c.Emulators), 0},
 		{"persist", c.Persist, false},
 		{"persist_dir", c.PersistDir, "/etc/binfmt.d"},
 		{"reconcile_interval", c.ReconcileInterval.Duration, 2 * time.Second},
@@ -155,6 +160,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.Verify.Rootfs = map[string]string{"arm64": "/srv/rootfs/arm64", "linux/arm/v7": "/srv/rootfs/armhf"}
+	want.Emulators = map[string]string{"aarch64": "/opt/qemu-10/usr/bin/qemu-aarch64"}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("the example uncommented gives\n%+v\nwant\n%+v", c, want)
 	}
@@ -179,6 +185,10 @@ func TestConfigKeys(t *testing.T) {
 		{"flags", `flags = "OCF"`, func(c *Config) { c.Flags = "OCF" }},
 		{"conflict", `conflict = "replace"`, func(c *Config) { c.Conflict = "replace" }},
 		{"emulator_dirs", `emulator_dirs = ["/opt/qemu/bin"]`, func(c *Config) { c.EmulatorDirs = []string{"/opt/qemu/bin"} }},
+		{"emulator", `emulator = "first"`, func(c *Config) { c.Emulator = "first" }},
+		{"emulators", "[emulators]\narm64 = \"/opt/q/qemu-aarch64\"\n\"linux/riscv64\" = \"/opt/q/qemu-riscv64\"", func(c *Config) {
+			c.Emulators = map[string]string{"arm64": "/opt/q/qemu-aarch64", "linux/riscv64": "/opt/q/qemu-riscv64"}
+		}},
 		{"persist", `persist = true`, func(c *Config) { c.Persist = true }},
 		{"persist_dir", `persist_dir = "/run/binfmt.d"`, func(c *Config) { c.PersistDir = "/run/binfmt.d" }},
 		{"reconcile_interval", `reconcile_interval = "250ms"`, func(c *Config) { c.ReconcileInterval.Duration = 250 * time.Millisecond }},
@@ -337,6 +347,11 @@ func TestConfigErrors(t *testing.T) {
 		{"emulation", "[buildkit]\nemulation = \"shared\"\n", 2, "buildkit.emulation", `must be "private" or "host"`},
 		{"no emulator dir", "emulator_dirs = []\n", 1, "emulator_dirs", `at least one directory`},
 		{"relative emulator dir", "emulator_dirs = [\"bin\"]\n", 1, "emulator_dirs", `"bin" must be an absolute path`},
+		{"emulator", "emulator = \"newest\"\n", 1, "emulator", `"newest" must be "auto" or "first"`},
+		{"emulator pinned for an unknown architecture", "[emulators]\nvax = \"/opt/q/qemu-vax\"\n", 2, "emulators.vax", `unknown architecture "vax"`},
+		{"emulator pinned by a relative path", "[emulators]\narm64 = \"qemu-aarch64\"\n", 2, "emulators.arm64", `"qemu-aarch64" must be an absolute path`},
+		{"emulator pinned twice", "[emulators]\narm64 = \"/a/qemu-aarch64\"\naarch64 = \"/b/qemu-aarch64\"\n", 2, "emulators.arm64", `aarch64 is pinned twice: /b/qemu-aarch64 and /a/qemu-aarch64`},
+		{"emulator pin not a string", "[emulators]\narm64 = 1\n", 2, "emulators.arm64", `must be a string, not an integer`},
 		{"empty state dir", "state_dir = \"\"\n", 1, "state_dir", `must not be empty`},
 		{"rootfs arch", "[verify.rootfs]\nvax = \"/srv/vax\"\n", 2, "verify.rootfs.vax", `unknown architecture "vax"`},
 		{"rootfs relative", "[verify]\nrootfs = { arm64 = \"srv\" }\n", 2, "verify.rootfs.arm64", `must be an absolute path`},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -56,6 +57,11 @@ type Daemon struct {
 	failures   []string
 	lastVerify *host.Verification
 	activated  bool
+	// choices are the emulators chosen among several candidates (or
+	// pinned) for the handlers in specs, by QEMU name.
+	choices map[string]host.Choice
+	// switches counts the handlers moved to another candidate.
+	switches int64
 
 	// ready is closed once the daemon has registered, verified and
 	// started BuildKit: the control API holds requests until then, so a
@@ -73,11 +79,12 @@ type Daemon struct {
 	status statusCache
 }
 
-// hostStatus returns the host's status, inspected at most once per
-// statusTTL (see statusCache).
+// hostStatus returns the host's status, with the candidate emulators of
+// the architectures in only, inspected at most once per statusTTL (see
+// statusCache).
 func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*host.Status, error) {
 	return d.status.get(func() (*host.Status, error) {
-		return d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification()})
+		return d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification(), Candidates: only, Emulators: cfg.Emulators})
 	})
 }
 
@@ -154,14 +161,17 @@ func (d *Daemon) host(cfg Config) host.Host {
 	return host.Host{Mount: binfmt.Mount{Dir: cfg.BinfmtMount}, EmulatorDirs: cfg.EmulatorDirs, PersistDir: cfg.PersistDir, StateDir: cfg.StateDir}
 }
 
-// plan resolves the configuration to the handler specs to keep registered.
-func (d *Daemon) plan(ctx context.Context, cfg Config) ([]binfmt.Spec, []string, error) {
+// plan resolves the configuration to the handler specs to keep registered
+// and the emulators chosen among several candidates (by QEMU name). The
+// candidates at the paths in retry are tried again rather than judged by
+// their remembered trials.
+func (d *Daemon) plan(ctx context.Context, cfg Config, retry ...string) ([]binfmt.Spec, []string, map[string]host.Choice, error) {
 	if len(cfg.Architectures) == 0 {
-		return nil, nil, nil // the host's table gets no handler
+		return nil, nil, nil, nil // the host's table gets no handler
 	}
-	specs, res, err := d.host(cfg).Plan(ctx, host.InstallOptions{Arches: cfg.Architectures, Flags: cfg.Flags})
+	specs, res, err := d.host(cfg).Plan(ctx, installOptions(cfg, cfg.Architectures, cfg.Flags, retry))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var notes []string
 	for _, n := range res.Refused {
@@ -170,7 +180,27 @@ func (d *Daemon) plan(ctx context.Context, cfg Config) ([]binfmt.Spec, []string,
 	for _, w := range res.Warnings {
 		d.log.Warn(w)
 	}
-	return specs, notes, nil
+	choices := map[string]host.Choice{}
+	for _, c := range res.Choices {
+		choices[c.Arch] = c
+	}
+	return specs, notes, choices, nil
+}
+
+// installOptions are the options of the daemon's plans: the emulator
+// chosen as the configuration says, each trial bounded by [verify]
+// timeout.
+func installOptions(cfg Config, arches []string, flags string, retry []string) host.InstallOptions {
+	return host.InstallOptions{Arches: arches, Flags: flags, Emulators: cfg.Emulators, Choice: cfg.Emulator, Retry: retry,
+		Trial: host.TrialOptions{ProbeTimeout: cfg.Verify.Timeout.Duration}}
+}
+
+// logChoices logs the emulators chosen among several candidates.
+func (d *Daemon) logChoices(choices map[string]host.Choice) {
+	for _, a := range slices.Sorted(maps.Keys(choices)) {
+		c := choices[a]
+		d.log.Info("emulator chosen", zap.String("handler", "qemu-"+a), zap.String("emulator", c.Path), zap.String("why", c.Reason))
+	}
 }
 
 // Run runs the daemon until ctx ends or SIGTERM/SIGINT: ensure binfmt_misc
@@ -205,12 +235,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else if mounted {
 			d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
 		}
-		specs, notes, err := d.plan(ctx, cfg)
+		specs, notes, choices, err := d.plan(ctx, cfg)
 		if err != nil {
 			return err
 		}
+		d.logChoices(choices)
 		d.mu.Lock()
-		d.specs, d.planNotes = specs, notes
+		d.specs, d.planNotes, d.choices = specs, notes, choices
 		d.mu.Unlock()
 		d.reconcile(false)
 		d.persist(cfg, specs)
@@ -247,6 +278,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	v, err := d.VerifyNow(ctx)
 	if err != nil {
 		d.log.Error("verification failed to run", zap.Error(err))
+	} else if d.switchEmulators(ctx, v) {
+		if v2, err := d.VerifyNow(ctx); err == nil {
+			v = v2
+		}
 	}
 	if cfg.BuildKit.Enabled {
 		if err := d.startBuildKit(ctx, cfg, verifiedPlatforms(v)); err != nil {
@@ -361,6 +396,11 @@ func (d *Daemon) reverify(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	if d.switchEmulators(ctx, v) {
+		if v, err = d.VerifyNow(ctx); err != nil {
+			return
+		}
+	}
 	_, _ = d.notify.Status(d.summary(v))
 	if bk := d.buildkit(); bk != nil && bk.Status().Emulation == builder.EmulationHost {
 		// The worker advertises what is verified now (restarted when no
@@ -397,7 +437,7 @@ func (d *Daemon) builderHandlers(ctx context.Context, cfg Config) ([]binfmt.Spec
 	if cfg.BuildKit.Emulation != builder.EmulationPrivate || len(cfg.BuildKit.Architectures) == 0 {
 		return nil, nil
 	}
-	specs, res, err := d.host(cfg).Plan(ctx, host.InstallOptions{Arches: cfg.BuildKit.Architectures})
+	specs, res, err := d.host(cfg).Plan(ctx, installOptions(cfg, cfg.BuildKit.Architectures, "", nil))
 	if err != nil {
 		return nil, fmt.Errorf("[buildkit] architectures: %w", err)
 	}
@@ -708,14 +748,15 @@ func (d *Daemon) reload(ctx context.Context) {
 			}
 		}()
 	}
-	specs, notes, err := d.plan(ctx, cfg)
+	specs, notes, choices, err := d.plan(ctx, cfg)
 	if err != nil {
 		d.log.Error("reload: keeping the running configuration", zap.Error(err))
 		return
 	}
+	d.logChoices(choices)
 	d.mu.Lock()
 	oldSpecs := d.specs
-	d.cfg, d.specs, d.planNotes = cfg, specs, notes
+	d.cfg, d.specs, d.planNotes, d.choices = cfg, specs, notes, choices
 	d.mu.Unlock()
 	keep := map[string]bool{}
 	for _, s := range specs {
@@ -797,11 +838,14 @@ type metricsOnly struct{ net.Listener }
 
 // DaemonInfo is what GET /v1/status adds to the host's status.
 type DaemonInfo struct {
-	PID              int                `json:"pid"`
-	StartedAt        time.Time          `json:"started_at"`
-	UptimeSeconds    float64            `json:"uptime_seconds"`
-	Config           string             `json:"config"`
-	Repairs          int64              `json:"repairs"`
+	PID           int       `json:"pid"`
+	StartedAt     time.Time `json:"started_at"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Config        string    `json:"config"`
+	Repairs       int64     `json:"repairs"`
+	// Switches counts the handlers the daemon moved to another
+	// candidate emulator (see the emulator key).
+	Switches         int64              `json:"switches"`
 	Reconciles       int64              `json:"reconciles"`
 	LastReconcile    time.Time          `json:"last_reconcile"`
 	Served           []string           `json:"served,omitempty"`
@@ -827,7 +871,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 	d.mu.Lock()
 	specs := d.specs
 	info := DaemonInfo{PID: os.Getpid(), StartedAt: d.started, UptimeSeconds: d.uptime().Seconds(), Config: d.cfgPath,
-		Repairs: d.repairs, Reconciles: d.reconciles, LastReconcile: d.lastPass,
+		Repairs: d.repairs, Switches: d.switches, Reconciles: d.reconciles, LastReconcile: d.lastPass,
 		Served: d.served, Conflicts: d.conflicts, Failures: d.failures, Notes: d.planNotes, LastVerification: d.lastVerify}
 	d.mu.Unlock()
 	only := make([]string, 0, len(specs))
@@ -861,6 +905,105 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		}
 	}
 	return &DaemonStatus{Status: *st, Daemon: info}, nil
+}
+
+// switchEmulators moves handlers to another candidate emulator. An
+// architecture whose emulator was chosen among several (not pinned) is
+// chosen again when that emulator failed its verification v, or when its
+// file changed since it was chosen (an upgrade renamed another over it:
+// the kernel runs the old one, opened with F, until the entry is
+// registered again): that emulator is tried again, in a private instance,
+// and the others are judged by their remembered trials. When another is
+// chosen now, the handler is registered with it: logged with why, counted
+// (mabd_emulator_switches_total). When the same path is chosen with a new
+// file, the entry is registered again so that the kernel opens the new
+// file. It reports whether it changed a handler.
+func (d *Daemon) switchEmulators(ctx context.Context, v *host.Verification) bool {
+	if Rootless() {
+		return false
+	}
+	now := d.now()
+	d.mu.Lock()
+	old := d.choices
+	d.mu.Unlock()
+	because := map[string]string{}
+	var retry []string
+	for _, arch := range slices.Sorted(maps.Keys(old)) {
+		ch := old[arch]
+		if ch.Candidates < 2 || ch.Pinned || ch.Path == "" {
+			continue
+		}
+		if id, ok := emulator.StatFileID(ch.Path); !ok || id != ch.ID {
+			because[arch] = ch.Path + " changed since it was chosen"
+		} else if r := failedResult(v, arch); r != nil {
+			because[arch] = ch.Path + " failed verification: " + r.Reason
+		} else {
+			continue
+		}
+		retry = append(retry, ch.Path)
+	}
+	if len(because) == 0 {
+		return false
+	}
+	specs, notes, choices, err := d.plan(ctx, now.cfg, retry...)
+	if err != nil {
+		d.log.Error("choose the emulators again", zap.Error(err))
+		return false
+	}
+	changed := false
+	for _, arch := range slices.Sorted(maps.Keys(because)) {
+		before, after := old[arch], choices[arch]
+		handler := "qemu-" + arch
+		switch {
+		case after.Path != before.Path:
+			d.metrics.switches.WithLabelValues(arch).Inc()
+			d.mu.Lock()
+			d.switches++
+			d.mu.Unlock()
+			d.log.Warn("switched emulator", zap.String("handler", handler), zap.String("from", before.Path), zap.String("to", after.Path),
+				zap.String("because", because[arch]), zap.String("why", after.Reason))
+			changed = true
+		case after.ID != before.ID:
+			// The same path, a new file: the entry holds the old one.
+			_, err := host.RemoveOurs(binfmt.Mount{Dir: now.cfg.BinfmtMount}, []binfmt.Spec{{Name: handler}})
+			d.log.Info("registering the handler again: its emulator's file changed", zap.String("handler", handler), zap.String("emulator", after.Path),
+				zap.String("why", after.Reason), zap.Error(err))
+			changed = true
+		default:
+			d.log.Warn("kept the emulator: no other candidate does better", zap.String("handler", handler), zap.String("emulator", after.Path),
+				zap.String("because", because[arch]), zap.String("why", after.Reason))
+		}
+	}
+	d.mu.Lock()
+	d.specs, d.planNotes, d.choices = specs, notes, choices
+	d.mu.Unlock()
+	if !changed {
+		return false
+	}
+	d.reconcile(false)
+	d.persist(now.cfg, specs)
+	if bk := d.buildkit(); bk != nil && now.cfg.BuildKit.Emulation == builder.EmulationPrivate {
+		// The builder's handlers take the same choice (from the same
+		// trials); it moves to them once no build runs.
+		if handlers, err := d.builderHandlers(ctx, now.cfg); err == nil {
+			go func() {
+				if err := bk.SetHandlers(ctx, handlers); err != nil && ctx.Err() == nil {
+					d.log.Error("the builder's private handlers", zap.Error(err))
+				}
+			}()
+		}
+	}
+	return true
+}
+
+// failedResult returns v's failed result for the architecture, or nil.
+func failedResult(v *host.Verification, arch string) *host.VerifyResult {
+	for _, r := range v.Failed() {
+		if r.QEMUArch == arch {
+			return &r
+		}
+	}
+	return nil
 }
 
 // daemonFix words a failure's fix for the daemon's log: what the daemon

@@ -20,6 +20,7 @@ type metrics struct {
 	served     prometheus.Gauge
 	verified   *prometheus.GaugeVec
 	verifies   prometheus.Counter
+	switches   *prometheus.CounterVec
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -43,8 +44,11 @@ func newMetrics(d *Daemon) *metrics {
 		verifies: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mabd_verifications_total", Help: "Verification runs.",
 		}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mabd_emulator_switches_total", Help: "Handlers moved to another candidate emulator because the one registered failed or changed and another passed, by architecture.",
+		}, []string{"qemu_arch"}),
 	}
-	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies, builderCollector{d},
+	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies, m.switches, builderCollector{d},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mabd_healthy", Help: "1 when the daemon's status is healthy (what /healthz answers 200 for), 0 when degraded.",
 		}, func() float64 {

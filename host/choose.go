@@ -33,8 +33,10 @@ type Choice struct {
 	// crashed (SIGTRAP) in the workload probe".
 	Reason string `json:"reason"`
 	// Candidates is how many candidates it was chosen from.
-	Candidates int       `json:"candidates"`
-	At         time.Time `json:"at"`
+	Candidates int `json:"candidates"`
+	// Pinned: the configuration (or --emulator) named it.
+	Pinned bool      `json:"pinned,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Choose picks the emulator for the architecture arch from its
@@ -67,6 +69,7 @@ func Choose(arch string, cands []emulator.Candidate, trials map[string]Trial, ho
 	}
 	switch {
 	case len(cands) > 0 && cands[0].Source == emulator.SourcePin:
+		c.Pinned = true
 		if !cands[0].Usable() {
 			c.Reason = cands[0].Refused.Error()
 			return c

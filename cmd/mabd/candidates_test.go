@@ -4,11 +4,16 @@ package main
 // architecture, proved by workload probes; the one that works wins.
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"mabd/binfmt"
 	"mabd/emulator"
@@ -131,6 +136,104 @@ func TestCandidatesBadInput(t *testing.T) {
 		_, st := statusJSON(t, mount, "--all", "riscv64", "--emulator-dir", open, "--emulator-dir", good, "--state-dir", state[1])
 		if c := candidate(t, st, untrusted); !strings.Contains(c.Refused, "writable by everyone") || c.Registered || c.Last != nil {
 			t.Errorf("status of the untrusted candidate: %+v", c)
+		}
+	})
+}
+
+// TestDaemonSwitchesEmulator: a daemon with QEMU 7.2 and QEMU 10 as
+// candidates for riscv64 registers one of them, chosen by proof. When
+// that one is replaced by an emulator that crashes (renamed over it, as
+// an upgrade does), the daemon switches to the other candidate within
+// one verify interval (plus the trial of the replacement), says so, and
+// counts it.
+func TestDaemonSwitchesEmulator(t *testing.T) {
+	bin := mabdBinary(t)
+	old, newer := emulatortest.First(t, "riscv64"), emulatortest.Second(t, "riscv64")
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		a, b := emulatortest.Dir(t), emulatortest.Dir(t)
+		pathA := emulatortest.Copy(t, old, a, "qemu-riscv64-static")
+		pathB := emulatortest.Copy(t, newer, b, "qemu-riscv64")
+		config := fmt.Sprintf("architectures = [\"riscv64\"]\nemulator_dirs = [%q, %q]\nreconcile_interval = \"1s\"\n[verify]\ninterval = \"2s\"\n", a, b)
+		_, _, d := startReadyDaemon(t, bin, mount, config)
+		e, err := binfmt.Mount{Dir: mount}.Entry("qemu-riscv64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		chosen, other := e.Interpreter, pathB
+		switch chosen {
+		case pathA:
+		case pathB:
+			other = pathA
+		default:
+			t.Fatalf("qemu-riscv64 runs %s, want %s or %s", chosen, pathA, pathB)
+		}
+		if !d.logSays(`"msg":"emulator chosen","handler":"qemu-riscv64","emulator":"`+chosen+`"`, 5*time.Second) {
+			t.Errorf("the log does not say which emulator was chosen and why")
+		}
+
+		// An upgrade that breaks it: renamed over the chosen one.
+		crasher := emulatortest.Crasher(t, filepath.Dir(chosen), ".qemu-riscv64.new", "riscv64")
+		if err := os.Rename(crasher, chosen); err != nil {
+			t.Fatal(err)
+		}
+		replaced := time.Now()
+		if !d.logSays(`"msg":"switched emulator","handler":"qemu-riscv64","from":"`+chosen+`","to":"`+other+`","because":"`+chosen+` changed since it was chosen"`, 2*time.Minute) {
+			t.Fatalf("the daemon did not say it switched from %s to %s", chosen, other)
+		}
+		t.Logf("switched %v after the replacement (verify interval 2s, the replacement's trial included)", time.Since(replaced).Round(100*time.Millisecond))
+		if !d.logSays(`crashed (SIGSEGV)`, time.Second) {
+			t.Errorf("the log does not say the replacement crashed")
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if e, err := (binfmt.Mount{Dir: mount}).Entry("qemu-riscv64"); err == nil && e.Interpreter == other {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("qemu-riscv64 does not run %s", other)
+			}
+		}
+		st, err := d.client().Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Daemon.Switches != 1 || !st.Healthy() {
+			t.Errorf("status: %d switches, health %s %v; want 1 and healthy", st.Daemon.Switches, st.Health, st.Problems)
+		}
+		if c := candidate(t, st.Status, chosen); c.Registered || !strings.Contains(c.Result, "crashed (SIGSEGV)") {
+			t.Errorf("status of the replaced candidate: %+v", c)
+		}
+		if c := candidate(t, st.Status, other); !c.Registered || !strings.HasPrefix(c.Result, "passed the workload probe") {
+			t.Errorf("status of the other candidate: %+v", c)
+		}
+		if m := httpGet(t, d.socket, "/metrics"); !strings.Contains(m, `mabd_emulator_switches_total{qemu_arch="riscv64"} 1`) {
+			t.Errorf("metrics do not count the switch:\n%s", grepLines(m, "mabd_"))
+		}
+	})
+}
+
+// TestDaemonPinMissing: a daemon whose configuration pins a missing
+// emulator does not start (exit 2), says which and what to do, and
+// registers nothing.
+func TestDaemonPinMissing(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		dir := shortDir(t)
+		d := startDaemon(t, bin, dir, mount, "architectures = [\"riscv64\", \"arm64\"]\n[emulators]\nriscv64 = \"/nonexistent/qemu-riscv64\"\n")
+		select {
+		case err := <-d.done:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Errorf("the daemon ended with %v, want exit status 2", err)
+			}
+			d.done <- err
+		case <-time.After(time.Minute):
+			t.Fatal("the daemon started with a pin to a missing emulator")
+		}
+		if !d.logSays("the emulator pinned for riscv64, /nonexistent/qemu-riscv64, does not exist: install it there or remove the pin", time.Second) {
+			t.Errorf("the daemon does not say what is wrong:\n%s", d.log.String())
+		}
+		if es := entries(t, mount); len(es) != 0 {
+			t.Errorf("registered %+v", es)
 		}
 	})
 }
