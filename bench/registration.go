@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"mabd/binfmt"
+	"mabd/emulator/emulatortest"
 	"mabd/testing/sandbox"
 )
 
@@ -301,6 +302,7 @@ type verifyJSON struct {
 		Platform string  `json:"platform"`
 		QEMUArch string  `json:"qemu_arch"`
 		State    string  `json:"state"`
+		Reason   string  `json:"reason"`
 		Slowdown float64 `json:"slowdown"`
 	} `json:"results"`
 }
@@ -368,62 +370,156 @@ done
 	return []Row{r}
 }
 
-// emulation is row 7: the slowdown `mabd verify --bench` reports for each
-// architecture (median of emuRuns runs, each the best of 3 per side).
+// emulation is row 7: per architecture, the slowdown `mabd verify
+// --bench` reports under each candidate emulator — Debian 12's QEMU 7.2
+// (A, /usr/bin) and Debian 13's QEMU 10 (B, emulatortest.SecondDir, from
+// make deps) — registered alternately in one instance (`mabd install all
+// i386 --emulate-native --replace --emulator-dir DIR`), emuRuns rounds of
+// one verify each; and one `mabd verify --deep` under each, whose
+// workload probe times go in the notes.
 func (b *bench) emulation(ctx context.Context) []Row {
 	title := "emulation slowdown (`mabd verify --bench --json`)"
-	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+	dirA, dirB := emulatortest.FirstDir, emulatortest.SecondDir
+	if _, err := os.Stat(filepath.Join(dirB, "qemu-aarch64")); err != nil {
+		return []Row{naRow("7", title, "`mabd verify --bench`", "", fmt.Sprintf("%v: run make deps (it extracts Debian 13's QEMU there)", err))}
+	}
+	script := `use() {
+	"$MABD" install all i386 --emulate-native --replace --binfmt-mount "$BINFMT" --state-dir - --emulator-dir "$1" >/dev/null
+}
 i=0
 while [ $i -lt "$ROUNDS" ]; do
-	T -o "$W/bench-$i.json" verify -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json --bench
+	for c in a b; do
+		if [ $c = a ]; then use "$DIR_A"; else use "$DIR_B"; fi
+		T -o "$W/bench-$c-$i.json" verify-$c -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json --bench || true
+	done
 	i=$((i+1))
 done
+for c in a b; do
+	if [ $c = a ]; then use "$DIR_A"; else use "$DIR_B"; fi
+	"$MABD" verify --deep --binfmt-mount "$BINFMT" --state-dir - --json >"$W/deep-$c.json" || true
+done
 `
-	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.emuRuns))
+	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.emuRuns), "DIR_A="+dirA, "DIR_B="+dirB)
 	if err != nil {
 		return []Row{naRow("7", title, "`mabd verify --bench`", "", firstLine(err))}
 	}
 	times, _ := parseTimes(out)
-	slow := map[string][]float64{}
+	type sides struct{ a, b []float64 }
+	slow := map[string]*sides{}
+	failed := map[string]map[string]string{"a": {}, "b": {}} // why a side has no slowdown, by architecture
 	var order []string
 	for i := 0; i < b.cfg.emuRuns; i++ {
-		raw, err := os.ReadFile(filepath.Join(b.work, fmt.Sprintf("bench-%d.json", i)))
-		if err != nil {
-			continue
-		}
-		var v verifyJSON
-		if json.Unmarshal(raw, &v) != nil {
-			continue
-		}
-		for _, x := range v.Results {
-			if x.Slowdown <= 0 {
+		for _, side := range []string{"a", "b"} {
+			var v verifyJSON
+			raw, err := os.ReadFile(filepath.Join(b.work, fmt.Sprintf("bench-%s-%d.json", side, i)))
+			if err != nil || json.Unmarshal(raw, &v) != nil {
 				continue
 			}
-			key := x.Platform + " (" + x.QEMUArch + ")"
-			if _, ok := slow[key]; !ok {
-				order = append(order, key)
+			for _, x := range v.Results {
+				key := x.Platform + " (" + x.QEMUArch + ")"
+				if x.State == "native" {
+					continue
+				}
+				if _, ok := slow[key]; !ok {
+					slow[key] = &sides{}
+					order = append(order, key)
+				}
+				if x.Slowdown <= 0 {
+					reason, _, _ := strings.Cut(x.Reason, ":")
+					failed[side][key] = reason
+					continue
+				}
+				if side == "a" {
+					slow[key].a = append(slow[key].a, x.Slowdown)
+				} else {
+					slow[key].b = append(slow[key].b, x.Slowdown)
+				}
 			}
-			slow[key] = append(slow[key], x.Slowdown)
 		}
 	}
 	if len(order) == 0 {
 		return []Row{naRow("7", title, "`mabd verify --bench`", "", "no slowdown in the output")}
 	}
+	slices.Sort(order)
+	versions := map[string]string{"a": "QEMU 7.2 (Debian 12, " + dirA + ")", "b": "QEMU 10 (Debian 13, " + dirB + ")"}
+	workload := map[string]map[string]float64{"a": b.workloadTimes("deep-a.json"), "b": b.workloadTimes("deep-b.json")}
 	var rows []Row
 	for i, k := range order {
-		xs := slow[k]
-		r := Row{ID: fmt.Sprintf("7%c", 'a'+i), Title: "emulation slowdown " + k, A: "fixed CPU workload, emulated / native", Unit: "×", ASamples: xs, N: len(xs)}
-		r.AMedian, r.AMin, r.AMax = ptr(median(xs)), ptr(slices.Min(xs)), ptr(slices.Max(xs))
-		r.Value = fmt.Sprintf("%s×", fmtNum(*r.AMedian))
-		if len(xs) > 1 {
-			r.Value += fmt.Sprintf(" (%s–%s)", fmtNum(*r.AMin), fmtNum(*r.AMax))
+		s := slow[k]
+		id, rowTitle := fmt.Sprintf("7%c", 'a'+i), "emulation slowdown "+k
+		aName, bName := "fixed CPU workload, emulated / native, under "+versions["a"], "the same under "+versions["b"]
+		var r Row
+		switch {
+		case len(s.a) > 0 && len(s.b) > 0:
+			r = compareRow(id, rowTitle, aName, bName, s.a, s.b)
+			r.Unit = "×"
+		case len(s.a) > 0:
+			r = Row{ID: id, Title: rowTitle, A: aName, Unit: "×", ASamples: s.a, N: len(s.a), Value: fmtSlowdowns(s.a)}
+		case len(s.b) > 0:
+			r = Row{ID: id, Title: rowTitle, A: "fixed CPU workload, emulated / native, under " + versions["b"], Unit: "×", ASamples: s.b, N: len(s.b), Value: fmtSlowdowns(s.b)}
+		default:
+			r = naRow(id, rowTitle, aName, bName, "no slowdown under either")
 		}
+		var notes []string
+		for _, side := range []string{"a", "b"} {
+			name := map[string]string{"a": "7.2", "b": "10"}[side]
+			if why := failed[side][k]; why != "" {
+				notes = append(notes, fmt.Sprintf("QEMU %s fails verification: %s", name, why))
+			}
+			if ms, ok := workload[side][k]; ok {
+				notes = append(notes, fmt.Sprintf("workload probe under QEMU %s: %s", name, fmtMS(ms)))
+			}
+		}
+		r.Note = strings.Join(notes, "; ")
 		rows = append(rows, r)
 	}
-	if ts := times["verify"]; len(ts) > 0 {
-		rows[0].Note = fmt.Sprintf("one `mabd verify --bench` of all of them takes %s", fmtMS(median(ts)))
+	if ts := times["verify-a"]; len(ts) > 0 {
+		note := fmt.Sprintf("one `mabd verify --bench` of all of them takes %s under QEMU 7.2", fmtMS(median(ts)))
+		if tb := times["verify-b"]; len(tb) > 0 {
+			note += fmt.Sprintf(", %s under QEMU 10", fmtMS(median(tb)))
+		}
+		rows[0].Note = strings.TrimPrefix(rows[0].Note+"; "+note, "; ")
 	}
 	return rows
+}
+
+// fmtSlowdowns formats the median (min–max) of slowdowns.
+func fmtSlowdowns(xs []float64) string {
+	v := fmtNum(median(xs)) + "×"
+	if len(xs) > 1 {
+		v += fmt.Sprintf(" (%s–%s)", fmtNum(slices.Min(xs)), fmtNum(slices.Max(xs)))
+	}
+	return v
+}
+
+// workloadTimes reads a `mabd verify --deep --json` of the work
+// directory: the workload probe's time by platform key, of those that
+// passed it.
+func (b *bench) workloadTimes(file string) map[string]float64 {
+	out := map[string]float64{}
+	raw, err := os.ReadFile(filepath.Join(b.work, file))
+	if err != nil {
+		return out
+	}
+	var v struct {
+		Results []struct {
+			Platform string `json:"platform"`
+			QEMUArch string `json:"qemu_arch"`
+			Workload *struct {
+				State      string  `json:"state"`
+				DurationMS float64 `json:"duration_ms"`
+			} `json:"workload"`
+		} `json:"results"`
+	}
+	if json.Unmarshal(raw, &v) != nil {
+		return out
+	}
+	for _, x := range v.Results {
+		if x.Workload != nil && x.Workload.State == "ok" {
+			out[x.Platform+" ("+x.QEMUArch+")"] = x.Workload.DurationMS
+		}
+	}
+	return out
 }
 
 func firstLine(err error) string {

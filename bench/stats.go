@@ -174,6 +174,8 @@ func markdown(rows []Row) string {
 	for _, r := range rows {
 		am, bm := "", ""
 		switch {
+		case r.B != "" && r.AMedian != nil && r.Unit == "×":
+			am, bm = fmtNum(*r.AMedian)+"×", fmtNum(*r.BMedian)+"×"
 		case r.B != "" && r.AMedian != nil:
 			am, bm = fmtMS(*r.AMedian), fmtMS(*r.BMedian)
 		case r.Value != "":
