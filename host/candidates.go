@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,8 +56,10 @@ func (h Host) loadCandidates() candidateState {
 	return st
 }
 
-// rememberCandidates adds trials and choices to candidatesFile; trials
-// of files that are gone are dropped.
+// rememberCandidates adds trials and choices to candidatesFile (the
+// choices among several candidates or of a pin; a choice of the only
+// candidate forgets the architecture's); trials of files that are gone
+// are dropped.
 func (h Host) rememberCandidates(trials []Trial, choices map[string]Choice) error {
 	if h.StateDir == "-" || len(trials)+len(choices) == 0 {
 		return nil
@@ -64,16 +67,24 @@ func (h Host) rememberCandidates(trials []Trial, choices map[string]Choice) erro
 	candidatesMu.Lock()
 	defer candidatesMu.Unlock()
 	st := h.loadCandidates()
+	before, _ := json.Marshal(st)
 	for _, t := range trials {
 		st.Trials[t.Path] = t
 	}
 	for a, c := range choices {
-		st.Choices[a] = c
+		if c.Candidates > 1 || c.Pinned {
+			st.Choices[a] = c
+		} else {
+			delete(st.Choices, a) // nothing to choose any more
+		}
 	}
 	for p := range st.Trials {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 			delete(st.Trials, p)
 		}
+	}
+	if after, _ := json.Marshal(st); bytes.Equal(before, after) {
+		return nil
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
