@@ -112,8 +112,8 @@ type chooseOptions struct {
 	Pins map[string]string
 	// How is ChoiceAuto or ChoiceFirst ("": auto).
 	How string
-	// Retry are the architectures whose candidates are tried again
-	// rather than judged by their remembered trials.
+	// Retry are the architectures (QEMU names) and the candidate paths
+	// that are tried again rather than judged by their remembered trials.
 	Retry map[string]bool
 	// FixBinary: the handlers take F. Trials need it (the probes run in
 	// an empty chroot), and a candidate that is not static is refused.
@@ -165,7 +165,7 @@ func (h Host) chooseEmulators(ctx context.Context, names []string, versions *emu
 			if !c.Usable() {
 				continue
 			}
-			if t, ok := remembered[c.Path]; ok && t.current(c) && !o.Retry[a] {
+			if t, ok := remembered[c.Path]; ok && t.current(c) && !o.Retry[a] && !o.Retry[c.Path] {
 				trials[c.Path] = t
 				continue
 			}

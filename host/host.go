@@ -94,9 +94,10 @@ type InstallOptions struct {
 	// (every qemu-<arch>-static and qemu-<arch> in EmulatorDirs):
 	// ChoiceAuto (also "") or ChoiceFirst. See [Choose].
 	Choice string
-	// Retry are architectures (QEMU names) whose candidates are tried
-	// again, rather than judged by the trials the state directory
-	// remembers: the daemon's, when the emulator it registered fails.
+	// Retry are architectures (QEMU names) whose candidates, and paths
+	// of candidates, that are tried again rather than judged by the
+	// trials the state directory remembers: the daemon's, when the
+	// emulator it registered fails.
 	Retry []string
 	// Trial bounds the candidates' trials.
 	Trial TrialOptions
