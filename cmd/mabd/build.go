@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"mabd/builder"
@@ -120,6 +121,10 @@ unsupported platform or unreachable builder.`,
 					opt.Platforms = []string{p}
 				}
 			}
+			// BuildKit's client and containerd's content store (a
+			// type=local cache) log through logrus.
+			logrus.SetOutput(cmd.ErrOrStderr())
+			logrus.SetFormatter(clientLog{})
 			// Ctrl-C cancels the solve, which stops the build in buildkitd.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -187,6 +192,23 @@ unsupported platform or unreachable builder.`,
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress and no report: print only the image's digest")
 	f.StringVar(&reportSpec, "report", "text", "the emulation report after a multi-platform or emulated build: text (on stderr), json (on stderr), json=FILE (text on stderr and JSON in FILE), none")
 	return cmd
+}
+
+// clientLog words what BuildKit's client logs in mabd build's process
+// ("local cache import at DIR not found …", the first run of a CI job) as
+// one line, and drops containerd's notice that a local cache directory's
+// file system has no fs-verity, which says nothing about the build.
+type clientLog struct{}
+
+func (clientLog) Format(e *logrus.Entry) ([]byte, error) {
+	if strings.Contains(e.Message, "fsverity") {
+		return nil, nil
+	}
+	msg := "mabd build: " + e.Level.String() + ": " + e.Message
+	if err, ok := e.Data[logrus.ErrorKey]; ok {
+		msg += fmt.Sprintf(": %v", err)
+	}
+	return []byte(msg + "\n"), nil
 }
 
 // reportMode is what `mabd build --report` asked for.

@@ -243,16 +243,22 @@ func TestBuildCI(t *testing.T) {
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				prune(t)
-				first := []string{"--platform", two, "--cache-to", c.to, ctx}
+				// The job's first run: the same command, with no cache to
+				// import yet.
+				first := []string{"--platform", two, "--cache-to", c.to, "--cache-from", c.from, ctx}
 				if c.name == "inline" { // the cache travels in the image
 					first = append([]string{"--push", "-t", reg + "/inline:ci"}, first...)
 				}
-				if code, _, stderr := build(t, first...); code != 0 {
+				code, _, stderr := build(t, first...)
+				if code != 0 {
 					t.Fatalf("first build: exit %d\n%s", code, stderr)
+				}
+				if c.name == "local" && !strings.Contains(stderr, "mabd build: warning: local cache import at "+localCache+" skipped") {
+					t.Errorf("the first run does not say that there is no cache yet:\n%s", stderr)
 				}
 				prune(t)
 				rep := filepath.Join(t.TempDir(), "report.json")
-				code, _, stderr := build(t, "--platform", two, "--cache-from", c.from, "--report", "json="+rep, ctx)
+				code, _, stderr = build(t, "--platform", two, "--cache-from", c.from, "--report", "json="+rep, ctx)
 				if code != 0 {
 					t.Fatalf("build on the pruned builder: exit %d\n%s", code, stderr)
 				}
