@@ -178,7 +178,9 @@ func TestHealthMeansIt(t *testing.T) {
 		if err := (binfmt.Mount{Dir: mount}).RemoveAll(); err != nil {
 			t.Fatal(err)
 		}
-		config := fmt.Sprintf("architectures = [\"arm64\", \"riscv64\"]\nemulator_dirs = [%q, \"/usr/bin\"]\n[verify]\ninterval = \"0\"\n", emuDir)
+		// emulator = "first": registered unproved, the crashing one is
+		// what the daemon keeps (with "auto" it would choose /usr/bin's).
+		config := fmt.Sprintf("architectures = [\"arm64\", \"riscv64\"]\nemulator_dirs = [%q, \"/usr/bin\"]\nemulator = \"first\"\n[verify]\ninterval = \"0\"\n", emuDir)
 		_, _, d := startReadyDaemon(t, bin, mount, config)
 		ds, err := d.client().Status(context.Background())
 		if err != nil {
