@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 )
 
 // SourcePin is the Source of a [Candidate] that the configuration names
@@ -85,23 +84,13 @@ func FindCandidates(ctx context.Context, arch string, dirs []string, versions *V
 	}
 	var out []Candidate
 	seen := map[FileID]bool{}
-	for _, dir := range dirs {
-		for _, name := range []string{staticName(arch), "qemu-" + arch} {
-			p := filepath.Join(dir, name)
-			if !isExecutableFile(p) {
-				continue
-			}
-			abs, err := filepath.Abs(p)
-			if err != nil {
-				continue
-			}
-			id, ok := StatFileID(abs)
-			if !ok || seen[id] {
-				continue
-			}
-			seen[id] = true
-			out = append(out, inspectCandidate(ctx, Candidate{Emulator: Emulator{Arch: arch, Path: abs}, Source: dir, ID: id}, versions))
+	for _, f := range emulatorFiles(arch, dirs) {
+		id, ok := StatFileID(f.path)
+		if f.err != nil || !ok || seen[id] {
+			continue
 		}
+		seen[id] = true
+		out = append(out, inspectCandidate(ctx, Candidate{Emulator: Emulator{Arch: arch, Path: f.path}, Source: f.dir, ID: id}, versions))
 	}
 	return out, nil
 }
@@ -165,27 +154,21 @@ func FindAllCandidates(ctx context.Context, arches, dirs []string, pins map[stri
 	uniq := uniqueStrings(arches)
 	found := make([][]Candidate, len(uniq))
 	errs := make([]error, len(uniq))
-	sem := make(chan struct{}, runtime.NumCPU()*2)
-	var wg sync.WaitGroup
-	for i, arch := range uniq {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			var pin *Candidate
-			if p, ok := pins[arch]; ok {
-				c := PinnedCandidate(ctx, arch, p, versions)
-				pin, found[i] = &c, []Candidate{c}
+	inParallel(len(uniq), runtime.NumCPU()*2, func(i int) {
+		arch := uniq[i]
+		var pin *Candidate
+		if p, ok := pins[arch]; ok {
+			c := PinnedCandidate(ctx, arch, p, versions)
+			pin, found[i] = &c, []Candidate{c}
+		}
+		cs, err := FindCandidates(ctx, arch, dirs, versions)
+		for _, c := range cs {
+			if pin == nil || pin.ID == (FileID{}) || c.ID != pin.ID {
+				found[i] = append(found[i], c)
 			}
-			cs, err := FindCandidates(ctx, arch, dirs, versions)
-			for _, c := range cs {
-				if pin == nil || pin.ID == (FileID{}) || c.ID != pin.ID {
-					found[i] = append(found[i], c)
-				}
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
+		}
+		errs[i] = err
+	})
 	out := map[string][]Candidate{}
 	for i, a := range uniq {
 		if len(found[i]) > 0 {

@@ -18,7 +18,7 @@ import (
 // registered are refused, with why, and never run.
 func TestFindCandidates(t *testing.T) {
 	old, newer := emulatortest.First(t, "aarch64"), emulatortest.Second(t, "aarch64")
-	a, b, bad := emulatortest.Dir(t), emulatortest.Dir(t), emulatortest.Dir(t)
+	a, b := emulatortest.Dir(t), emulatortest.Dir(t)
 	emulatortest.Copy(t, old, a, "qemu-aarch64-static")
 	if err := os.Symlink("qemu-aarch64-static", filepath.Join(a, "qemu-aarch64")); err != nil {
 		t.Fatal(err)
@@ -26,10 +26,7 @@ func TestFindCandidates(t *testing.T) {
 	emulatortest.Copy(t, newer, b, "qemu-aarch64")
 	// In bad: one anyone may replace, and an arm emulator named as
 	// aarch64's.
-	open := emulatortest.Copy(t, old, bad, "qemu-aarch64-static")
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	bad, _ := emulatortest.Untrusted(t, old, "qemu-aarch64-static")
 	emulatortest.Copy(t, emulatortest.First(t, "arm"), bad, "qemu-aarch64")
 	script := emulatortest.Dir(t)
 	if err := os.WriteFile(filepath.Join(script, "qemu-aarch64-static"), []byte("#!/bin/sh\n"), 0o755); err != nil {

@@ -150,6 +150,32 @@ func Find(arch string, dirs []string) (*Emulator, error) {
 	if len(dirs) == 0 {
 		dirs = DefaultDirs
 	}
+	for _, f := range emulatorFiles(arch, dirs) {
+		if f.err != nil {
+			return nil, f.err
+		}
+		static, err := IsStatic(f.path)
+		if err != nil {
+			return nil, &UnusableError{Arch: arch, Path: f.path, Err: err}
+		}
+		return &Emulator{Arch: arch, Path: f.path, Static: static}, nil
+	}
+	return nil, &NotFoundError{Arch: arch, Dirs: append([]string(nil), dirs...)}
+}
+
+// emulatorFile is a file that may be an emulator: its absolute path, or
+// why that could not be made (with the path as found).
+type emulatorFile struct {
+	dir, path string
+	err       error
+}
+
+// emulatorFiles returns the files that may be arch's emulator in dirs,
+// in the order Find prefers them: for each directory, qemu-<arch>-static,
+// then qemu-<arch>, each a regular file (symlinks followed) with an
+// execute bit.
+func emulatorFiles(arch string, dirs []string) []emulatorFile {
+	var out []emulatorFile
 	for _, dir := range dirs {
 		for _, name := range []string{staticName(arch), "qemu-" + arch} {
 			p := filepath.Join(dir, name)
@@ -158,16 +184,12 @@ func Find(arch string, dirs []string) (*Emulator, error) {
 			}
 			abs, err := filepath.Abs(p)
 			if err != nil {
-				return nil, fmt.Errorf("find %s: %w", p, err)
+				err = fmt.Errorf("find %s: %w", p, err)
 			}
-			static, err := IsStatic(abs)
-			if err != nil {
-				return nil, &UnusableError{Arch: arch, Path: abs, Err: err}
-			}
-			return &Emulator{Arch: arch, Path: abs, Static: static}, nil
+			out = append(out, emulatorFile{dir: dir, path: abs, err: err})
 		}
 	}
-	return nil, &NotFoundError{Arch: arch, Dirs: append([]string(nil), dirs...)}
+	return out
 }
 
 // isExecutableFile reports whether path, after following symlinks, is a
@@ -300,16 +322,9 @@ func find(ctx context.Context, arches, dirs []string, versions *VersionCache, ch
 	emus := make([]*Emulator, len(uniq))
 	refusals := make([]error, len(uniq))
 	warnings := make([]error, len(uniq))
-	sem := make(chan struct{}, runtime.NumCPU()*2)
-	var wg sync.WaitGroup
-	for i, arch := range uniq {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			emus[i], refusals[i], warnings[i] = findOne(ctx, arch, dirs, versions, check)
-		})
-	}
-	wg.Wait()
+	inParallel(len(uniq), runtime.NumCPU()*2, func(i int) {
+		emus[i], refusals[i], warnings[i] = findOne(ctx, uniq[i], dirs, versions, check)
+	})
 
 	found = make(map[string]*Emulator, len(uniq))
 	refused = map[string]error{}
@@ -353,6 +368,21 @@ func findOne(ctx context.Context, arch string, dirs []string, versions *VersionC
 		return nil, err, nil
 	}
 	return e, nil, nil
+}
+
+// inParallel calls f(0), …, f(n-1) concurrently, at most limit at a time,
+// and waits for them.
+func inParallel(n, limit int, f func(i int)) {
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
 }
 
 // uniqueStrings returns ss without duplicates, in order.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"mabd/binfmt"
@@ -70,16 +69,7 @@ func WorkloadAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []
 // a time, and returns the results in the order of arches.
 func forEachArch(arches []binfmt.Arch, f func(binfmt.Arch) Result) []Result {
 	out := make([]Result, len(arches))
-	sem := make(chan struct{}, max(runtime.NumCPU(), 1))
-	var wg sync.WaitGroup
-	for i, a := range arches {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			out[i] = f(a)
-		})
-	}
-	wg.Wait()
+	inParallel(len(arches), runtime.NumCPU(), func(i int) { out[i] = f(arches[i]) })
 	return out
 }
 

@@ -107,12 +107,9 @@ func TestPlanChoosesByProof(t *testing.T) {
 // pin to a missing file or an unknown architecture, and an untrusted
 // candidate: each says what is wrong, and nothing is planned from it.
 func TestPlanBadCandidates(t *testing.T) {
-	good, open := emulatortest.Dir(t), emulatortest.Dir(t)
+	good := emulatortest.Dir(t)
 	emulatortest.Copy(t, emulatortest.First(t, "riscv64"), good, "qemu-riscv64-static")
-	untrusted := emulatortest.Copy(t, emulatortest.First(t, "riscv64"), open, "qemu-riscv64")
-	if err := os.Chmod(untrusted, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	open, untrusted := emulatortest.Untrusted(t, emulatortest.First(t, "riscv64"), "qemu-riscv64")
 	missing := filepath.Join(good, "qemu-riscv64-10")
 	for _, tc := range []struct {
 		name string

@@ -95,12 +95,9 @@ func TestCandidatesI386(t *testing.T) {
 // error, and nothing is registered from them.
 func TestCandidatesBadInput(t *testing.T) {
 	sandbox.Run(t, func(t *testing.T, mount string) {
-		good, open := emulatortest.Dir(t), emulatortest.Dir(t)
+		good := emulatortest.Dir(t)
 		emulatortest.Copy(t, emulatortest.First(t, "riscv64"), good, "qemu-riscv64-static")
-		untrusted := emulatortest.Copy(t, emulatortest.First(t, "riscv64"), open, "qemu-riscv64")
-		if err := os.Chmod(untrusted, 0o777); err != nil {
-			t.Fatal(err)
-		}
+		open, untrusted := emulatortest.Untrusted(t, emulatortest.First(t, "riscv64"), "qemu-riscv64")
 		missing := filepath.Join(good, "qemu-riscv64-10")
 		state := []string{"--state-dir", t.TempDir(), "--binfmt-mount", mount}
 		for _, tc := range []struct {

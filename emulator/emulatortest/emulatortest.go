@@ -109,6 +109,19 @@ func Copy(t testing.TB, src, dir, name string) string {
 	return dst
 }
 
+// Untrusted copies the emulator src as name into a new Dir and makes it
+// writable by everyone, which CheckTrusted refuses; it returns the
+// directory and the copy's path.
+func Untrusted(t testing.TB, src, name string) (dir, path string) {
+	t.Helper()
+	dir = Dir(t)
+	path = Copy(t, src, dir, name)
+	if err := os.Chmod(path, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
 // crasherSrc answers --version like QEMU's emulator for an architecture
 // and dies of SIGSEGV on anything else: an emulator that looks fine and
 // crashes every program.
