@@ -907,8 +907,9 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 	return &DaemonStatus{Status: *st, Daemon: info}, nil
 }
 
-// switchEmulators moves handlers to another candidate emulator. An
-// architecture whose emulator was chosen among several (not pinned) is
+// switchEmulators moves handlers to another candidate emulator (with
+// emulator = "auto"). An architecture whose emulator was chosen among
+// several (not pinned) is
 // chosen again when that emulator failed its verification v, or when its
 // file changed since it was chosen (an upgrade renamed another over it:
 // the kernel runs the old one, opened with F, until the entry is
@@ -919,10 +920,10 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 // file, the entry is registered again so that the kernel opens the new
 // file. It reports whether it changed a handler.
 func (d *Daemon) switchEmulators(ctx context.Context, v *host.Verification) bool {
-	if Rootless() {
+	now := d.now()
+	if Rootless() || now.cfg.Emulator != host.ChoiceAuto {
 		return false
 	}
-	now := d.now()
 	d.mu.Lock()
 	old := d.choices
 	d.mu.Unlock()

@@ -144,3 +144,14 @@ func TestPlanBadCandidates(t *testing.T) {
 		t.Errorf("warnings %q, choices %+v", res.Warnings, res.Choices)
 	}
 }
+
+// TestPlanNeverEmulatesTheHost: --emulate-native takes i386 on an amd64
+// host, never the host's own architecture.
+func TestPlanNeverEmulatesTheHost(t *testing.T) {
+	own := binfmt.Native("")[0]
+	h := host.Host{EmulatorDirs: []string{emulatortest.FirstDir}, StateDir: t.TempDir()}
+	specs, res, err := h.Plan(context.Background(), host.InstallOptions{Arches: []string{own}, EmulateNative: true})
+	if err != nil || len(specs) != 0 || len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Reason, "the host's own architecture: never emulated") {
+		t.Errorf("Plan(%s, EmulateNative): %v, %+v, %+v", own, err, specs, res)
+	}
+}

@@ -72,6 +72,15 @@ func (h Host) checkEmulatorDirs() error {
 
 func (h Host) isNative(arch string) bool { return binfmt.IsNative(arch) }
 
+// hostArch is the QEMU name of the host's own architecture (x86_64 on
+// amd64), which no handler may take over.
+func hostArch() string {
+	if n := binfmt.Native(""); len(n) > 0 {
+		return n[0]
+	}
+	return ""
+}
+
 // InstallOptions are the arguments of `mabd install`.
 type InstallOptions struct {
 	// Arches are names as the user typed them; "all" means every
@@ -102,8 +111,9 @@ type InstallOptions struct {
 	// Trial bounds the candidates' trials.
 	Trial TrialOptions
 	// EmulateNative registers handlers for the architectures named
-	// explicitly that the host runs natively (i386 on amd64): their
-	// programs then run under the emulator. Otherwise they are skipped.
+	// explicitly that the host runs natively besides its own (i386 on
+	// amd64): their programs then run under the emulator. Otherwise, and
+	// always for the host's own, they are skipped.
 	EmulateNative bool
 }
 
@@ -201,9 +211,13 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 			continue
 		}
 		seen[a.Name] = true
-		if h.isNative(a.Name) && !(opt.EmulateNative && explicit[a.Name]) {
+		if h.isNative(a.Name) && !(opt.EmulateNative && explicit[a.Name] && a.Name != hostArch()) {
 			if explicit[a.Name] {
-				res.Skipped = append(res.Skipped, Note{a.Name, "native on this host: no handler needed"})
+				why := "native on this host: no handler needed"
+				if a.Name == hostArch() && opt.EmulateNative {
+					why = "the host's own architecture: never emulated (every program of the host would run under QEMU)"
+				}
+				res.Skipped = append(res.Skipped, Note{a.Name, why})
 			}
 			continue
 		}
