@@ -65,7 +65,7 @@ Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 	cmd.Flags().BoolVar(&opt.Persist, "persist", false, "also write /etc/binfmt.d/qemu-<arch>.conf so systemd-binfmt restores them at boot")
 	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, `where the emulators' versions and trials are remembered ("-": nowhere)`)
 	cmd.Flags().StringArrayVar(&pins, "emulator", nil, "ARCH=PATH: register PATH for ARCH, whatever the other candidates (repeatable)")
-	cmd.Flags().BoolVar(&opt.EmulateNative, "emulate-native", false, "also register the architectures named that this host runs natively (i386 on amd64): their programs then run under QEMU")
+	cmd.Flags().BoolVar(&opt.EmulateNative, "emulate-native", false, "also register the architectures named that this host runs natively besides its own (i386 on amd64): their programs then run under QEMU")
 	return cmd
 }
 
