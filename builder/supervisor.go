@@ -850,6 +850,12 @@ func activeBuilds(ctx context.Context, socket string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
+	return ActiveBuilds(ctx, c)
+}
+
+// ActiveBuilds counts the builds the buildkitd c talks to is running, from
+// its build history.
+func ActiveBuilds(ctx context.Context, c *client.Client) (int, error) {
 	stream, err := c.ControlClient().ListenBuildHistory(ctx, &controlapi.BuildHistoryRequest{ActiveOnly: true, EarlyExit: true})
 	if err != nil {
 		return 0, err

@@ -1,0 +1,370 @@
+// Package fleet is a set of BuildKit nodes that mabd builds on: the local
+// isolated builder and remote buildkitd nodes (unix sockets, or TCP with
+// mutual TLS). It checks each node (reachable, workers, platforms,
+// latency, builds running) and routes each platform of a build natively
+// first: to a healthy node that runs the platform natively, else to a
+// healthy node that emulates it (the local one first), else nowhere — the
+// build is refused before it starts. Among equal nodes the least busy
+// wins.
+//
+// buildx's multi-node builders take the first node whose platform list
+// matches, so a node that emulates arm64 listed first takes arm64 builds
+// from a native arm64 node (docker/buildx#999, #1560); the fleet never
+// does.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/client"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"mabd/binfmt"
+	"mabd/builder"
+)
+
+// LocalName is the name of the daemon's own builder in the fleet.
+const LocalName = "local"
+
+// Node is a BuildKit node of the fleet.
+type Node struct {
+	// Name identifies the node in routes, progress and status.
+	Name string `json:"name"`
+	// Address is unix:///path or tcp://host:port.
+	Address string `json:"address"`
+	// CA, Cert, Key and ServerName are the mutual TLS of a tcp://
+	// address: the CA the node's certificate must chain to, this
+	// client's certificate and key, and the name the node's certificate
+	// must have ("" means the address's host).
+	CA         string `json:"ca,omitempty"`
+	Cert       string `json:"cert,omitempty"`
+	Key        string `json:"key,omitempty"`
+	ServerName string `json:"server_name,omitempty"`
+	// Native are the platforms the node runs natively, as declared; nil
+	// means those BuildKit lists first for its worker (its host platform
+	// and its variants). The rest of its platforms are emulated.
+	Native []string `json:"native,omitempty"`
+	// Local marks the daemon's own builder: among nodes that emulate a
+	// platform it is chosen first.
+	Local bool `json:"local,omitempty"`
+}
+
+// ClientOpts are the BuildKit client options that reach the node.
+func (n Node) ClientOpts() []client.ClientOpt {
+	var opts []client.ClientOpt
+	if strings.HasPrefix(n.Address, "tcp://") && (n.CA != "" || n.Cert != "") {
+		server := n.ServerName
+		if server == "" {
+			server = hostOf(n.Address)
+		}
+		opts = append(opts, client.WithServerConfig(server, n.CA), client.WithCredentials(n.Cert, n.Key))
+	}
+	return opts
+}
+
+// hostOf is the host of a tcp://host:port address.
+func hostOf(addr string) string {
+	h := strings.TrimPrefix(addr, "tcp://")
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	return strings.Trim(h, "[]")
+}
+
+// State is what the last check of a node found.
+type State struct {
+	Node    string `json:"node"`
+	Address string `json:"address"`
+	Local   bool   `json:"local,omitempty"`
+	// Up: the node answered with at least one worker.
+	Up bool `json:"up"`
+	// Latency is how long listing its workers took.
+	LatencyMS float64 `json:"latency_ms"`
+	// Platforms are the worker's platforms, normalized, in its order;
+	// Native and Emulated split them.
+	Platforms []string `json:"platforms,omitempty"`
+	Native    []string `json:"native,omitempty"`
+	Emulated  []string `json:"emulated,omitempty"`
+	// Active is how many builds it runs.
+	Active    int       `json:"active"`
+	CheckedAt time.Time `json:"checked_at"`
+	// LastError is why it is down (a TLS error, a refused connection).
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Check asks the node for its workers and its running builds, within
+// timeout.
+func Check(ctx context.Context, n Node, timeout time.Duration) State {
+	st := State{Node: n.Name, Address: n.Address, Local: n.Local, CheckedAt: time.Now().UTC()}
+	// Down, a node is known by what it declares.
+	for _, d := range n.Native {
+		if p, err := platforms.Parse(d); err == nil {
+			st.Native = append(st.Native, platforms.Format(platforms.Normalize(p)))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	c, err := client.New(ctx, n.Address, n.ClientOpts()...)
+	if err != nil {
+		st.LastError = err.Error()
+		return st
+	}
+	defer c.Close()
+	ws, err := c.ListWorkers(ctx)
+	st.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	switch {
+	case err != nil:
+		st.LastError = err.Error()
+		return st
+	case len(ws) == 0:
+		st.LastError = "it reports no worker"
+		return st
+	}
+	var all []ocispecs.Platform
+	for _, w := range ws {
+		all = append(all, w.Platforms...)
+	}
+	st.Up, st.LastError = true, ""
+	st.Platforms, st.Native, st.Emulated = split(all, n.Native)
+	if st.Active, err = builder.ActiveBuilds(ctx, c); err != nil {
+		st.Active = 0 // a node without build history still builds
+	}
+	return st
+}
+
+// split formats the worker's platforms and splits them into native and
+// emulated: the declared native ones, or those the first platform's
+// architecture runs without an emulator (BuildKit lists the host's
+// platform first; an amd64 host runs linux/386 too, as [binfmt.Native]
+// says).
+func split(worker []ocispecs.Platform, declared []string) (all, native, emulated []string) {
+	isNative := func(p ocispecs.Platform) bool {
+		if declared != nil {
+			for _, d := range declared {
+				if dp, err := platforms.Parse(d); err == nil && same(platforms.Normalize(dp), p) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(worker) == 0 {
+			return false
+		}
+		host := platforms.Normalize(worker[0])
+		if host.OS != p.OS {
+			return false
+		}
+		if same(host, p) {
+			return true
+		}
+		a, err := binfmt.Lookup(p.OS + "/" + p.Architecture)
+		return err == nil && slices.Contains(binfmt.Native(host.Architecture), a.Name)
+	}
+	for _, p := range worker {
+		p = platforms.Normalize(p)
+		f := platforms.Format(p)
+		if slices.Contains(all, f) {
+			continue
+		}
+		all = append(all, f)
+		if isNative(p) {
+			native = append(native, f)
+		} else {
+			emulated = append(emulated, f)
+		}
+	}
+	return all, native, emulated
+}
+
+// same: the same OS and architecture.
+func same(a, b ocispecs.Platform) bool { return a.OS == b.OS && a.Architecture == b.Architecture }
+
+// runs reports whether one of ps (formatted platforms) runs p: the same
+// OS and architecture, the same or a later variant.
+func runs(ps []string, p ocispecs.Platform) bool {
+	p = platforms.Normalize(p)
+	for _, s := range ps {
+		w, err := platforms.Parse(s)
+		if err != nil {
+			continue
+		}
+		w = platforms.Normalize(w)
+		if same(w, p) && platforms.Only(w).Match(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Fleet is the nodes and what their last checks found. Its methods are
+// safe for concurrent use.
+type Fleet struct {
+	mu     sync.Mutex
+	nodes  []Node
+	states map[string]State
+}
+
+// New returns a fleet of nodes, not checked yet.
+func New(nodes []Node) *Fleet {
+	return &Fleet{nodes: slices.Clone(nodes), states: map[string]State{}}
+}
+
+// Nodes returns the nodes.
+func (f *Fleet) Nodes() []Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.nodes)
+}
+
+// CheckAll checks every node, concurrently, each within timeout, and
+// keeps and returns the states in the order of the nodes.
+func (f *Fleet) CheckAll(ctx context.Context, timeout time.Duration) []State {
+	nodes := f.Nodes()
+	out := make([]State, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { out[i] = Check(ctx, n, timeout) })
+	}
+	wg.Wait()
+	f.mu.Lock()
+	for _, st := range out {
+		f.states[st.Node] = st
+	}
+	f.mu.Unlock()
+	return out
+}
+
+// States returns the last state of each node, in the order of the nodes;
+// a node never checked is down with "not checked yet".
+func (f *Fleet) States() []State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]State, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		st, ok := f.states[n.Name]
+		if !ok {
+			st = State{Node: n.Name, Address: n.Address, Local: n.Local, LastError: "not checked yet"}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Route says where a platform is built.
+type Route struct {
+	Platform string `json:"platform"`
+	// Node builds it; Native says whether it runs the platform natively.
+	Node   string `json:"node"`
+	Native bool   `json:"native"`
+	// Why explains the choice for a person ("native on arm1", "arm1 is
+	// down (…): emulated on local").
+	Why string `json:"why"`
+	// Next are the other nodes that could build it, in the order of
+	// preference: where a build that failed on Node for a transport error
+	// is retried once.
+	Next []string `json:"next,omitempty"`
+}
+
+// NoRouteError refuses platforms that no healthy node builds, naming the
+// nodes and what they offer.
+type NoRouteError struct {
+	Platforms []string
+	Nodes     []State
+}
+
+func (e *NoRouteError) Error() string {
+	var nodes []string
+	for _, n := range e.Nodes {
+		if n.Up {
+			nodes = append(nodes, fmt.Sprintf("%s (%s)", n.Node, strings.Join(n.Platforms, ", ")))
+		} else {
+			nodes = append(nodes, fmt.Sprintf("%s (down: %s)", n.Node, n.LastError))
+		}
+	}
+	return fmt.Sprintf("no node builds %s: the nodes are %s", strings.Join(e.Platforms, ", "), strings.Join(nodes, "; "))
+}
+
+// Plan routes each platform: to a healthy node that runs it natively,
+// else to a healthy node that emulates it (the local one first); among
+// equals the least busy (fewest active builds, then pending, then the
+// lowest latency), then the first listed. A platform no healthy node
+// builds is a *NoRouteError, for all such platforms at once. pending
+// counts the platforms already given to each node by this plan, so that
+// one build spreads over equal nodes.
+func Plan(asked []string, states []State) ([]Route, error) {
+	var routes []Route
+	var none []string
+	pending := map[string]int{}
+	for _, a := range asked {
+		p, err := platforms.Parse(a)
+		if err != nil {
+			return nil, fmt.Errorf("platform %q: %w", a, err)
+		}
+		p = platforms.Normalize(p)
+		var native, emulated []State
+		var downWhy []string
+		for _, st := range states {
+			if !st.Up {
+				if runs(st.Native, p) {
+					downWhy = append(downWhy, fmt.Sprintf("%s, native for it, is down (%s)", st.Node, st.LastError))
+				}
+				continue
+			}
+			switch {
+			case runs(st.Native, p):
+				native = append(native, st)
+			case runs(st.Emulated, p):
+				emulated = append(emulated, st)
+			}
+		}
+		busy := func(list []State, localFirst bool) {
+			sort.SliceStable(list, func(i, j int) bool {
+				a, b := list[i], list[j]
+				if localFirst && a.Local != b.Local {
+					return a.Local
+				}
+				if a.Active+pending[a.Node] != b.Active+pending[b.Node] {
+					return a.Active+pending[a.Node] < b.Active+pending[b.Node]
+				}
+				return a.LatencyMS < b.LatencyMS
+			})
+		}
+		busy(native, false)
+		busy(emulated, true)
+		order := append(native, emulated...)
+		if len(order) == 0 {
+			none = append(none, a)
+			continue
+		}
+		r := Route{Platform: a, Node: order[0].Node, Native: len(native) > 0}
+		for _, st := range order[1:] {
+			r.Next = append(r.Next, st.Node)
+		}
+		switch {
+		case r.Native:
+			r.Why = "native on " + r.Node
+		case len(downWhy) > 0:
+			r.Why = strings.Join(downWhy, "; ") + ": emulated on " + r.Node
+		default:
+			r.Why = "no node runs it natively: emulated on " + r.Node
+		}
+		pending[r.Node]++
+		routes = append(routes, r)
+	}
+	if len(none) > 0 {
+		return nil, &NoRouteError{Platforms: none, Nodes: states}
+	}
+	return routes, nil
+}
+
+// ErrNoNodes is returned when a fleet has no node at all.
+var ErrNoNodes = errors.New("the fleet has no node")
