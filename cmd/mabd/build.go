@@ -174,7 +174,7 @@ unsupported platform or unreachable builder.`,
 	f.BoolVar(&opt.Push, "push", false, "push the image named by -t")
 	f.StringArrayVar(&opt.InsecureRegistries, "insecure-registry", nil, "registry host:port to push to over plain HTTP or unverified TLS (repeatable)")
 	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
-	f.StringVar(&opt.Addr, "addr", builder.DefaultAddress, "buildkitd address: unix:///path (TCP needs client certificates, which mabd build does not take yet)")
+	f.StringVar(&opt.Addr, "addr", daemon.BuildKitAddress(), "buildkitd address: unix:///path (an ordinary user's own daemon's when it runs, else the system daemon's; TCP needs client certificates, which mabd build does not take yet)")
 	f.StringArrayVar(&opt.CacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=max] | type=local,dest=DIR | type=inline (repeatable)")
 	f.StringArrayVar(&opt.CacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | type=local,src=DIR (repeatable)")
 	f.StringVar(&opt.Target, "target", "", "the stage of the Dockerfile to build (default: the last)")
@@ -318,7 +318,7 @@ func buildMessage(err error, addr string) string {
 }
 
 // builderOf returns the status of the builder at addr when it is the one
-// the mabd daemon on its default socket supervises, nil otherwise.
+// the mabd daemon on its default socket (the user's own, else the system's) supervises, nil otherwise.
 func builderOf(addr string) *builder.Status {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
