@@ -158,8 +158,8 @@ func (h Host) chooseEmulators(ctx context.Context, names []string, versions *emu
 				usable++
 			}
 		}
-		if usable < 2 || how != ChoiceAuto || (len(cs) > 0 && cs[0].Source == emulator.SourcePin) {
-			continue
+		if usable < 2 || how != ChoiceAuto || (len(cs) > 0 && cs[0].Source == emulator.SourcePin) || !emulator.HasProbe(a) {
+			continue // nothing to choose, or nothing to prove it with
 		}
 		for _, c := range cs {
 			if !c.Usable() {

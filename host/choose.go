@@ -51,9 +51,11 @@ type Choice struct {
 //   - Refused candidates are never taken.
 //   - One usable candidate, or ChoiceFirst: the first usable one.
 //   - ChoiceAuto with several: of those whose trial passed, the one with
-//     the shortest bench time (a passed one not benched comes after the
-//     benched ones; a tie goes to the one found first). When none
-//     passed, the first usable one, and the reason says that none did.
+//     the shortest bench time (shorter by more than 5%, the noise between
+//     runs: a tie goes to the one found first; a passed one not benched
+//     comes after the benched ones). When none passed, the first usable
+//     one, and the reason says that none did. An architecture mabd has no
+//     probe program for cannot be proved: the first usable one.
 func Choose(arch string, cands []emulator.Candidate, trials map[string]Trial, how string) Choice {
 	c := Choice{Arch: arch, Candidates: len(cands), At: time.Now().UTC()}
 	var usable []emulator.Candidate
@@ -86,6 +88,8 @@ func Choose(arch string, cands []emulator.Candidate, trials map[string]Trial, ho
 		return take(usable[0], "the only usable candidate")
 	case how == ChoiceFirst:
 		return take(usable[0], "the first found")
+	case !emulator.HasProbe(arch):
+		return take(usable[0], "the first found (mabd has no probe program to prove "+arch+" emulators with)")
 	}
 	best := -1
 	for i, x := range usable {
@@ -103,8 +107,12 @@ func Choose(arch string, cands []emulator.Candidate, trials map[string]Trial, ho
 	return take(usable[best], verdict(usable[best], trials))
 }
 
-// faster reports whether trial a was faster on the bench than b: a time
-// beats none.
+// benchNoise is how much shorter a bench time must be to count as
+// faster: less is within what the same emulator varies by between runs.
+const benchNoise = 0.05
+
+// faster reports whether trial a was faster on the bench than b, by more
+// than benchNoise: a time beats none.
 func faster(a, b Trial) bool {
 	switch {
 	case a.BenchMS <= 0:
@@ -112,7 +120,7 @@ func faster(a, b Trial) bool {
 	case b.BenchMS <= 0:
 		return true
 	}
-	return a.BenchMS < b.BenchMS
+	return a.BenchMS < b.BenchMS*(1-benchNoise)
 }
 
 // describe names a candidate: its path and version.

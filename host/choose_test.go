@@ -32,6 +32,7 @@ func TestChoose(t *testing.T) {
 		}
 		return m
 	}
+	sparc := func(c emulator.Candidate) emulator.Candidate { c.Arch = "sparc64"; return c }
 	for _, tc := range []struct {
 		name   string
 		cands  []emulator.Candidate
@@ -45,6 +46,9 @@ func TestChoose(t *testing.T) {
 		{"the faster of two that pass", []emulator.Candidate{newer, old}, trials(ok(old.Path, 60, 3.0), ok(newer.Path, 90, 4.5)), ChoiceAuto, old.Path,
 			"/usr/bin/qemu-i386-static 7.2.22: passed the workload probe (bench 3.0x); /opt/q/qemu-i386 10.0.13: passed the workload probe (bench 4.5x)"},
 		{"a tie goes to the first found", []emulator.Candidate{newer, old}, trials(ok(old.Path, 60, 3.0), ok(newer.Path, 60, 3.0)), ChoiceAuto, newer.Path, ""},
+		{"within 5% is a tie", []emulator.Candidate{newer, old}, trials(ok(old.Path, 58, 2.9), ok(newer.Path, 60, 3.0)), ChoiceAuto, newer.Path, ""},
+		{"no probe program: the first found", []emulator.Candidate{sparc(old), sparc(newer)}, nil, ChoiceAuto, old.Path,
+			"/usr/bin/qemu-i386-static 7.2.22: the first found (mabd has no probe program to prove sparc64 emulators with); /opt/q/qemu-i386 10.0.13: not tried"},
 		{"benched before not benched", []emulator.Candidate{newer, old}, trials(ok(newer.Path, 0, 0), ok(old.Path, 60, 3.0)), ChoiceAuto, old.Path, ""},
 		{"none passes: the first found", []emulator.Candidate{old, newer}, trials(crashed(old.Path), crashed(newer.Path)), ChoiceAuto, old.Path,
 			"/usr/bin/qemu-i386-static 7.2.22: no candidate passed the workload probe, so the first found (crashed (SIGTRAP) in the workload probe); /opt/q/qemu-i386 10.0.13: crashed (SIGTRAP) in the workload probe"},
@@ -60,8 +64,9 @@ func TestChoose(t *testing.T) {
 		{"every one refused: none", []emulator.Candidate{refused}, nil, ChoiceAuto, "", "/usr/local/bin/qemu-i386 is writable by everyone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Choose("i386", tc.cands, tc.trials, tc.how)
-			if c.Path != tc.path || c.Arch != "i386" || c.Candidates != len(tc.cands) {
+			arch := tc.cands[0].Arch
+			c := Choose(arch, tc.cands, tc.trials, tc.how)
+			if c.Path != tc.path || c.Arch != arch || c.Candidates != len(tc.cands) {
 				t.Errorf("chose %q of %d (%s), want %q of %d", c.Path, c.Candidates, c.Reason, tc.path, len(tc.cands))
 			}
 			if tc.reason != "" && c.Reason != tc.reason {
