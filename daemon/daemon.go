@@ -169,7 +169,12 @@ func (d *Daemon) plan(ctx context.Context, cfg Config, retry ...string) ([]binfm
 	if len(cfg.Architectures) == 0 {
 		return nil, nil, nil, nil // the host's table gets no handler
 	}
-	specs, res, err := d.host(cfg).Plan(ctx, installOptions(cfg, cfg.Architectures, cfg.Flags, retry))
+	var specs []binfmt.Spec
+	var res *host.InstallResult
+	var err error
+	d.pinging(func() {
+		specs, res, err = d.host(cfg).Plan(ctx, installOptions(cfg, cfg.Architectures, cfg.Flags, retry))
+	})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -193,6 +198,33 @@ func (d *Daemon) plan(ctx context.Context, cfg Config, retry ...string) ([]binfm
 func installOptions(cfg Config, arches []string, flags string, retry []string) host.InstallOptions {
 	return host.InstallOptions{Arches: arches, Flags: flags, Emulators: cfg.Emulators, Choice: cfg.Emulator, Retry: retry,
 		Trial: host.TrialOptions{ProbeTimeout: cfg.Verify.Timeout.Duration}}
+}
+
+// pinging runs f and pings systemd's watchdog meanwhile: a plan tries
+// the candidate emulators it does not know yet (seconds each, every trial
+// bounded by its own deadline), which can take longer than WatchdogSec
+// on a first start or a reload.
+func (d *Daemon) pinging(f func()) {
+	iv, ok := systemd.WatchdogInterval()
+	if !ok {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_, _ = d.notify.Watchdog()
+			}
+		}
+	}()
+	f()
+	close(done)
 }
 
 // logChoices logs the emulators chosen among several candidates.
@@ -437,7 +469,12 @@ func (d *Daemon) builderHandlers(ctx context.Context, cfg Config) ([]binfmt.Spec
 	if cfg.BuildKit.Emulation != builder.EmulationPrivate || len(cfg.BuildKit.Architectures) == 0 {
 		return nil, nil
 	}
-	specs, res, err := d.host(cfg).Plan(ctx, installOptions(cfg, cfg.BuildKit.Architectures, "", nil))
+	var specs []binfmt.Spec
+	var res *host.InstallResult
+	var err error
+	d.pinging(func() {
+		specs, res, err = d.host(cfg).Plan(ctx, installOptions(cfg, cfg.BuildKit.Architectures, "", nil))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("[buildkit] architectures: %w", err)
 	}
