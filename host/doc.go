@@ -15,6 +15,18 @@
 // as good as mabd's own and is left alone; a defective one is a conflict,
 // replaced only when asked ([PolicyRepair], [PolicyReplace]).
 //
+// # Which emulator?
+//
+// Every qemu-<arch>-static and qemu-<arch> in the emulator directories is
+// a candidate for its architecture (emulator.FindAllCandidates). [Host.Plan]
+// registers a pinned one, or the only one, or proves several first:
+// [TryCandidates] registers each alone in a private binfmt_misc instance
+// of its own (package mabd/internal/userns; the binary re-executes itself
+// there, see [MaybeRunTrial]) and runs the probe, the workload probe and
+// the bench workload; [Choose], a pure function, takes one that passed,
+// the fastest, and says why. Trials are remembered in the state directory
+// by file identity, so a second plan tries nothing.
+//
 // # Health
 //
 // [Host.Status] reads the instance, the emulators and the last
