@@ -104,8 +104,16 @@ type BuildOptions struct {
 	IIDFile      string
 	// NativeNode, when set, names a node of the build fleet that runs a
 	// platform natively, "" when none does: the emulation report's advice
-	// then points to it. (The fleet is not there yet: this is its hook.)
+	// then points to it.
 	NativeNode func(platform string) string
+
+	// ClientOpts are how to reach Addr: the mutual TLS of a tcp:// node
+	// of the build fleet.
+	ClientOpts []client.ClientOpt
+	// Events, when set, gets BuildKit's progress events in place of the
+	// progress display: a build over several nodes tags and merges them
+	// into one display.
+	Events func(*client.SolveStatus)
 }
 
 // BuildResult is what a successful Build produced.
@@ -264,37 +272,17 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if opt.ProgressOutput == nil {
 		opt.ProgressOutput = os.Stderr
 	}
-	mode, err := progressMode(opt.Progress)
+	p, err := planBuild(opt)
 	if err != nil {
 		return nil, err
 	}
-	in, err := frontendInputs(opt)
-	if err != nil {
-		return nil, err
-	}
-	insecure := insecureSet(opt.InsecureRegistries)
-	exports, err := exportEntries(opt, insecure)
-	if err != nil {
-		return nil, err
-	}
-	cacheExports, cacheImports, err := cacheEntries(opt, insecure)
-	if err != nil {
-		return nil, err
-	}
-	want := []string{AllPlatforms}
-	if !slices.Equal(opt.Platforms, want) {
-		if want, err = NormalizePlatforms(opt.Platforms); err != nil {
-			return nil, &UsageError{Option: "Platforms", Value: strings.Join(opt.Platforms, ","), Err: err}
-		}
-	}
-	if err := checkOutputFile("MetadataFile", opt.MetadataFile); err != nil {
-		return nil, err
-	}
-	if err := checkOutputFile("IIDFile", opt.IIDFile); err != nil {
+	mode, in, insecure, exports, want := p.mode, p.in, p.insecure, p.exports, p.want
+	cacheExports, cacheImports := p.cacheExports, p.cacheImports
+	if err := CheckOutputFiles(opt); err != nil {
 		return nil, err
 	}
 
-	c, err := client.New(ctx, opt.Addr)
+	c, err := client.New(ctx, opt.Addr, opt.ClientOpts...)
 	if err != nil {
 		return nil, &DaemonError{Addr: opt.Addr, Err: err}
 	}
@@ -361,6 +349,12 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 		return nil
 	})
 	eg.Go(func() error {
+		if opt.Events != nil {
+			for s := range dch {
+				opt.Events(s)
+			}
+			return nil
+		}
 		// Not ectx: the display drains dch until it is closed.
 		_, err := disp.UpdateFrom(context.WithoutCancel(ctx), dch)
 		for range dch {
@@ -380,20 +374,59 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 		target:        opt.Target,
 		nativeNode:    opt.NativeNode,
 	})
-	if opt.MetadataFile != "" {
-		if err := writeMetadata(ctx, opt.MetadataFile, res, exports, opt.Outputs); err != nil {
-			return res, err
-		}
-	}
-	if opt.IIDFile != "" && res.Digest != "" {
-		if err := writeIIDFile(opt.IIDFile, res.Digest); err != nil {
-			return res, err
-		}
-	}
-	return res, nil
+	return res, writeOutputFiles(ctx, opt, res, exports)
 }
 
-func progressMode(s string) (progressui.DisplayMode, error) {
+// buildPlan is what Build makes of its options before it contacts the
+// builder.
+type buildPlan struct {
+	mode                       progressui.DisplayMode
+	in                         *inputs
+	insecure                   map[string]bool
+	exports                    []client.ExportEntry
+	cacheExports, cacheImports []client.CacheOptionsEntry
+	// want are the platforms asked for, normalized, or [AllPlatforms].
+	want []string
+}
+
+// planBuild checks opt and turns it into the frontend's inputs, the exports
+// and the cache entries, without contacting the builder or writing a file.
+func planBuild(opt BuildOptions) (*buildPlan, error) {
+	mode, err := ProgressMode(opt.Progress)
+	if err != nil {
+		return nil, err
+	}
+	in, err := frontendInputs(opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &buildPlan{mode: mode, in: in, insecure: insecureSet(opt.InsecureRegistries)}
+	if p.exports, err = exportEntries(opt, p.insecure); err != nil {
+		return nil, err
+	}
+	if p.cacheExports, p.cacheImports, err = cacheEntries(opt, p.insecure); err != nil {
+		return nil, err
+	}
+	p.want = []string{AllPlatforms}
+	if !slices.Equal(opt.Platforms, p.want) {
+		if p.want, err = NormalizePlatforms(opt.Platforms); err != nil {
+			return nil, &UsageError{Option: "Platforms", Value: strings.Join(opt.Platforms, ","), Err: err}
+		}
+	}
+	return p, nil
+}
+
+// Check refuses the bad input Build would refuse (a *UsageError), without
+// contacting the builder or writing a file: the metadata and image ID
+// files are not checked.
+func Check(opt BuildOptions) error {
+	_, err := planBuild(opt)
+	return err
+}
+
+// ProgressMode parses BuildOptions.Progress: "" is auto; a mode
+// progressui does not have is a *UsageError.
+func ProgressMode(s string) (progressui.DisplayMode, error) {
 	switch m := progressui.DisplayMode(s); m {
 	case "", progressui.AutoMode:
 		return progressui.AutoMode, nil
@@ -568,9 +601,9 @@ const AllPlatforms = "all"
 func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount string) ([]string, error) {
 	switch {
 	case len(asked) == 1 && asked[0] == AllPlatforms:
-		return onePerArch(worker), nil
+		return OnePerArch(worker), nil
 	case len(asked) == 0 && len(worker) > 0:
-		return onePerArch(worker[:1]), nil
+		return OnePerArch(worker[:1]), nil
 	case len(asked) == 0:
 		return []string{platforms.DefaultString()}, nil
 	}
@@ -585,13 +618,13 @@ func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount str
 		}
 	}
 	if len(bad) > 0 {
-		return nil, &UnsupportedPlatformError{Unsupported: bad, Supported: onePerArch(worker)}
+		return nil, &UnsupportedPlatformError{Unsupported: bad, Supported: OnePerArch(worker)}
 	}
 	return asked, nil
 }
 
-// onePerArch keeps the first platform of each OS and architecture.
-func onePerArch(ps []ocispecs.Platform) []string {
+// OnePerArch keeps the first platform of each OS and architecture, formatted.
+func OnePerArch(ps []ocispecs.Platform) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, p := range ps {

@@ -145,7 +145,7 @@ func TestChoosePlatforms(t *testing.T) {
 			continue
 		}
 		var ue *UnsupportedPlatformError
-		if !errors.As(err, &ue) || !slices.Equal(ue.Unsupported, c.refuse) || !slices.Equal(ue.Supported, onePerArch(c.worker)) {
+		if !errors.As(err, &ue) || !slices.Equal(ue.Unsupported, c.refuse) || !slices.Equal(ue.Supported, OnePerArch(c.worker)) {
 			t.Errorf("%s: %q, %v; want %+v refused", c.name, got, err, c.refuse)
 		}
 	}

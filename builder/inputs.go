@@ -384,3 +384,33 @@ func sbomAttr(s string) (string, error) {
 const noGenerator = "an SBOM is made by a scanner image, and BuildKit's default one " +
 	"(docker/buildkit-syft-scanner) is on Docker Hub, which mabd does not assume the builder reaches: " +
 	"name one it can pull with generator=REF (for example a mirror, generator=REGISTRY/buildkit-syft-scanner:stable-1)"
+
+// SplitAnnotations splits annotation specs ([BuildOptions.Annotations])
+// for a build whose image index is made apart from its images, as the
+// build fleet makes it from the images of several nodes: the specs for
+// the images, and the index's annotations. A bad spec, or an
+// index-descriptor annotation (there is no index.json of one build to
+// put it in), is a *UsageError.
+func SplitAnnotations(specs []string) (images []string, index map[string]string, err error) {
+	as, err := parseAnnotations(specs)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, a := range as {
+		switch a.Type {
+		case "", exptypes.AnnotationIndex:
+			if index == nil {
+				index = map[string]string{}
+			}
+			index[a.Key] = a.Value
+			if a.Type == "" {
+				images = append(images, a.spec)
+			}
+		case exptypes.AnnotationIndexDescriptor:
+			return nil, nil, &UsageError{Option: "Annotations", Value: a.spec, Err: errors.New("index-descriptor annotations are not supported when the platforms are built on several nodes")}
+		default:
+			images = append(images, a.spec)
+		}
+	}
+	return images, index, nil
+}

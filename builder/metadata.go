@@ -65,6 +65,41 @@ func checkOutputFile(option, file string) error {
 	return nil
 }
 
+// CheckOutputFiles refuses, before a build, a metadata or image ID file
+// (opt.MetadataFile, opt.IIDFile) that cannot be written, and removes one
+// an earlier run left (see checkOutputFile).
+func CheckOutputFiles(opt BuildOptions) error {
+	if err := checkOutputFile("MetadataFile", opt.MetadataFile); err != nil {
+		return err
+	}
+	return checkOutputFile("IIDFile", opt.IIDFile)
+}
+
+// WriteOutputFiles writes the metadata and image ID files of a build whose
+// result was put together apart from one solve (the build fleet joins the
+// images of several nodes into one index), as Build writes its own: the
+// manifests are read back from the pushed image or the OCI output of
+// opt.
+func WriteOutputFiles(ctx context.Context, opt BuildOptions, res *BuildResult) error {
+	exports, err := exportEntries(opt, insecureSet(opt.InsecureRegistries))
+	if err != nil {
+		return err
+	}
+	return writeOutputFiles(ctx, opt, res, exports)
+}
+
+func writeOutputFiles(ctx context.Context, opt BuildOptions, res *BuildResult, exports []client.ExportEntry) error {
+	if opt.MetadataFile != "" {
+		if err := writeMetadata(ctx, opt.MetadataFile, res, exports, opt.Outputs); err != nil {
+			return err
+		}
+	}
+	if opt.IIDFile != "" && res.Digest != "" {
+		return writeIIDFile(opt.IIDFile, res.Digest)
+	}
+	return nil
+}
+
 // decodeResponse is BuildKit's exporter response as docker buildx writes
 // it to its metadata file: values that are base64-encoded JSON objects
 // (containerimage.descriptor, …) decoded, the others as they are.

@@ -2,13 +2,6 @@ package builder_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/user"
@@ -24,49 +17,6 @@ import (
 	"mabd/builder/buildertest"
 )
 
-// writeCert signs a certificate for name (and 127.0.0.1) with parent (self
-// when nil) and writes name.pem and name-key.pem into dir.
-func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		IsCA:                  isCA,
-		BasicConstraintsValid: true,
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
 // TestTCPMutualTLS: with a TCP address, buildkitd answers a client with a
 // certificate of the CA and refuses one without; the unix socket gets the
 // mode and group asked for.
@@ -76,9 +26,9 @@ func TestTCPMutualTLS(t *testing.T) {
 	if err := os.Mkdir(pki, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ca, caKey := writeCert(t, pki, "ca", true, nil, nil)
-	writeCert(t, pki, "server", false, ca, caKey)
-	writeCert(t, pki, "client", false, ca, caKey)
+	ca, caKey := buildertest.WriteCert(t, pki, "ca", true, nil, nil)
+	buildertest.WriteCert(t, pki, "server", false, ca, caKey)
+	buildertest.WriteCert(t, pki, "client", false, ca, caKey)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,14 @@ package buildertest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,4 +111,98 @@ func Start(t testing.TB, platforms ...string) *builder.Supervisor {
 		}
 	})
 	return s
+}
+
+// WriteCert signs a certificate for name (and 127.0.0.1) with parent (self
+// when nil) and writes name.pem and name-key.pem into dir.
+func WriteCert(t testing.TB, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		IsCA:                  isCA,
+		BasicConstraintsValid: true,
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// Remote is a buildkitd that answers on 127.0.0.1 over mutual TLS, as a
+// remote node of a build fleet does, and the client's side of its TLS.
+type Remote struct {
+	*builder.Supervisor
+	// Address is tcp://127.0.0.1:PORT.
+	Address string
+	// CA signed the server's and the client's certificates; Cert and Key
+	// are the client's. PKI is the directory that holds them.
+	CA, Cert, Key, PKI string
+}
+
+// StartRemote starts a supervisor with [Options] (private emulation of
+// the foreign platforms among platforms) listening on a free port of
+// 127.0.0.1 with mutual TLS, its certificates made here, and stops it when
+// the test ends.
+func StartRemote(t testing.TB, platforms ...string) *Remote {
+	t.Helper()
+	dir := Dir(t)
+	pki := filepath.Join(dir, "pki")
+	if err := os.Mkdir(pki, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, caKey := WriteCert(t, pki, "ca", true, nil, nil)
+	WriteCert(t, pki, "server", false, ca, caKey)
+	WriteCert(t, pki, "client", false, ca, caKey)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := l.Addr().String()
+	l.Close()
+	o := Options(t, dir, platforms...)
+	o.TCPAddress = tcp
+	o.TLSCert, o.TLSKey, o.TLSCA = filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), filepath.Join(pki, "ca.pem")
+	s := builder.NewSupervisor(o)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("buildertest: start buildkitd on %s: %v", tcp, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("buildertest: stop buildkitd: %v", err)
+		}
+	})
+	return &Remote{Supervisor: s, Address: "tcp://" + tcp, PKI: pki,
+		CA: filepath.Join(pki, "ca.pem"), Cert: filepath.Join(pki, "client.pem"), Key: filepath.Join(pki, "client-key.pem")}
 }
