@@ -162,8 +162,47 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 	if tref.Kind != Registry {
 		return fail(fmt.Errorf("the target must be a registry reference (host:port/repo:tag), not %s", tref.Kind))
 	}
+	c, err := compose(ctx, sources, opt)
+	if err != nil {
+		return fail(err)
+	}
+	defer c.close()
+	if err := remote.WriteIndex(tref.Name, c.index, opt.remoteOptions(ctx)...); err != nil {
+		return nil, fmt.Errorf("push %s: %w", target, registryError(err))
+	}
+	return c.created(tref.WithDigest(c.index.digest)), nil
+}
+
+// composition is an index built of sources, what [Create] pushes and
+// [CreateArchive] writes, with the sources it reads its images from, which
+// stay open until it is written.
+type composition struct {
+	index    *createdIndex
+	entries  []Entry
+	warnings []string
+	matching string
+	sources  []*Artifact
+}
+
+// close releases the sources.
+func (c *composition) close() {
+	for _, a := range c.sources {
+		a.Close()
+	}
+}
+
+// created says what was written: the index, known by ref.
+func (c *composition) created(ref string) *Created {
+	return &Created{Ref: ref, Digest: c.index.digest, MediaType: c.index.mt, Raw: c.index.raw, Entries: c.entries, Warnings: c.warnings, MatchingFormat: c.matching}
+}
+
+// compose checks opt, resolves every source, reads the platform of each of
+// their images from its config, chooses one image per platform (see
+// [Create]) and builds the index of the chosen images and of BuildKit's
+// attestations of them. The caller closes the composition.
+func compose(ctx context.Context, sources []string, opt CreateOptions) (_ *composition, err error) {
 	if len(sources) == 0 {
-		return fail(fmt.Errorf("no sources"))
+		return nil, fmt.Errorf("no sources")
 	}
 	mt := types.OCIImageIndex
 	switch opt.Format {
@@ -171,65 +210,71 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 	case FormatDocker:
 		mt = types.DockerManifestList
 		if len(opt.Annotations) > 0 {
-			return fail(ErrDockerAnnotations)
+			return nil, ErrDockerAnnotations
 		}
 	default:
-		return fail(fmt.Errorf("unknown format %q: oci or docker", opt.Format))
+		return nil, fmt.Errorf("unknown format %q: oci or docker", opt.Format)
 	}
 	overrides := map[string]string{}
 	for p, src := range opt.Overrides {
 		k, err := ParsePlatformKey(p)
 		if err != nil {
-			return fail(fmt.Errorf("platform override %s=%s: %w", p, src, err))
+			return nil, fmt.Errorf("platform override %s=%s: %w", p, src, err)
 		}
 		found := false
 		for _, s := range sources {
 			found = found || s == src
 		}
 		if !found {
-			return fail(fmt.Errorf("platform override %s=%s: %s is not one of the sources (%s)", p, src, src, strings.Join(sources, ", ")))
+			return nil, fmt.Errorf("platform override %s=%s: %s is not one of the sources (%s)", p, src, src, strings.Join(sources, ", "))
 		}
 		overrides[k] = src
 	}
 
+	c := &composition{}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+
 	// Resolve everything first.
 	var cands []candidate
 	var atts []candidate
-	var warnings []string
 	for _, src := range sources {
 		a, err := Resolve(ctx, src, opt.Options)
 		if err != nil {
-			return fail(fmt.Errorf("source %s: %w", src, err))
+			return nil, fmt.Errorf("source %s: %w", src, err)
 		}
-		defer a.Close()
+		c.sources = append(c.sources, a)
 		ms, err := a.Manifests()
 		if err != nil {
-			return fail(fmt.Errorf("source %s: %w", src, err))
+			return nil, fmt.Errorf("source %s: %w", src, err)
 		}
 		if a.Index != nil {
-			warnings = append(warnings, dropped(a, src)...)
+			c.warnings = append(c.warnings, dropped(a, src)...)
 		}
 		for _, m := range ms {
-			c := candidate{source: src, img: m.Image, desc: m.Descriptor}
+			cd := candidate{source: src, img: m.Image, desc: m.Descriptor}
 			if m.Attestation() {
-				atts = append(atts, c)
+				atts = append(atts, cd)
 				continue
 			}
-			if c.platform, err = ConfigPlatform(m.Image); err != nil {
-				return fail(fmt.Errorf("source %s: image %s: %w", src, m.Descriptor.Digest, err))
+			if cd.platform, err = ConfigPlatform(m.Image); err != nil {
+				return nil, fmt.Errorf("source %s: image %s: %w", src, m.Descriptor.Digest, err)
 			}
-			c.key = PlatformKey(*c.platform)
-			if a.Index != nil && m.Descriptor.Platform != nil && PlatformKey(*m.Descriptor.Platform) != c.key {
-				warnings = append(warnings, fmt.Sprintf("%s lists %s as %s, but its config says %s: listing it as %s",
-					src, m.Descriptor.Digest, PlatformString(m.Descriptor.Platform), c.platform, c.platform))
+			cd.key = PlatformKey(*cd.platform)
+			if a.Index != nil && m.Descriptor.Platform != nil && PlatformKey(*m.Descriptor.Platform) != cd.key {
+				c.warnings = append(c.warnings, fmt.Sprintf("%s lists %s as %s, but its config says %s: listing it as %s",
+					src, m.Descriptor.Digest, PlatformString(m.Descriptor.Platform), cd.platform, cd.platform))
 			}
-			cands = append(cands, c)
+			cands = append(cands, cd)
 		}
 	}
 
 	chosen, err := choose(cands, overrides)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 
 	// The index: images, then the attestations of those images.
@@ -238,43 +283,37 @@ func Create(ctx context.Context, target string, sources []string, opt CreateOpti
 		im.Annotations = opt.Annotations
 	}
 	images := map[v1.Hash]v1.Image{}
-	var entries []Entry
-	add := func(c candidate, platform *v1.Platform) {
-		d := v1.Descriptor{MediaType: c.desc.MediaType, Size: c.desc.Size, Digest: c.desc.Digest, Platform: platform}
-		if mt == types.OCIImageIndex && len(c.desc.Annotations) > 0 {
-			d.Annotations = c.desc.Annotations
+	add := func(cd candidate, platform *v1.Platform) {
+		d := v1.Descriptor{MediaType: cd.desc.MediaType, Size: cd.desc.Size, Digest: cd.desc.Digest, Platform: platform}
+		if mt == types.OCIImageIndex && len(cd.desc.Annotations) > 0 {
+			d.Annotations = cd.desc.Annotations
 		}
 		im.Manifests = append(im.Manifests, d)
-		images[d.Digest] = c.img
+		images[d.Digest] = cd.img
 	}
 	kinds := map[types.MediaType]bool{}
-	for _, c := range chosen {
-		add(c, c.platform)
-		kinds[c.desc.MediaType] = true
-		entries = append(entries, Entry{Platform: c.platform.String(), Digest: c.desc.Digest, MediaType: c.desc.MediaType, Source: c.source})
+	for _, cd := range chosen {
+		add(cd, cd.platform)
+		kinds[cd.desc.MediaType] = true
+		c.entries = append(c.entries, Entry{Platform: cd.platform.String(), Digest: cd.desc.Digest, MediaType: cd.desc.MediaType, Source: cd.source})
 	}
-	for _, c := range atts {
-		if subject, err := v1.NewHash(c.desc.Annotations[AnnotationReferenceDigest]); err == nil && images[subject] != nil && images[c.desc.Digest] == nil {
-			add(c, c.desc.Platform)
+	for _, cd := range atts {
+		if subject, err := v1.NewHash(cd.desc.Annotations[AnnotationReferenceDigest]); err == nil && images[subject] != nil && images[cd.desc.Digest] == nil {
+			add(cd, cd.desc.Platform)
 		}
 	}
-	matching := ""
 	if mt == types.DockerManifestList && kinds[types.OCIManifestSchema1] {
-		matching = FormatOCI
+		c.matching = FormatOCI
 	}
 	if mt == types.OCIImageIndex && kinds[types.DockerManifestSchema2] {
-		matching = FormatDocker
+		c.matching = FormatDocker
 	}
 	raw, err := json.Marshal(im)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	idx := newCreatedIndex(mt, raw, images)
-
-	if err := remote.WriteIndex(tref.Name, idx, opt.remoteOptions(ctx)...); err != nil {
-		return nil, fmt.Errorf("push %s: %w", target, registryError(err))
-	}
-	return &Created{Ref: tref.WithDigest(idx.digest), Digest: idx.digest, MediaType: mt, Raw: raw, Entries: entries, Warnings: warnings, MatchingFormat: matching}, nil
+	c.index = newCreatedIndex(mt, raw, images)
+	return c, nil
 }
 
 // choose keeps one image per platform, in the order they were given.
@@ -356,8 +395,8 @@ func dropped(a *Artifact, src string) []string {
 	return out
 }
 
-// createdIndex is the index Create pushes: its bytes, and the images it
-// lists, from their sources.
+// createdIndex is the index Create pushes and CreateArchive writes: its
+// bytes, and the images it lists, from their sources.
 type createdIndex struct {
 	mt     types.MediaType
 	raw    []byte

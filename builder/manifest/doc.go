@@ -18,8 +18,9 @@
 // org.opencontainers.image.ref.name annotation is TAG (BuildKit's
 // io.containerd.image.name, "NAME:TAG", also matches); without TAG or
 // digest, an index.json with exactly one entry stands for that entry (as
-// BuildKit writes it: index.json, then the image index), and one with
-// several entries for index.json itself. Indexes may nest: [Artifact.Manifests]
+// BuildKit writes it: index.json, then the image index), and so does one
+// whose entries all have one digest (BuildKit writes one entry per image
+// name); one with several different entries stands for index.json itself. Indexes may nest: [Artifact.Manifests]
 // descends into them.
 //
 // Layouts and archives come from anywhere, so what is read of them is
@@ -61,4 +62,11 @@
 // only then pushes the index (an OCI image index or a Docker manifest list)
 // to the target. A source that cannot be resolved is an error before
 // anything is written.
+//
+// [CreateArchive] builds the same index and writes it, with every blob it
+// needs, as an OCI image-layout tarball, the archive BuildKit's type=oci
+// exporter writes (index.json names it as BuildKit does,
+// [ArchiveOptions.Names]): it merges the archives several BuildKit nodes
+// exported into one. The archive is written to a temporary file and renamed
+// into place only when complete.
 package manifest

@@ -151,7 +151,7 @@ func resolveLayout(r Reference) (a *Artifact, err error) {
 	}
 	var desc v1.Descriptor
 	switch {
-	case r.Digest != nil && *r.Digest == root.desc.Digest, r.Digest == nil && r.Tag == "" && len(im.Manifests) != 1:
+	case r.Digest != nil && *r.Digest == root.desc.Digest, r.Digest == nil && r.Tag == "" && distinctDigests(im.Manifests) != 1:
 		return &Artifact{Ref: r, Descriptor: root.desc, Raw: root.raw, Index: root, st: st}, nil
 	case r.Digest != nil:
 		d, ok, err := findDescriptor(root, *r.Digest, 0)
@@ -177,7 +177,7 @@ func resolveLayout(r Reference) (a *Artifact, err error) {
 				found = append(found, d)
 			}
 		}
-		switch len(found) {
+		switch distinctDigests(found) {
 		case 0:
 			sort.Strings(names)
 			have := "it has no named entries"
@@ -198,6 +198,17 @@ func resolveLayout(r Reference) (a *Artifact, err error) {
 		return nil, fmt.Errorf("open %s: %w", r, err)
 	}
 	return a, nil
+}
+
+// distinctDigests counts the different digests of ds: BuildKit writes one
+// index.json entry per image name, all of the same index, and they stand
+// for that one index.
+func distinctDigests(ds []v1.Descriptor) int {
+	seen := map[v1.Hash]bool{}
+	for _, d := range ds {
+		seen[d.Digest] = true
+	}
+	return len(seen)
 }
 
 // readIndexJSON reads the layout's index.json as an index.
