@@ -368,3 +368,40 @@ func Plan(asked []string, states []State) ([]Route, error) {
 
 // ErrNoNodes is returned when a fleet has no node at all.
 var ErrNoNodes = errors.New("the fleet has no node")
+
+// Routes says where each platform the fleet knows would be built now:
+// every platform a healthy node builds (one per architecture) and every
+// platform a node declares native, each routed alone by [Plan]. One no
+// healthy node builds has no Node, and Why says so.
+func Routes(states []State) []Route {
+	var known []ocispecs.Platform
+	for _, st := range states {
+		ps := st.Native
+		if st.Up {
+			ps = append(slices.Clone(st.Native), st.Emulated...)
+		}
+		for _, p := range ps {
+			if pp, err := platforms.Parse(p); err == nil {
+				known = append(known, pp)
+			}
+		}
+	}
+	var out []Route
+	for _, p := range onePerArch(known) {
+		rs, err := Plan([]string{p}, states)
+		if err != nil {
+			out = append(out, Route{Platform: p, Why: "no healthy node builds it"})
+			continue
+		}
+		out = append(out, rs[0])
+	}
+	return out
+}
+
+// onePerArch keeps the first platform of each OS and architecture,
+// formatted, sorted.
+func onePerArch(ps []ocispecs.Platform) []string {
+	out := builder.OnePerArch(ps)
+	slices.Sort(out)
+	return out
+}

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -83,5 +84,18 @@ func TestPlanSpreadsOverEqualNodes(t *testing.T) {
 	routes, err := Plan([]string{"linux/amd64", "linux/386"}, []State{a, b})
 	if err != nil || routes[0].Node == routes[1].Node {
 		t.Errorf("two platforms on equal nodes: %+v, %v; want one each", routes, err)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	local := State{Node: LocalName, Local: true, Up: true, Native: []string{"linux/amd64", "linux/amd64/v2"}, Emulated: []string{"linux/arm64"}}
+	down := State{Node: "arm1", Native: []string{"linux/arm64", "linux/ppc64le"}, LastError: "connection refused"}
+	got := map[string]string{}
+	for _, r := range Routes([]State{local, down}) {
+		got[r.Platform] = r.Node
+	}
+	want := map[string]string{"linux/amd64": LocalName, "linux/arm64": LocalName, "linux/ppc64le": ""}
+	if !maps.Equal(got, want) {
+		t.Errorf("routes %v, want %v", got, want)
 	}
 }
