@@ -17,6 +17,8 @@ import (
 //	GET  /v1/status     the object of `mabd status --json`, plus "daemon"
 //	POST /v1/verify     run the probes now; the object of `mabd verify --json`
 //	POST /v1/reconcile  reconcile now; what was repaired
+//	GET  /v1/fleet      the BuildKit nodes, their last checks, the routes
+//	POST /v1/fleet/check  check every node now; then as GET /v1/fleet
 //	GET  /healthz       200 healthy, 503 degraded
 //	GET  /metrics       Prometheus text format
 
@@ -41,6 +43,12 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("POST /v1/reconcile", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := d.ReconcileNow(r.Context())
 		reply(w, rec, err)
+	}))
+	mux.HandleFunc("GET /v1/fleet", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
+		reply(w, d.Fleet(r.Context(), false), nil)
+	}))
+	mux.HandleFunc("POST /v1/fleet/check", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
+		reply(w, d.Fleet(r.Context(), true), nil)
 	}))
 	mux.HandleFunc("GET /healthz", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		st, err := d.Status(r.Context())

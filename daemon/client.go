@@ -67,6 +67,18 @@ func (c *Client) Reconcile(ctx context.Context) (*host.Reconciled, error) {
 	return &r, err
 }
 
+// Fleet returns GET /v1/fleet, or with check POST /v1/fleet/check (every
+// node checked now).
+func (c *Client) Fleet(ctx context.Context, check bool) (*FleetInfo, error) {
+	var fi FleetInfo
+	method, path := http.MethodGet, "/v1/fleet"
+	if check {
+		method, path = http.MethodPost, "/v1/fleet/check"
+	}
+	_, err := c.do(ctx, method, path, &fi)
+	return &fi, err
+}
+
 // do sends a bodiless request and decodes a JSON answer into out. A 503 of
 // /healthz is an answer, not an error.
 func (c *Client) do(ctx context.Context, method, path string, out any) (int, error) {

@@ -94,6 +94,7 @@ type Config struct {
 	Metrics  MetricsConfig  `toml:"metrics"`
 	Log      LogConfig      `toml:"log"`
 	BuildKit BuildKitConfig `toml:"buildkit"`
+	Fleet    FleetConfig    `toml:"fleet"`
 }
 
 // VerifyConfig is the [verify] table: how the daemon proves that foreign
@@ -227,6 +228,10 @@ func systemDefaults() Config {
 			StopTimeout:   Duration{builder.DefaultStopTimeout},
 			Emulation:     builder.EmulationPrivate,
 			Architectures: Architectures{"all"},
+		},
+		Fleet: FleetConfig{
+			CheckInterval: Duration{DefaultFleetCheckInterval},
+			CheckTimeout:  Duration{DefaultFleetCheckTimeout},
 		},
 	}
 }
@@ -402,7 +407,7 @@ var configSchema = tomlcheck.New[Config](tomlcheck.Options{
 			return v.ListOf(tomlcheck.String)
 		}},
 	},
-	What: map[string]string{"verify.rootfs": `a table of ARCH = "DIR"`, "emulators": `a table of ARCH = "PATH"`},
+	What: map[string]string{"verify.rootfs": `a table of ARCH = "DIR"`, "emulators": `a table of ARCH = "PATH"`, "fleet.nodes": "[fleet.nodes.NAME] tables"},
 })
 
 // parseConfig decodes and validates data, the content of the file path.
@@ -623,7 +628,7 @@ func (c Config) validate() []*ConfigError {
 	if b.StopTimeout.Duration <= 0 {
 		bad("buildkit.stop_timeout", "must be more than 0")
 	}
-	return errs
+	return append(errs, c.Fleet.validate()...)
 }
 
 // Warnings are what Validate accepts but a careful administrator would

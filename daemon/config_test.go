@@ -79,6 +79,9 @@ func TestDefaultConfig(t *testing.T) {
 		{"buildkit.tls_key", c.BuildKit.TLSKey, ""},
 		{"buildkit.tls_ca", c.BuildKit.TLSCA, ""},
 		{"buildkit.stop_timeout", c.BuildKit.StopTimeout.Duration, 10 * time.Second},
+		{"fleet.check_interval", c.Fleet.CheckInterval.Duration, 15 * time.Second},
+		{"fleet.check_timeout", c.Fleet.CheckTimeout.Duration, 5 * time.Second},
+		{"fleet.nodes", len(c.Fleet.Nodes), 0},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -148,6 +151,11 @@ func TestExampleConfig(t *testing.T) {
 		if strings.HasPrefix(l, "[") {
 			table = strings.Trim(l, "[]") + "."
 			shown[strings.TrimSuffix(table, ".")] = true
+		} else if h, ok := strings.CutPrefix(l, "# ["); ok {
+			// A commented example table, [fleet.nodes.NAME]: it shows
+			// its parent.
+			parts := strings.Split(strings.TrimSuffix(h, "]"), ".")
+			shown[strings.Join(parts[:len(parts)-1], ".")] = true
 		} else if k, _, ok := strings.Cut(l, " = "); ok && !strings.HasPrefix(l, "#") {
 			shown[table+k] = true
 		}
@@ -220,6 +228,7 @@ func TestConfigKeys(t *testing.T) {
 		{"log.level", "[log]\nlevel = \"debug\"", func(c *Config) { c.Log.Level = "debug" }},
 		{"log.format", "[log]\nformat = \"json\"", func(c *Config) { c.Log.Format = "json" }},
 		{"buildkit", "[buildkit]", func(c *Config) {}},
+		{"fleet", "[fleet]", func(c *Config) {}},
 		{"buildkit.enabled", "[buildkit]\nenabled = false", func(c *Config) { c.BuildKit.Enabled = false }},
 		{"buildkit.socket", "[buildkit]\nsocket = \"/run/bk.sock\"", func(c *Config) { c.BuildKit.Socket = "/run/bk.sock" }},
 		{"buildkit.socket_group", "[buildkit]\nsocket_group = \"root\"", func(c *Config) { c.BuildKit.SocketGroup = "root" }},
@@ -239,6 +248,14 @@ func TestConfigKeys(t *testing.T) {
 		{"buildkit.emulation", "[buildkit]\nemulation = \"host\"", func(c *Config) { c.BuildKit.Emulation = "host" }},
 		{"buildkit.architectures", "[buildkit]\narchitectures = [\"arm64\", \"riscv64\"]", func(c *Config) { c.BuildKit.Architectures = Architectures{"arm64", "riscv64"} }},
 		{"architectures", "architectures = []", func(c *Config) { c.Architectures = Architectures{} }},
+		{"fleet.check_interval", "[fleet]\ncheck_interval = \"1m\"", func(c *Config) { c.Fleet.CheckInterval.Duration = time.Minute }},
+		{"fleet.check_timeout", "[fleet]\ncheck_timeout = \"2s\"", func(c *Config) { c.Fleet.CheckTimeout.Duration = 2 * time.Second }},
+		{"fleet.nodes", "[fleet.nodes.arm1]\naddress = \"unix:///run/arm1.sock\"\nnative = [\"linux/arm64\"]\n[fleet.nodes.\"riscv.lab\"]\naddress = \"unix:///run/rv.sock\"", func(c *Config) {
+			c.Fleet.Nodes = map[string]FleetNode{
+				"arm1":      {Address: "unix:///run/arm1.sock", Native: []string{"linux/arm64"}},
+				"riscv.lab": {Address: "unix:///run/rv.sock"},
+			}
+		}},
 	}
 	covered := map[string]bool{}
 	for _, tt := range tests {
@@ -376,6 +393,17 @@ func TestConfigErrors(t *testing.T) {
 		{"buildkit socket too long", "[buildkit]\nsocket = \"/" + strings.Repeat("b", 120) + "\"\n", 2, "buildkit.socket", `holds at most 107`},
 		{"binfmt_mount over files", "binfmt_mount = \"/etc\"\n", 1, "binfmt_mount", `holds files`},
 		{"binfmt_mount missing", "binfmt_mount = \"/nonexistent-mabd\"\n", 1, "binfmt_mount", `does not exist`},
+		{"fleet check interval", "[fleet]\ncheck_interval = \"10ms\"\n", 2, "fleet.check_interval", `10ms is too short: the minimum is 1s`},
+		{"fleet check timeout", "[fleet]\ncheck_timeout = \"0s\"\n", 2, "fleet.check_timeout", `must be more than 0`},
+		{"fleet node called local", "[fleet.nodes.local]\naddress = \"unix:///run/x.sock\"\n", 1, "fleet.nodes.local", `"local" is the daemon's own builder`},
+		{"fleet node name", "[fleet.nodes.\"arm 1\"]\naddress = \"unix:///run/x.sock\"\n", 1, "fleet.nodes.arm 1", `is not a node name`},
+		{"fleet node without address", "[fleet.nodes.arm1]\nnative = [\"linux/arm64\"]\n", 1, "fleet.nodes.arm1", `no address: give address = "tcp://host:port" or "unix:///path"`},
+		{"fleet node over plain tcp", "[fleet.nodes.arm1]\naddress = \"tcp://10.0.0.2:1234\"\n", 2, "fleet.nodes.arm1.address", `needs ca, cert and key (mutual TLS`},
+		{"fleet node scheme", "[fleet.nodes.arm1]\naddress = \"ssh://arm1\"\n", 2, "fleet.nodes.arm1.address", `want tcp://host:port or unix:///path`},
+		{"fleet node relative socket", "[fleet.nodes.arm1]\naddress = \"unix://bk.sock\"\n", 2, "fleet.nodes.arm1.address", `give an absolute path`},
+		{"fleet node certificate missing", "[fleet.nodes.arm1]\naddress = \"tcp://10.0.0.2:1234\"\nca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n", 3, "fleet.nodes.arm1.ca", `/nonexistent/ca.pem: no such file or directory`},
+		{"fleet node native", "[fleet.nodes.arm1]\naddress = \"unix:///run/x.sock\"\nnative = [\"linux/arm64\", \"not a platform\"]\n", 3, "fleet.nodes.arm1.native", `"not a platform"`},
+		{"fleet nodes as array", "[[fleet.nodes]]\naddress = \"unix:///run/x.sock\"\n", 1, "fleet.nodes", `[fleet.nodes.NAME] tables`},
 
 		{"duplicate key", "persist = true\nconflict = \"keep\"\npersist = false\n", 3, "persist", `defined more than once`},
 		{"duplicate table", "[log]\n[verify]\n[log]\n", 3, "log", `defined more than once`},

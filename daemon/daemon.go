@@ -73,6 +73,8 @@ type Daemon struct {
 
 	// bk supervises buildkitd when [buildkit] enabled; nil otherwise.
 	bk *builder.Supervisor
+	// fleet is the BuildKit nodes, the builder's and [fleet.nodes].
+	fleet fleetWatch
 
 	// status is the host status that GET /v1/status reuses for a
 	// moment; reconcile and verify drop it when they change something.
@@ -321,6 +323,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		defer d.stopBuildKit()
 	}
+	d.setFleet(cfg)
+	if fi := d.Fleet(ctx, false); fi.Remote() {
+		d.checkFleet(ctx)
+	}
 	summary := d.summary(v)
 	close(d.ready)
 	if _, err := d.notify.Ready(summary); err != nil {
@@ -368,6 +374,8 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	}
 	resetVerify(cfg.Verify.Interval.Duration)
 	defer func() { resetVerify(0) }()
+	fleetTick := time.NewTicker(max(cfg.Fleet.CheckInterval.Duration, MinFleetCheckInterval))
+	defer fleetTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -383,11 +391,16 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			}
 		case <-verifyC:
 			d.reverifyAsync(ctx)
+		case <-fleetTick.C:
+			if d.Fleet(ctx, false).Remote() {
+				d.checkFleetAsync(ctx)
+			}
 		case <-hup:
 			d.reload(ctx)
 			cfg = d.config()
 			tick.Reset(reconcilePeriod(cfg.ReconcileInterval.Duration))
 			resetVerify(cfg.Verify.Interval.Duration)
+			fleetTick.Reset(max(cfg.Fleet.CheckInterval.Duration, MinFleetCheckInterval))
 		}
 	}
 }
@@ -735,6 +748,16 @@ func (d *Daemon) summary(v *host.Verification) string {
 			}
 		}
 	}
+	if fi := d.Fleet(context.Background(), false); fi.Remote() {
+		up := 0
+		for _, st := range fi.States {
+			if st.Up {
+				up++
+			}
+		}
+		s += fmt.Sprintf("; fleet: %d/%d nodes up", up, len(fi.States))
+		degraded = degraded || len(fleetProblems(fi)) > 0
+	}
 	if degraded {
 		s = "degraded: " + s
 	}
@@ -811,6 +834,10 @@ func (d *Daemon) reload(ctx context.Context) {
 	}
 	r := d.reconcile(false)
 	d.persist(cfg, specs)
+	d.setFleet(cfg)
+	if d.Fleet(ctx, false).Remote() {
+		d.checkFleetAsync(ctx)
+	}
 	d.log.Info("reloaded", zap.Int("handlers", len(specs)), zap.Strings("removed", removed), zap.Int("changed", len(r.Repairs)))
 	if len(removed) > 0 || len(r.Repairs) > 0 {
 		d.reverifyAsync(ctx)
@@ -892,6 +919,9 @@ type DaemonInfo struct {
 	LastVerification *host.Verification `json:"last_verification"`
 	// BuildKit is the supervised buildkitd; nil when disabled.
 	BuildKit *builder.Status `json:"buildkit,omitempty"`
+	// Fleet is the BuildKit nodes and the route of each platform; nil
+	// when [fleet.nodes] names none.
+	Fleet *FleetInfo `json:"fleet,omitempty"`
 }
 
 // DaemonStatus is GET /v1/status: the object of `mabd status --json`,
@@ -939,6 +969,13 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 				st.Health = "degraded"
 				st.Problems = append(st.Problems, fmt.Sprintf("buildkit: %s (%s) failed verification in the builder's private namespace, so the worker goes without it: %s", h.Name, h.Platform, h.Reason))
 			}
+		}
+	}
+	if fi := d.Fleet(ctx, false); fi.Remote() {
+		info.Fleet = fi
+		if ps := fleetProblems(fi); len(ps) > 0 {
+			st.Health = "degraded"
+			st.Problems = append(st.Problems, ps...)
 		}
 	}
 	return &DaemonStatus{Status: *st, Daemon: info}, nil

@@ -5,6 +5,7 @@ import (
 	"mabd/builder"
 	"mabd/emulator"
 	"mabd/host"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,7 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "mabd_emulator_switches_total", Help: "Handlers moved to another candidate emulator because the one registered failed or changed and another passed, by architecture.",
 		}, []string{"qemu_arch"}),
 	}
-	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies, m.switches, builderCollector{d},
+	m.registry.MustRegister(m.repairs, m.reconciles, m.conflicts, m.served, m.verified, m.verifies, m.switches, builderCollector{d}, fleetCollector{d},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mabd_healthy", Help: "1 when the daemon's status is healthy (what /healthz answers 200 for), 0 when degraded.",
 		}, func() float64 {
@@ -113,4 +114,48 @@ func (c builderCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(builderVerifiedDesc, prometheus.GaugeValue, ok, h.Platform, h.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(builderWithdrawnDesc, prometheus.CounterValue, float64(st.Withdrawn))
+}
+
+// fleetCollector reports the fleet's nodes as their last checks found
+// them, and the route each platform would take now; nothing when
+// [fleet.nodes] names no node.
+type fleetCollector struct{ d *Daemon }
+
+var (
+	fleetUpDesc = prometheus.NewDesc("mabd_fleet_node_up",
+		"1 when the BuildKit node answered its last check with a worker, 0 when it is down.", []string{"node", "address"}, nil)
+	fleetLatencyDesc = prometheus.NewDesc("mabd_fleet_node_latency_seconds",
+		"How long the node took to list its workers at its last check.", []string{"node"}, nil)
+	fleetActiveDesc = prometheus.NewDesc("mabd_fleet_node_active_builds",
+		"Builds the node ran at its last check.", []string{"node"}, nil)
+	fleetRouteDesc = prometheus.NewDesc("mabd_fleet_route",
+		"1 for the node a platform would be built on now, native or emulated; a platform no healthy node builds has node=\"\".", []string{"platform", "node", "native"}, nil)
+)
+
+func (c fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fleetUpDesc
+	ch <- fleetLatencyDesc
+	ch <- fleetActiveDesc
+	ch <- fleetRouteDesc
+}
+
+func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	fi := c.d.Fleet(context.Background(), false)
+	if !fi.Remote() {
+		return
+	}
+	for _, st := range fi.States {
+		up := 0.0
+		if st.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(fleetUpDesc, prometheus.GaugeValue, up, st.Node, st.Address)
+		if st.Up {
+			ch <- prometheus.MustNewConstMetric(fleetLatencyDesc, prometheus.GaugeValue, st.LatencyMS/1000, st.Node)
+			ch <- prometheus.MustNewConstMetric(fleetActiveDesc, prometheus.GaugeValue, float64(st.Active), st.Node)
+		}
+	}
+	for _, r := range fi.Routes {
+		ch <- prometheus.MustNewConstMetric(fleetRouteDesc, prometheus.GaugeValue, 1, r.Platform, r.Node, strconv.FormatBool(r.Native))
+	}
 }
