@@ -18,6 +18,7 @@ import (
 
 	"mabd/builder"
 	"mabd/builder/audit"
+	"mabd/builder/fleet"
 	"mabd/builder/manifest"
 	"mabd/daemon"
 	"mabd/emulator"
@@ -28,7 +29,7 @@ import (
 func newBuild() *cobra.Command {
 	var opt builder.BuildOptions
 	var doAudit, quiet bool
-	var reportSpec string
+	var reportSpec, socket string
 	var report reportMode
 	cmd := &cobra.Command{
 		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] [--cache-to SPEC] [--cache-from SPEC]… [--target STAGE] [--secret SPEC]… [--metadata-file FILE] [--report MODE] CONTEXT",
@@ -45,6 +46,17 @@ platform the builder verified, one per architecture. A platform it does not
 support is refused before the build starts, with what fixes it: mabd's
 builder runs foreign RUN steps through the handlers of its own private
 binfmt_misc table ([buildkit] architectures in /etc/mabd/mabd.toml).
+
+With a fleet (the daemon on --socket has [fleet.nodes]) and no --addr, each
+platform is built on a node that runs it natively, else on one that emulates
+it (the local builder first), one solve per node at once, with one progress
+display whose lines are tagged "[node platform]"; a platform no healthy node
+builds is refused before anything starts. The images of several nodes are
+joined into one index: pushed (each node pushes its images by digest, then the
+index goes under each tag) or written as one OCI archive (type=oci,dest=FILE);
+other outputs need one node (--addr). A node that goes away during its solve
+is replaced once by the next node of the route. A summary says where each
+platform was built, native or emulated, how long it took, and why.
 
 Outputs: -t names the image; with --push it is pushed to its registry (over
 plain HTTP for --insecure-registry hosts, localhost and 127.0.0.1), without it
@@ -128,14 +140,39 @@ unsupported platform or unreachable builder.`,
 			// Ctrl-C cancels the solve, which stops the build in buildkitd.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			res, err := builder.Build(ctx, opt)
+			var fi *daemon.FleetInfo
+			if !cmd.Flags().Changed("addr") {
+				fi = daemonFleet(ctx, socket)
+			}
+			var res *builder.BuildResult
+			var err error
+			var built *fleet.Result
+			if fi != nil {
+				built, err = fleet.New(fi.Nodes).Build(ctx, fleet.BuildOptions{BuildOptions: opt})
+				if built != nil {
+					res = built.Single
+					if res == nil {
+						res = &builder.BuildResult{Digest: built.Digest}
+					}
+				}
+			} else {
+				res, err = builder.Build(ctx, opt)
+			}
 			errw := cmd.ErrOrStderr()
 			var be *builder.BuildError
 			var fe *builder.OutputFileError
+			var nr *fleet.NoRouteError
+			var je *fleet.JoinError
 			switch {
+			case errors.As(err, &nr):
+				fmt.Fprintln(errw, "mabd build:", safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+daemon.ConfigPath())
+				return exitCode(exitError)
 			case errors.As(err, &be):
 				be.PrintSources(errw)
 				fmt.Fprintln(errw, "mabd build:", err)
+				return exitCode(exitDegraded)
+			case errors.As(err, &je):
+				fmt.Fprintln(errw, "mabd build: every platform was built, but:", err)
 				return exitCode(exitDegraded)
 			case err != nil && !errors.As(err, &fe):
 				fmt.Fprintln(errw, "mabd build:", buildMessage(err, opt.Addr))
@@ -148,6 +185,9 @@ unsupported platform or unreachable builder.`,
 			if fe != nil {
 				fmt.Fprintln(errw, "mabd build: the image is built, but:", fe)
 				failed = true
+			}
+			if built != nil && !quiet {
+				printBuilt(errw, built.Built)
 			}
 			if err := report.write(errw, res.Report, quiet); err != nil {
 				fmt.Fprintln(errw, "mabd build: the image is built, but:", err)
@@ -174,6 +214,7 @@ unsupported platform or unreachable builder.`,
 	f.BoolVar(&opt.Push, "push", false, "push the image named by -t")
 	f.StringArrayVar(&opt.InsecureRegistries, "insecure-registry", nil, "registry host:port to push to over plain HTTP or unverified TLS (repeatable)")
 	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
+	f.StringVar(&socket, "socket", daemon.Socket(), "the mabd daemon whose fleet builds, when --addr is not given and it has [fleet.nodes]")
 	f.StringVar(&opt.Addr, "addr", daemon.BuildKitAddress(), "buildkitd address: unix:///path (an ordinary user's own daemon's when it runs, else the system daemon's; TCP needs client certificates, which mabd build does not take yet)")
 	f.StringArrayVar(&opt.CacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=max] | type=local,dest=DIR | type=inline (repeatable)")
 	f.StringArrayVar(&opt.CacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | type=local,src=DIR (repeatable)")

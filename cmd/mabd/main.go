@@ -67,7 +67,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild(), newManifest(), newImage())
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild(), newFleet(), newManifest(), newImage())
 	return root
 }
 

@@ -32,6 +32,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 			var st *host.Status
 			var out any
 			var bk *builder.Status
+			var fi *daemon.FleetInfo
 			c := daemon.NewClient(socket)
 			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
 			if useDaemon && c.Answers(cmd.Context(), time.Second) {
@@ -39,7 +40,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				if err != nil {
 					return err
 				}
-				st, out, bk = &ds.Status, ds, ds.Daemon.BuildKit
+				st, out, bk, fi = &ds.Status, ds, ds.Daemon.BuildKit, ds.Daemon.Fleet
 			} else {
 				h, err := hf.host()
 				if err != nil {
@@ -71,6 +72,9 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 				if bk != nil {
 					printBuildKit(cmd.OutOrStdout(), bk)
+				}
+				if fi != nil {
+					printFleet(cmd.OutOrStdout(), fi)
 				}
 			}
 			if !st.Healthy() {
