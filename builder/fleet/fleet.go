@@ -15,8 +15,11 @@ package fleet
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -124,6 +127,9 @@ func Check(ctx context.Context, n Node, timeout time.Duration) State {
 	switch {
 	case err != nil:
 		st.LastError = err.Error()
+		if terr := tlsError(ctx, n); terr != nil && !strings.Contains(st.LastError, terr.Error()) {
+			st.LastError += " (" + terr.Error() + ")"
+		}
 		return st
 	case len(ws) == 0:
 		st.LastError = "it reports no worker"
@@ -139,6 +145,54 @@ func Check(ctx context.Context, n Node, timeout time.Duration) State {
 		st.Active = 0 // a node without build history still builds
 	}
 	return st
+}
+
+// tlsError says why a node over TCP with TLS refuses mabd, when TLS is
+// why: the handshake's error, or the alert the node sends after it (with
+// TLS 1.3 a node that refuses the client's certificate says so only
+// then, and gRPC reports the broken connection instead). nil when the
+// node is not over TLS, or its TLS is fine.
+func tlsError(ctx context.Context, n Node) error {
+	if !strings.HasPrefix(n.Address, "tcp://") || n.CA == "" {
+		return nil
+	}
+	cfg := &tls.Config{ServerName: n.ServerName, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
+	if cfg.ServerName == "" {
+		cfg.ServerName = hostOf(n.Address)
+	}
+	ca, err := os.ReadFile(n.CA)
+	if err != nil {
+		return err
+	}
+	cfg.RootCAs = x509.NewCertPool()
+	if !cfg.RootCAs.AppendCertsFromPEM(ca) {
+		return fmt.Errorf("%s holds no PEM certificate", n.CA)
+	}
+	if n.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(n.Cert, n.Key)
+		if err != nil {
+			return err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(n.Address, "tcp://"))
+	if err != nil {
+		if strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
+			return err
+		}
+		return nil // not TLS's doing
+	}
+	defer conn.Close()
+	// A node that refuses the certificate sends its alert now; one that
+	// took it waits for the HTTP/2 preface.
+	conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1)); err != nil && strings.Contains(err.Error(), "tls:") {
+		return err
+	}
+	return nil
 }
 
 // split formats the worker's platforms and splits them into native and
