@@ -203,6 +203,7 @@ func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exe
 		// next to the socket.
 		env = append(environWithout(env, "XDG_RUNTIME_DIR"), "XDG_RUNTIME_DIR="+filepath.Dir(o.Socket))
 	}
+	env = append(env, prep.notify.env())
 	start := agentRequest{Start: &agentStart{Path: o.Binary, Args: []string{o.Binary, "--config", prep.config}, Env: env}}
 	if err := pp.send(start); err != nil {
 		return fail(fmt.Errorf("start buildkitd in the builder's namespace: %w", err))

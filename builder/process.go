@@ -21,9 +21,9 @@ import (
 // and its arguments, its environment and its process attributes. Whatever
 // changes how buildkitd runs (a namespace, a mount, a credential) belongs
 // here.
-func buildkitdCommand(o Options, config string) *exec.Cmd {
-	cmd := exec.Command(o.Binary, "--config", config)
-	cmd.Env = childEnv()
+func buildkitdCommand(o Options, prep prepared) *exec.Cmd {
+	cmd := exec.Command(o.Binary, "--config", prep.config)
+	cmd.Env = append(childEnv(), prep.notify.env())
 	// buildkitd stops with the supervisor, however that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	// Orphaned children holding the output pipe must not block Wait.

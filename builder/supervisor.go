@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"mabd/binfmt"
 	"mabd/emulator"
@@ -19,9 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/platforms"
-	controlapi "github.com/moby/buildkit/api/services/control"
-	"github.com/moby/buildkit/client"
 	"go.uber.org/zap"
 )
 
@@ -162,6 +158,11 @@ type prepared struct {
 	snapshotter string // SnapshotterOverlay or SnapshotterNative
 	keep        int64  // the build cache kept, in bytes
 	config      string // buildkitd.toml's path
+	// notify is the socket buildkitd sends READY=1 on (its
+	// NOTIFY_SOCKET), until Stop.
+	notify *notifySocket
+	// version is BuildKit's, as `buildkitd --version` says.
+	version chan string
 }
 
 // start prepares what buildkitd needs, starts it and waits until it
@@ -191,12 +192,14 @@ func (s *Supervisor) start(ctx context.Context) error {
 	p, err := s.spawn()
 	if err != nil {
 		cancel()
+		prep.notify.close()
 		return err
 	}
 	o.Logger.Info("buildkitd started", zap.Int("pid", p.pid()), zap.String("config", prep.config), zap.String("snapshotter", prep.snapshotter), zap.Strings("platforms", o.Platforms))
 	if err := s.waitReady(ctx, p); err != nil {
 		s.terminate(p)
 		cancel()
+		prep.notify.close()
 		os.Remove(o.Socket)
 		UnmountUnder(o.Root)
 		return err
@@ -260,6 +263,11 @@ func prepare(ctx context.Context, o Options) (Options, prepared, error) {
 	if _, err := UnmountUnder(o.Root); err != nil {
 		o.Logger.Warn("leftover mounts under the builder's root", zap.Error(err))
 	}
+	if prep.notify, err = listenNotify(o.Socket); err != nil {
+		return o, prep, err
+	}
+	prep.version = make(chan string, 1)
+	go func() { prep.version <- binaryVersion(o.Binary) }()
 	return o, prep, nil
 }
 
@@ -278,8 +286,9 @@ func clearSocket(ctx context.Context, path string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := listWorkers(ctx, path); err == nil {
-		return fmt.Errorf("a buildkitd already answers on %s: stop it first", path)
+	if conn, err := (&net.Dialer{}).DialContext(ctx, "unix", path); err == nil {
+		conn.Close()
+		return fmt.Errorf("a buildkitd already listens on %s: stop it first", path)
 	}
 	return os.Remove(path)
 }
@@ -321,14 +330,16 @@ func (s *Supervisor) spawn() (*proc, error) {
 		return nil, err
 	}
 	out := newTailWriter(o.Logger, 20)
+	prep.notify.drain()
 	var p *proc
 	var handlers []PrivateHandler
+	ps := o.Platforms
 	if o.Emulation == EmulationPrivate {
 		cmd, pp, hs, err := s.startPrivate(o, prep, out)
 		if err != nil {
 			return nil, err
 		}
-		p, handlers = watchProc(cmd, out, pp), hs
+		p, handlers, ps = watchProc(cmd, out, pp), hs, verifiedPlatforms(hs)
 		for _, h := range hs {
 			if h.State == "failed" {
 				o.Logger.Warn("private handler failed verification: the worker goes without it", zap.String("handler", h.Name), zap.String("platform", h.Platform), zap.String("reason", h.Reason))
@@ -336,13 +347,13 @@ func (s *Supervisor) spawn() (*proc, error) {
 		}
 	} else {
 		var err error
-		if p, err = startProc(buildkitdCommand(o, prep.config), out); err != nil {
+		if p, err = startProc(buildkitdCommand(o, prep), out); err != nil {
 			return nil, err
 		}
 	}
 	s.mu.Lock()
 	s.cur = p
-	s.st.Running, s.st.PID, s.st.Since = false, p.pid(), time.Time{}
+	s.st.Running, s.st.PID, s.st.Since, s.st.Platforms = false, p.pid(), time.Time{}, ps
 	if p.private != nil {
 		s.st.PID, s.st.AgentPID = p.private.pid, p.pid()
 		s.st.Private, s.st.VerifiedAt = handlers, time.Now()
@@ -352,89 +363,48 @@ func (s *Supervisor) spawn() (*proc, error) {
 	return p, nil
 }
 
-// listWorkers asks the buildkitd on socket for its workers, on a fresh
-// connection.
-func listWorkers(ctx context.Context, socket string) ([]*client.WorkerInfo, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
-	if err != nil {
-		return nil, err
-	}
-	conn.Close()
-	c, err := client.New(ctx, "unix://"+socket)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	return c.ListWorkers(ctx)
-}
-
-// waitReady waits until p answers ListWorkers, then gives the socket its
-// mode and group and records the worker's platforms and BuildKit's version.
+// waitReady waits until p says READY=1 on the notify socket (buildkitd
+// says it once its listeners are bound) and its socket takes a
+// connection, then gives the socket its mode and group.
 func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 	s.mu.Lock()
-	o := s.options
-	gid := s.prep.gid
+	o, prep := s.options, s.prep
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	var ws []*client.WorkerInfo
-	for {
-		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
-		w, err := listWorkers(actx, o.Socket)
-		acancel()
-		if err == nil && len(w) > 0 {
-			ws = w
-			break
-		}
-		if err == nil {
-			err = errors.New("it reports no worker")
-		}
-		last = err
-		select {
-		case <-p.done:
+	if err := prep.notify.waitReady(ctx, p.done); err != nil {
+		if p.exited() {
 			return fmt.Errorf("buildkitd did not come up: %s", p.describe())
-		case <-ctx.Done():
-			return fmt.Errorf("buildkitd did not answer on %s in time: %v (last error: %v)", o.Socket, context.Cause(ctx), last)
-		case <-tick.C:
 		}
+		return fmt.Errorf("buildkitd did not say it was ready in time: %v", err)
 	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", o.Socket)
+	if err != nil {
+		return fmt.Errorf("buildkitd said it was ready, but %s takes no connection: %w", o.Socket, err)
+	}
+	conn.Close()
 	if err := os.Chmod(o.Socket, o.SocketMode); err != nil {
 		return err
 	}
-	if gid >= 0 {
-		if err := os.Chown(o.Socket, -1, gid); err != nil {
+	if prep.gid >= 0 {
+		if err := os.Chown(o.Socket, -1, prep.gid); err != nil {
 			return err
 		}
 	}
-	var ps []string
-	for _, w := range ws {
-		for _, p := range w.Platforms {
-			if f := platforms.Format(platforms.Normalize(p)); !slices.Contains(ps, f) {
-				ps = append(ps, f)
-			}
-		}
-	}
-	version := ""
-	if c, err := client.New(ctx, "unix://"+o.Socket); err == nil {
-		if info, err := c.Info(ctx); err == nil {
-			version = info.BuildkitVersion.Version
-		}
-		c.Close()
-	}
-	if version == "" && len(ws) > 0 {
-		version = ws[0].BuildkitVersion.Version
+	var version string
+	select {
+	case version = <-prep.version:
+		prep.version <- version // for the next start
+	case <-ctx.Done():
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur != p || p.exited() {
 		return fmt.Errorf("buildkitd exited right after it came up: %s", p.describe())
 	}
-	s.st.Running, s.st.Since, s.st.Platforms, s.st.Version = true, time.Now(), ps, version
+	s.st.Running, s.st.Since, s.st.Version = true, time.Now(), version
 	s.notify()
-	o.Logger.Info("buildkitd ready", zap.Int("pid", p.pid()), zap.String("version", version), zap.Strings("platforms", ps), zap.Duration("after", time.Since(p.start)))
+	o.Logger.Info("buildkitd ready", zap.Int("pid", p.pid()), zap.String("version", version), zap.Strings("platforms", s.st.Platforms), zap.Duration("after", time.Since(p.start)))
 	return nil
 }
 
@@ -565,7 +535,7 @@ func (s *Supervisor) reverify(p *proc) {
 		return
 	}
 	go func() {
-		if err := waitIdle(loopCtx, o.Socket); err != nil {
+		if err := s.waitIdle(loopCtx); err != nil {
 			return
 		}
 		res := make(chan error, 1)
@@ -646,6 +616,7 @@ func (s *Supervisor) afterStop() error {
 	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
+	s.prep.notify.close()
 	done, err := UnmountUnder(o.Root)
 	if len(done) > 0 {
 		o.Logger.Info("unmounted what buildkitd left under its root", zap.Strings("mounts", done))
@@ -776,12 +747,12 @@ func (s *Supervisor) change(ctx context.Context, what string, field zap.Field, s
 		return err
 	}
 	unchanged := same(&s.options)
-	socket, log := s.options.Socket, s.options.Logger
+	log := s.options.Logger
 	s.mu.Unlock()
 	if unchanged {
 		return nil
 	}
-	if err := waitIdle(ctx, socket); err != nil {
+	if err := s.waitIdle(ctx); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -826,51 +797,22 @@ func sameSpecs(a, b []binfmt.Spec) bool {
 	return true
 }
 
-// waitIdle waits until the buildkitd on socket reports no active build.
-func waitIdle(ctx context.Context, socket string) error {
+// waitIdle waits until no client is connected to buildkitd: every build
+// holds a connection for as long as it runs (its solve and its session),
+// so none runs then. A buildkitd that is not running runs nothing.
+func (s *Supervisor) waitIdle(ctx context.Context) error {
 	for {
-		n, err := activeBuilds(ctx, socket)
+		s.mu.Lock()
+		pid, socket := s.st.PID, s.options.Socket
+		s.mu.Unlock()
+		n, err := connectedClients(pid, socket)
 		if err != nil || n == 0 {
-			return nil // an unreachable buildkitd runs nothing
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %d running builds to finish: %w", n, context.Cause(ctx))
+			return fmt.Errorf("waiting for the %d clients of buildkitd (their builds) to finish: %w", n, context.Cause(ctx))
 		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-// activeBuilds counts the builds buildkitd is running.
-func activeBuilds(ctx context.Context, socket string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := client.New(ctx, "unix://"+socket)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return ActiveBuilds(ctx, c)
-}
-
-// ActiveBuilds counts the builds the buildkitd c talks to is running, from
-// its build history.
-func ActiveBuilds(ctx context.Context, c *client.Client) (int, error) {
-	stream, err := c.ControlClient().ListenBuildHistory(ctx, &controlapi.BuildHistoryRequest{ActiveOnly: true, EarlyExit: true})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return n, nil // the list is complete
-		}
-		if err != nil {
-			return 0, err
-		}
-		if ev.Type == controlapi.BuildHistoryEventType_STARTED {
-			n++
 		}
 	}
 }

@@ -121,7 +121,7 @@ func TestSupervisor(t *testing.T) {
 		o := buildertest.Options(t, buildertest.Dir(t))
 		o.Socket = st.Socket
 		err := builder.NewSupervisor(o).Start(context.Background())
-		if err == nil || !strings.Contains(err.Error(), "already answers") {
+		if err == nil || !strings.Contains(err.Error(), "already listens") {
 			t.Fatalf("second supervisor on %s: %v", st.Socket, err)
 		}
 		if s.Status().PID != st.PID {

@@ -228,7 +228,7 @@ func TestFleetBuild(t *testing.T) {
 			defer c.Close()
 			for range 300 {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				n, err := builder.ActiveBuilds(ctx, c)
+				n, err := fleet.ActiveBuilds(ctx, c)
 				cancel()
 				if err == nil && n > 0 {
 					time.Sleep(2 * time.Second) // into the RUN step

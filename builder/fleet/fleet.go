@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/containerd/platforms"
+	controlapi "github.com/moby/buildkit/api/services/control"
 	"github.com/moby/buildkit/client"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -141,7 +143,7 @@ func Check(ctx context.Context, n Node, timeout time.Duration) State {
 	}
 	st.Up, st.LastError = true, ""
 	st.Platforms, st.Native, st.Emulated = split(all, n.Native)
-	if st.Active, err = builder.ActiveBuilds(ctx, c); err != nil {
+	if st.Active, err = ActiveBuilds(ctx, c); err != nil {
 		st.Active = 0 // a node without build history still builds
 	}
 	return st
@@ -458,4 +460,26 @@ func onePerArch(ps []ocispecs.Platform) []string {
 	out := builder.OnePerArch(ps)
 	slices.Sort(out)
 	return out
+}
+
+// ActiveBuilds counts the builds the buildkitd c talks to is running, from
+// its build history.
+func ActiveBuilds(ctx context.Context, c *client.Client) (int, error) {
+	stream, err := c.ControlClient().ListenBuildHistory(ctx, &controlapi.BuildHistoryRequest{ActiveOnly: true, EarlyExit: true})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil // the list is complete
+		}
+		if err != nil {
+			return 0, err
+		}
+		if ev.Type == controlapi.BuildHistoryEventType_STARTED {
+			n++
+		}
+	}
 }
