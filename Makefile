@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+LDFLAGS := -X mabd/internal/cli.Version=$(VERSION)
 PREFIX ?= /usr/local
 # How many inputs each fuzz target tries inside `make test`. A count, not a
 # duration: Go 1.26's fuzz coordinator races a wall-clock -fuzztime and
@@ -22,6 +22,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd ./cmd/mabd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd-build ./cmd/mabd-build
 
 # test: the whole suite (as root): unit, integration in private binfmt_misc
 # instances, and a short fuzz run of each parser.
@@ -47,6 +48,7 @@ demo: deps build
 # systemctl daemon-reload && systemctl enable --now mabd.
 install: deps build
 	install -D -m 0755 bin/mabd $(DESTDIR)$(PREFIX)/bin/mabd
+	install -D -m 0755 bin/mabd-build $(DESTDIR)$(PREFIX)/bin/mabd-build
 	install -D -m 0755 bin/buildkitd $(DESTDIR)$(PREFIX)/bin/buildkitd
 	install -D -m 0755 bin/buildctl $(DESTDIR)$(PREFIX)/bin/buildctl
 	install -D -m 0644 packaging/systemd/mabd.service $(DESTDIR)/lib/systemd/system/mabd.service

@@ -23,6 +23,7 @@ import (
 
 	"mabd/builder/audit"
 	"mabd/builder/buildertest"
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 )
 
@@ -31,7 +32,7 @@ func auditJSON(t *testing.T, args ...string) (int, audit.Report) {
 	t.Helper()
 	code, out, _ := mabd(t, append([]string{"image", "audit", "--json"}, args...)...)
 	var rep audit.Report
-	if code != exitError {
+	if code != cli.ExitError {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("audit --json: %v\n%s", err, out)
 		}
@@ -54,12 +55,12 @@ func TestImageAuditWrongArchitecture(t *testing.T) {
 
 	code, out, _ := mabd(t, "image", "audit", ref)
 	want := "linux/arm64 image contains x86_64 /bin/busybox (layer " + layer.String() + ")"
-	if code != exitDegraded || !strings.Contains(out, want) || !strings.Contains(out, "1 platform audited: 0 clean, 1 with mismatches") {
+	if code != cli.ExitDegraded || !strings.Contains(out, want) || !strings.Contains(out, "1 platform audited: 0 clean, 1 with mismatches") {
 		t.Errorf("audit %s: exit %d, want 1 and %q:\n%s", ref, code, want, out)
 	}
 	code, rep := auditJSON(t, ref)
 	ps := rep.Problems()
-	if code != exitDegraded || len(ps) != 1 || ps[0].Path != "/bin/busybox" || ps[0].Layer != layer.String() || ps[0].Found != "x86_64" || ps[0].Expected != "aarch64" {
+	if code != cli.ExitDegraded || len(ps) != 1 || ps[0].Path != "/bin/busybox" || ps[0].Layer != layer.String() || ps[0].Found != "x86_64" || ps[0].Expected != "aarch64" {
 		t.Errorf("audit --json: %d %+v", code, ps)
 	}
 
@@ -75,7 +76,7 @@ func TestImageAuditWrongArchitecture(t *testing.T) {
 	multi := addr + "/wrong:multi"
 	mfPush(t, multi, idx)
 	code, rep = auditJSON(t, multi)
-	if code != exitDegraded || len(rep.Platforms) != 3 || rep.Platforms[0].Failed() || !rep.Platforms[1].Failed() || !rep.Platforms[2].Failed() {
+	if code != cli.ExitDegraded || len(rep.Platforms) != 3 || rep.Platforms[0].Failed() || !rep.Platforms[1].Failed() || !rep.Platforms[2].Failed() {
 		t.Fatalf("audit %s: %d %+v", multi, code, rep.Platforms)
 	}
 	s := rep.Platforms[2]
@@ -85,13 +86,13 @@ func TestImageAuditWrongArchitecture(t *testing.T) {
 	if code, _ := auditJSON(t, "--platform", "linux/amd64", multi); code != 0 {
 		t.Errorf("--platform linux/amd64: exit %d", code)
 	}
-	if code, rep := auditJSON(t, "--platform", "linux/arm64,linux/s390x", multi); code != exitDegraded || len(rep.Platforms) != 2 {
+	if code, rep := auditJSON(t, "--platform", "linux/arm64,linux/s390x", multi); code != cli.ExitDegraded || len(rep.Platforms) != 2 {
 		t.Errorf("--platform linux/arm64,linux/s390x: %d %d", code, len(rep.Platforms))
 	}
-	if code, _, errs := mabd(t, "image", "audit", "--platform", "linux/riscv64", multi); code != exitError || !strings.Contains(errs, "no linux/riscv64 image") {
+	if code, _, errs := mabd(t, "image", "audit", "--platform", "linux/riscv64", multi); code != cli.ExitError || !strings.Contains(errs, "no linux/riscv64 image") {
 		t.Errorf("--platform linux/riscv64: %d %q", code, errs)
 	}
-	if code, _, errs := mabd(t, "image", "audit", addr+"/wrong:nope"); code != exitError || !strings.Contains(errs, "not found") {
+	if code, _, errs := mabd(t, "image", "audit", addr+"/wrong:nope"); code != cli.ExitError || !strings.Contains(errs, "not found") {
 		t.Errorf("missing image: %d %q", code, errs)
 	}
 }
@@ -154,11 +155,11 @@ func TestImageAuditNothingToAudit(t *testing.T) {
 	}
 	ref := "oci-layout:" + dir
 	code, out, _ := mabd(t, "image", "audit", ref)
-	if want := "failed: " + ref + " lists no image: there is nothing to audit"; code != exitDegraded || !strings.Contains(out, want) {
+	if want := "failed: " + ref + " lists no image: there is nothing to audit"; code != cli.ExitDegraded || !strings.Contains(out, want) {
 		t.Errorf("audit of an empty index: exit %d, want 1 and %q:\n%s", code, want, out)
 	}
 	code, rep := auditJSON(t, ref)
-	if code != exitDegraded || rep.OK() || !strings.Contains(rep.Failure, "nothing to audit") {
+	if code != cli.ExitDegraded || rep.OK() || !strings.Contains(rep.Failure, "nothing to audit") {
 		t.Errorf("audit --json of an empty index: exit %d, %+v", code, rep)
 	}
 	for _, c := range []struct {
@@ -167,7 +168,7 @@ func TestImageAuditNothingToAudit(t *testing.T) {
 		{"linux/arm64", "no linux/arm64 image (it has no image of any platform)"},
 		{"", "--platform is empty"},
 	} {
-		if code, _, errs := mabd(t, "image", "audit", "--platform", c.platform, ref); code != exitError || !strings.Contains(errs, c.want) {
+		if code, _, errs := mabd(t, "image", "audit", "--platform", c.platform, ref); code != cli.ExitError || !strings.Contains(errs, c.want) {
 			t.Errorf("--platform %q: exit %d, %q; want 2 and %q", c.platform, code, errs, c.want)
 		}
 	}
@@ -195,7 +196,7 @@ func TestImageAuditLayerIsDevZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs := mabd(t, "image", "audit", "oci-layout:"+dir)
-	if code != exitError || !strings.Contains(errs, "not a regular file: it is a character device (through a symlink to /dev/zero)") {
+	if code != cli.ExitError || !strings.Contains(errs, "not a regular file: it is a character device (through a symlink to /dev/zero)") {
 		t.Errorf("audit: exit %d, %q", code, errs)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"mabd/builder"
 	"mabd/builder/buildertest"
 	"mabd/builder/manifest"
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
@@ -224,8 +225,8 @@ func TestBuildCI(t *testing.T) {
 			{[]string{"--report", "xml"}, `--report "xml": want text, json, json=FILE or none`},
 		} {
 			code, _, stderr := build(t, append(c.args, ctx)...)
-			if code != exitError || !strings.Contains(stderr, c.want) {
-				t.Errorf("%q: exit %d, want %d and %q in:\n%s", c.args, code, exitError, c.want, stderr)
+			if code != cli.ExitError || !strings.Contains(stderr, c.want) {
+				t.Errorf("%q: exit %d, want %d and %q in:\n%s", c.args, code, cli.ExitError, c.want, stderr)
 			}
 			if strings.Contains(stderr, "#1 ") {
 				t.Errorf("%q: a build started:\n%s", c.args, stderr)

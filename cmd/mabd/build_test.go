@@ -29,8 +29,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"mabd/builder"
 	"mabd/builder/buildertest"
+	"mabd/internal/cli"
 	"mabd/testing/fixtures"
 	"mabd/testing/registry"
 )
@@ -315,8 +315,8 @@ func TestBuild(t *testing.T) {
 	t.Run("UnsupportedPlatformRefused", func(t *testing.T) {
 		code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain",
 			"--platform", "linux/amd64,linux/s390x", "--build-arg", "BASE="+base, hello)
-		if code != exitError {
-			t.Errorf("exit status %d, want %d", code, exitError)
+		if code != cli.ExitError {
+			t.Errorf("exit status %d, want %d", code, cli.ExitError)
 		}
 		// mabd's private builder: the host's table says nothing about it.
 		want := "linux/s390x is not supported by the builder (its platforms: linux/amd64, linux/386, linux/arm64): linux/s390x: add s390x to [buildkit] architectures"
@@ -336,8 +336,8 @@ func TestBuild(t *testing.T) {
 		}
 		code, _, stderr := mabd(t, "build", "--addr", addr, "--progress", "plain",
 			"--platform", "linux/arm64", "--build-arg", "BASE="+base, dir)
-		if code != exitDegraded {
-			t.Errorf("exit status %d, want %d", code, exitDegraded)
+		if code != cli.ExitDegraded {
+			t.Errorf("exit status %d, want %d", code, cli.ExitDegraded)
 		}
 		for _, want := range []string{"boom-output", `"/bin/sh -c echo boom-output && false" did not complete successfully`, ">>> RUN echo boom-output && false"} {
 			if !strings.Contains(stderr, want) {
@@ -359,8 +359,8 @@ func TestBuild(t *testing.T) {
 			{"build", "--addr", addr, "-f", "/nonexistent/Dockerfile", hello},
 			{"build", "--addr", addr, "--bogus-flag", hello},
 		} {
-			if code, _, _ := mabd(t, args...); code != exitError {
-				t.Errorf("mabd %q: exit status %d, want %d", args, code, exitError)
+			if code, _, _ := mabd(t, args...); code != cli.ExitError {
+				t.Errorf("mabd %q: exit status %d, want %d", args, code, cli.ExitError)
 			}
 		}
 	})
@@ -368,113 +368,11 @@ func TestBuild(t *testing.T) {
 	t.Run("UnreachableDaemon", func(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "none.sock")
 		code, _, stderr := mabd(t, "build", "--addr", "unix://"+sock, "--build-arg", "BASE="+base, hello)
-		if code != exitError || !strings.Contains(stderr, "cannot reach the builder") {
+		if code != cli.ExitError || !strings.Contains(stderr, "cannot reach the builder") {
 			t.Errorf("exit status %d, stderr %q", code, stderr)
 		}
 		if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s: %v", sock, err)
 		}
 	})
-}
-
-// TestBuildMessage: what mabd build says for the builder's typed errors.
-func TestBuildMessage(t *testing.T) {
-	unsupported := func(us ...builder.UnsupportedPlatform) error {
-		return &builder.UnsupportedPlatformError{Unsupported: us, Supported: []string{"linux/amd64", "linux/arm64"}}
-	}
-	_, outputErr := builder.ParseOutput("type=oci")
-	_, cacheErr := builder.ParseCache("type=gha", true)
-	_, cacheFromErr := builder.ParseCache("type=local,dest=x", false)
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{outputErr, `--output "type=oci": type=oci needs dest=`},
-		{cacheErr, `--cache-to "type=gha": unknown cache type "gha" (registry, local, inline)`},
-		{cacheFromErr, `--cache-from "type=local,dest=x": type=local needs src=DIR`},
-		{&builder.UsageError{Option: "Secrets", Value: "id=a,src=/x", Err: errors.New("the secret file /x does not exist")}, `--secret "id=a,src=/x": the secret file /x does not exist`},
-		{&builder.UsageError{Option: "Target", Value: "nope", Err: errors.New("not a stage of the Dockerfile (its stages: a, b)")}, `--target "nope": not a stage of the Dockerfile (its stages: a, b)`},
-		{&builder.UsageError{Option: "BuildContexts", Value: "x", Err: errors.New("want NAME=DIR or NAME=docker-image://REF")}, `--build-context "x": want NAME=DIR or NAME=docker-image://REF`},
-		{&builder.UsageError{Option: "SBOM", Value: "true", Err: errors.New("no generator")}, `--sbom "true": no generator`},
-		{&builder.UsageError{Option: "Progress", Value: "fancy", Err: errors.New("want auto, plain, tty, quiet or rawjson")}, `--progress "fancy": want auto, plain, tty, quiet or rawjson`},
-		{&builder.UsageError{Option: "Push", Err: errors.New("no image name (Tags) to push")}, "--push needs an image name: give one with -t"},
-		{&builder.UsageError{Err: errors.New("no Dockerfile at /x/Dockerfile")}, "no Dockerfile at /x/Dockerfile"},
-		{&builder.DaemonError{Addr: "unix:///x.sock", Err: errors.New("connection refused")}, "cannot reach the builder (buildkitd) at unix:///x.sock: connection refused: is it running? (--addr selects another)"},
-		{unsupported(builder.UnsupportedPlatform{Platform: "linux/s390x", Arch: "s390x", Reason: builder.NoHandler}),
-			"linux/s390x is not supported by the builder (its platforms: linux/amd64, linux/arm64): register its emulator with `mabd install s390x`"},
-		{unsupported(
-			builder.UnsupportedPlatform{Platform: "linux/s390x", Arch: "s390x", Reason: builder.NoHandler},
-			builder.UnsupportedPlatform{Platform: "linux/ppc64le", Arch: "ppc64le", Reason: builder.NoHandler},
-			builder.UnsupportedPlatform{Platform: "linux/riscv64", Arch: "riscv64", Reason: builder.HandlerReady},
-			builder.UnsupportedPlatform{Platform: "linux/sparc", Reason: builder.NoEmulator}),
-			"linux/s390x, linux/ppc64le, linux/riscv64 and linux/sparc are not supported by the builder (its platforms: linux/amd64, linux/arm64): " +
-				"register their emulators with `mabd install s390x ppc64le`; add linux/riscv64 to the builder's platforms (its emulator is ready); no emulator mabd knows runs linux/sparc"},
-	} {
-		if got := buildMessage(c.err, "unix:///nonexistent/bk.sock"); got != c.want {
-			t.Errorf("%v:\n got %s\nwant %s", c.err, got, c.want)
-		}
-	}
-}
-
-// TestAuditRef: what mabd build --audit reads back.
-func TestAuditRef(t *testing.T) {
-	for _, c := range []struct {
-		opt  builder.BuildOptions
-		want string
-		fail bool
-	}{
-		{opt: builder.BuildOptions{Tags: []string{"r/a:1", "r/a:2"}, Push: true, Outputs: []string{"type=oci,dest=x.tar"}}, want: "r/a:1"},
-		{opt: builder.BuildOptions{Tags: []string{"r/a:1"}, Outputs: []string{"type=local,dest=out", "type=oci,dest=x.tar", "type=oci,dest=y.tar"}}, want: "oci-archive:x.tar"},
-		{opt: builder.BuildOptions{Outputs: []string{`"type=oci","dest=a,b.tar"`}}, want: "oci-archive:a,b.tar"},
-		{opt: builder.BuildOptions{Outputs: []string{"type=oci,dest=dir,tar=false"}}, want: "oci-layout:dir"},
-		{opt: builder.BuildOptions{Outputs: []string{"type=oci,dest=-"}}, want: ""},
-		{opt: builder.BuildOptions{Tags: []string{"r/a:1"}}, want: ""},
-		{opt: builder.BuildOptions{Outputs: []string{"type=oci"}}, fail: true},
-	} {
-		got, err := auditRef(c.opt)
-		if got != c.want || (err != nil) != c.fail {
-			t.Errorf("%+v: %q, %v; want %q", c.opt, got, err, c.want)
-		}
-	}
-}
-
-// TestBuildFlagsMapped: every option a builder.UsageError can name has its
-// flag, and the flag exists.
-func TestBuildFlagsMapped(t *testing.T) {
-	cmd := newBuild()
-	for option, flag := range buildFlags {
-		name := strings.TrimLeft(flag, "-")
-		if cmd.Flags().Lookup(name) == nil && cmd.Flags().ShorthandLookup(name) == nil {
-			t.Errorf("%s maps to %s, which mabd build does not have", option, flag)
-		}
-	}
-	for _, option := range []string{"CacheTo", "CacheFrom", "Target", "Secrets", "SSH", "BuildContexts", "Labels", "Annotations", "Provenance", "SBOM", "MetadataFile", "IIDFile"} {
-		if buildFlags[option] == "" {
-			t.Errorf("builder.UsageError{Option: %q} has no flag", option)
-		}
-	}
-}
-
-func TestParseReport(t *testing.T) {
-	dir := t.TempDir()
-	for in, want := range map[string]reportMode{
-		"":                   {text: true},
-		"text":               {text: true},
-		"json":               {json: true},
-		"none":               {},
-		"json=" + dir + "/r": {text: true, file: dir + "/r"},
-	} {
-		if got, err := parseReport(in); err != nil || got != want {
-			t.Errorf("parseReport(%q) = %+v, %v; want %+v", in, got, err, want)
-		}
-	}
-	for in, want := range map[string]string{
-		"xml":                     `--report "xml": want text, json, json=FILE or none`,
-		"json=":                   "want text, json",
-		"json=/nonexistent/dir/r": "the directory /nonexistent/dir does not exist",
-	} {
-		if _, err := parseReport(in); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("parseReport(%q): %v, want %q", in, err, want)
-		}
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"mabd/emulator"
 	"mabd/emulator/emulatortest"
 	"mabd/host"
+	"mabd/internal/cli"
 	"mabd/testing/sandbox"
 )
 
@@ -112,7 +113,7 @@ func TestCandidatesBadInput(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				code, _, errs := mabd(t, append(append([]string{"install", "riscv64"}, tc.args...), state...)...)
-				if code != exitError || !strings.Contains(errs, tc.says) {
+				if code != cli.ExitError || !strings.Contains(errs, tc.says) {
 					t.Errorf("exit %d, stderr %q; want 2 and %q", code, errs, tc.says)
 				}
 				if es := entries(t, mount); len(es) != 0 {

@@ -15,17 +15,34 @@ import (
 
 	"mabd/binfmt"
 	"mabd/host"
+	"mabd/internal/buildcli"
+	"mabd/internal/cli"
 	"mabd/testing/fixtures"
 	"mabd/testing/sandbox"
+
+	"github.com/spf13/cobra"
 )
 
 // mabd runs the CLI in-process and returns its exit status and output.
 func mabd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
+	code := cli.Run(testRoot(), "mabd", args, &out, &errb)
 	t.Logf("mabd %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
 	return code, out.String(), errb.String()
+}
+
+// testRoot is mabd's command tree with mabd-build's commands in place of
+// those that run it, so that the tests run both in this process.
+func testRoot() *cobra.Command {
+	root := newRoot()
+	for _, h := range cli.Heavy {
+		if c, _, err := root.Find([]string{h.Name}); err == nil && c != root {
+			root.RemoveCommand(c)
+		}
+	}
+	root.AddCommand(buildcli.Commands()...)
+	return root
 }
 
 func entries(t *testing.T, mount string) []binfmt.Entry {

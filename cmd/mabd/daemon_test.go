@@ -174,7 +174,8 @@ var daemonBin struct {
 // test process, which run the same test functions again.
 const envTestBin = "MABD_TEST_BIN"
 
-// mabdBinary builds the mabd binary once per test run.
+// mabdBinary builds the mabd binary, and mabd-build beside it, once per
+// test run.
 func mabdBinary(t *testing.T) string {
 	t.Helper()
 	daemonBin.once.Do(func() {
@@ -190,6 +191,7 @@ func mabdBinary(t *testing.T) string {
 		}
 		os.Chmod(dir, 0o755)
 		daemonBin.path = buildMabd(t, dir)
+		goBuild(t, filepath.Join(dir, "mabd-build"), "../mabd-build") // mabd runs it for build, manifest and image
 		daemonBin.built = true
 		os.Setenv(envTestBin, daemonBin.path)
 	})

@@ -15,6 +15,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/emulator"
+	"mabd/internal/cli"
 	"mabd/internal/userns"
 )
 
@@ -104,7 +105,7 @@ cannot be executed; 127 when CMD is not found.`,
 				return execFail(cmd, execCode(err), explainExec(err))
 			}
 			if code != 0 {
-				return exitCode(code)
+				return cli.ExitCode(code)
 			}
 			return nil
 		},
@@ -123,7 +124,7 @@ cannot be executed; 127 when CMD is not found.`,
 // which run() passes on without printing anything more.
 func execFail(cmd *cobra.Command, code int, err error) error {
 	fmt.Fprintln(cmd.ErrOrStderr(), "mabd exec:", err)
-	return exitCode(code)
+	return cli.ExitCode(code)
 }
 
 // execTarget is what mabd exec runs CMD with: the handler of an

@@ -71,16 +71,21 @@ func goTool(t *testing.T) string {
 // buildMabd builds this package into dir/mabd (mode 0755).
 func buildMabd(t *testing.T, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "mabd")
-	cmd := exec.Command(goTool(t), "build", "-o", bin, ".")
+	return goBuild(t, filepath.Join(dir, "mabd"), ".")
+}
+
+// goBuild builds the command pkg into out, mode 0755.
+func goBuild(t *testing.T, out, pkg string) string {
+	t.Helper()
+	cmd := exec.Command(goTool(t), "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -o %s %s: %v\n%s", out, pkg, err, b)
 	}
-	if err := os.Chmod(bin, 0o755); err != nil {
+	if err := os.Chmod(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return bin
+	return out
 }
 
 // copyExecutable copies src to dst with mode 0755.

@@ -35,6 +35,7 @@ import (
 	"mabd/daemon"
 	"mabd/emulator"
 	"mabd/host"
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
@@ -516,8 +517,8 @@ func TestFaultBuildKitDiskFull(t *testing.T) {
 		code, _, stderr := runBin(t, bin, 3*time.Minute, "build", "--addr", "unix://"+bkSock, "--progress", "plain",
 			"--platform", "linux/amd64", "--build-arg", "BASE="+base, big)
 		t.Logf("the build failed after %v", time.Since(start))
-		if code != exitDegraded {
-			t.Errorf("a build that fills the disk: exit %d, want %d (the step failed)", code, exitDegraded)
+		if code != cli.ExitDegraded {
+			t.Errorf("a build that fills the disk: exit %d, want %d (the step failed)", code, cli.ExitDegraded)
 		}
 		if !strings.Contains(strings.ToLower(stderr), "no space left on device") {
 			t.Errorf("the build's output does not say the disk is full:\n%s", stderr)
@@ -646,8 +647,8 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 		status := func(want ...string) host.HandlerStatus {
 			t.Helper()
 			code, out, _ := mabd(t, append(append([]string{"status"}, hostArgs...), "riscv64")...)
-			if code != exitDegraded {
-				t.Errorf("status: exit %d, want %d", code, exitDegraded)
+			if code != cli.ExitDegraded {
+				t.Errorf("status: exit %d, want %d", code, cli.ExitDegraded)
 			}
 			for _, w := range want {
 				if !strings.Contains(out, w) {
@@ -682,8 +683,8 @@ func TestFaultEmulatorDeletedWhileRegistered(t *testing.T) {
 		}
 		status("interpreter "+emu+" does not exist, so every riscv64 program fails", "mabd install --replace riscv64")
 		code, r = verify()
-		if code != exitDegraded || r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonInterpreterMissing) {
-			t.Errorf("verify without F: exit %d, %+v; want %d, failed, %q", code, r, exitDegraded, emulator.ReasonInterpreterMissing)
+		if code != cli.ExitDegraded || r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonInterpreterMissing) {
+			t.Errorf("verify without F: exit %d, %+v; want %d, failed, %q", code, r, cli.ExitDegraded, emulator.ReasonInterpreterMissing)
 		}
 		if !strings.Contains(r.Reason, emu) || !strings.Contains(r.Fix, "install qemu-user-static") || r.Remedy != emulator.RemedyReplace {
 			t.Errorf("verify without F: reason %q, fix %q, remedy %q; want the file named and the fix", r.Reason, r.Fix, r.Remedy)

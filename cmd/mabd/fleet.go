@@ -14,10 +14,11 @@ import (
 
 	"mabd/builder/fleet"
 	"mabd/daemon"
+	"mabd/internal/cli"
 )
 
-// Exit statuses of `mabd fleet`: 0 every node up, exitDegraded (1) a node
-// is down, exitError (2) no daemon answers.
+// Exit statuses of `mabd fleet`: 0 every node up, cli.ExitDegraded (1) a node
+// is down, cli.ExitError (2) no daemon answers.
 func newFleet() *cobra.Command {
 	var asJSON, check bool
 	var socket string
@@ -35,7 +36,7 @@ node now. Exit 0 every node up, 1 a node is down, 2 no daemon answers.`,
 			fi, err := fleetOf(cmd.Context(), socket, check)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "mabd fleet:", err)
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -48,7 +49,7 @@ node now. Exit 0 every node up, 1 a node is down, 2 no daemon answers.`,
 			}
 			for _, st := range fi.States {
 				if !st.Up {
-					return exitCode(exitDegraded)
+					return cli.ExitCode(cli.ExitDegraded)
 				}
 			}
 			return nil
@@ -88,7 +89,7 @@ server name as driver options.`,
 			fi, err := fleetOf(cmd.Context(), *socket, false)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "mabd fleet buildx:", err)
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			}
 			_, err = io.WriteString(cmd.OutOrStdout(), buildxLines(name, fi))
 			return err
@@ -186,12 +187,12 @@ func printFleet(out io.Writer, fi *daemon.FleetInfo) {
 		if !st.Up {
 			state, latency, builds = "down", "-", "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", safe(st.Node), safe(st.Address), state, latency, builds, dash(strings.Join(st.Native, ",")), dash(strings.Join(st.Emulated, ",")))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", cli.Safe(st.Node), cli.Safe(st.Address), state, latency, builds, cli.Dash(strings.Join(st.Native, ",")), cli.Dash(strings.Join(st.Emulated, ",")))
 	}
 	tw.Flush()
 	for _, st := range fi.States {
 		if !st.Up {
-			fmt.Fprintf(out, "  %s is down: %s\n", safe(st.Node), safe(st.LastError))
+			fmt.Fprintf(out, "  %s is down: %s\n", cli.Safe(st.Node), cli.Safe(st.LastError))
 		}
 	}
 	if len(fi.Routes) == 0 {
@@ -208,7 +209,7 @@ func printFleet(out io.Writer, fi *daemon.FleetInfo) {
 		if r.Node == "" {
 			how = "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Platform, dash(safe(r.Node)), how, safe(r.Why))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Platform, cli.Dash(cli.Safe(r.Node)), how, cli.Safe(r.Why))
 	}
 	tw.Flush()
 }

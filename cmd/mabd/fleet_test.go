@@ -12,6 +12,7 @@ import (
 
 	"mabd/builder/buildertest"
 	"mabd/daemon"
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
@@ -110,8 +111,8 @@ native = ["linux/arm64"]
 		}
 
 		code, _, stderr = runBin(t, bin, time.Minute, "build", "--socket", sock, "--platform", "linux/s390x", "--output", "type=oci,dest="+filepath.Join(t.TempDir(), "x.tar"), hello)
-		if code != exitError || !strings.Contains(stderr, "no node builds linux/s390x") || !strings.Contains(stderr, "arm1 (") || !strings.Contains(stderr, "[fleet.nodes]") {
-			t.Errorf("a platform no node builds: exit %d, want %d naming the nodes and the fix:\n%s", code, exitError, stderr)
+		if code != cli.ExitError || !strings.Contains(stderr, "no node builds linux/s390x") || !strings.Contains(stderr, "arm1 (") || !strings.Contains(stderr, "[fleet.nodes]") {
+			t.Errorf("a platform no node builds: exit %d, want %d naming the nodes and the fix:\n%s", code, cli.ExitError, stderr)
 		}
 
 		// The node stops: down within one check interval (1 s), and
@@ -141,8 +142,8 @@ native = ["linux/arm64"]
 				t.Errorf("metrics lack %s", w)
 			}
 		}
-		if code, out, _ := runBin(t, bin, time.Minute, "fleet", "--socket", sock); code != exitDegraded || !strings.Contains(out, "arm1 is down") {
-			t.Errorf("mabd fleet with arm1 down: exit %d, want %d:\n%s", code, exitDegraded, out)
+		if code, out, _ := runBin(t, bin, time.Minute, "fleet", "--socket", sock); code != cli.ExitDegraded || !strings.Contains(out, "arm1 is down") {
+			t.Errorf("mabd fleet with arm1 down: exit %d, want %d:\n%s", code, cli.ExitDegraded, out)
 		}
 		stopDaemon(t, d, time.Minute)
 	})

@@ -9,6 +9,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/host"
+	"mabd/internal/cli"
 )
 
 // A trial of a candidate emulator (host.TryCandidates, which install and
@@ -54,7 +55,7 @@ Exit 0 done, 1 conflict or failure, 2 bad input (nothing changed).`,
 			}
 			printInstall(cmd.OutOrStdout(), cmd.ErrOrStderr(), res)
 			if res.Degraded() {
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},
@@ -99,27 +100,27 @@ func printInstall(out, errw io.Writer, res *host.InstallResult) {
 		}
 	}
 	for _, c := range res.Choices {
-		fmt.Fprintf(out, "qemu-%s: chose %s\n", c.Arch, safe(c.Reason))
+		fmt.Fprintf(out, "qemu-%s: chose %s\n", c.Arch, cli.Safe(c.Reason))
 	}
 	for _, n := range res.Served {
-		fmt.Fprintf(out, "qemu-%s: %s; left alone (--replace registers mabd's)\n", n.Arch, safe(n.Reason))
+		fmt.Fprintf(out, "qemu-%s: %s; left alone (--replace registers mabd's)\n", n.Arch, cli.Safe(n.Reason))
 	}
 	for _, n := range res.Conflicts {
-		fmt.Fprintf(out, "qemu-%s: conflict: %s; left alone (--replace replaces it)\n", n.Arch, safe(n.Reason))
+		fmt.Fprintf(out, "qemu-%s: conflict: %s; left alone (--replace replaces it)\n", n.Arch, cli.Safe(n.Reason))
 	}
 	for _, n := range res.Refused {
-		fmt.Fprintf(out, "qemu-%s: refused: %s\n", n.Arch, safe(n.Reason))
+		fmt.Fprintf(out, "qemu-%s: refused: %s\n", n.Arch, cli.Safe(n.Reason))
 	}
 	for _, n := range res.Skipped {
 		if n.Reason != host.NoEmulator {
-			fmt.Fprintf(out, "qemu-%s: skipped: %s\n", n.Arch, safe(n.Reason))
+			fmt.Fprintf(out, "qemu-%s: skipped: %s\n", n.Arch, cli.Safe(n.Reason))
 		}
 	}
 	for _, p := range res.Persisted {
 		fmt.Fprintln(out, "persisted", p)
 	}
 	for _, n := range res.PersistFailed {
-		fmt.Fprintf(out, "qemu-%s: not persisted: %s\n", n.Arch, safe(n.Reason))
+		fmt.Fprintf(out, "qemu-%s: not persisted: %s\n", n.Arch, cli.Safe(n.Reason))
 	}
 	if changed == 0 && len(res.Refused)+len(res.PersistFailed)+len(res.Conflicts) == 0 {
 		fmt.Fprintf(out, "nothing to do: %d handlers already registered", count[binfmt.Unchanged]+len(res.Served))
@@ -162,13 +163,13 @@ each. Exit 0 done, 1 partly done or entries left alone, 2 nothing changed.`,
 				fmt.Fprintln(out, "removed", p)
 			}
 			for _, k := range res.Kept {
-				fmt.Fprintf(out, "qemu-%s: kept: %s: left alone (--force removes it)\n", k.Arch, safe(k.Reason))
+				fmt.Fprintf(out, "qemu-%s: kept: %s: left alone (--force removes it)\n", k.Arch, cli.Safe(k.Reason))
 			}
 			for _, p := range res.KeptFiles {
 				fmt.Fprintf(out, "%s: kept: not written by mabd (mabd never removes it)\n", p)
 			}
 			for _, f := range res.Failed {
-				fmt.Fprintf(cmd.ErrOrStderr(), "qemu-%s: failed: %s\n", f.Arch, safe(f.Reason))
+				fmt.Fprintf(cmd.ErrOrStderr(), "qemu-%s: failed: %s\n", f.Arch, cli.Safe(f.Reason))
 			}
 			if !res.Changed() && len(res.Kept)+len(res.Failed) == 0 {
 				fmt.Fprintln(out, "nothing to do: no handler registered")
@@ -176,12 +177,12 @@ each. Exit 0 done, 1 partly done or entries left alone, 2 nothing changed.`,
 			switch {
 			case len(res.Failed) > 0 && !res.Changed():
 				fmt.Fprintln(out, "nothing changed")
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			case len(res.Failed) > 0:
 				fmt.Fprintf(out, "partly done: %d removed, %d failed\n", len(res.Removed), len(res.Failed))
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			case res.Degraded():
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},

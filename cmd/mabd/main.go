@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -13,27 +12,13 @@ import (
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/host"
+	"mabd/internal/cli"
 )
 
 // The first thing a mabd process does: when it was started as the first
 // process of new namespaces (mabd exec's, the builder's), it becomes that
 // (userns.MaybeRunChild, then the builder's agent) and never gets here.
 func init() { builder.MaybeRunAgent() }
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
-// Exit codes: the health contract of `mabd status` and `mabd verify`.
-const (
-	exitOK       = 0 // healthy, or done
-	exitDegraded = 1 // something asked for is missing, conflicting or failing
-	exitError    = 2 // bad usage or input, or could not check
-)
-
-// exitCode carries an exit status out of a command without an error message.
-type exitCode int
-
-func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // hostFlags are the flags every command that touches binfmt takes.
 type hostFlags struct {
@@ -67,7 +52,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newBuild(), newFleet(), newManifest(), newImage())
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newFleet())
+	root.AddCommand(newHeavy()...)
 	return root
 }
 
@@ -77,18 +63,5 @@ func main() {
 
 // run executes the command line args and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	root := newRoot()
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.Execute()
-	var code exitCode
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &code):
-		return int(code)
-	}
-	fmt.Fprintln(stderr, "mabd:", err)
-	return exitError
+	return cli.Run(newRoot(), "mabd", args, stdout, stderr)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 )
 
@@ -198,11 +199,11 @@ func TestManifestInspect(t *testing.T) {
 	}
 
 	// Errors: bad usage, a reference that does not exist.
-	if code, _, _ := mabd(t, "manifest", "inspect", "--raw", "--verbose", multi); code != exitError {
+	if code, _, _ := mabd(t, "manifest", "inspect", "--raw", "--verbose", multi); code != cli.ExitError {
 		t.Errorf("--raw --verbose: exit %d", code)
 	}
 	code, _, errs := mabd(t, "manifest", "inspect", addr+"/demo:nope")
-	if code != exitError || !strings.Contains(errs, addr+"/demo:nope") || !strings.Contains(errs, "not found") {
+	if code != cli.ExitError || !strings.Contains(errs, addr+"/demo:nope") || !strings.Contains(errs, "not found") {
 		t.Errorf("missing: %d %q", code, errs)
 	}
 }
@@ -298,7 +299,7 @@ func TestManifestCreate(t *testing.T) {
 	mfPush(t, repo+":v2-amd64", amd2)
 	amd2Digest := mfDigest(mfSkopeoRaw(t, repo+":v2-amd64"))
 	code, _, errs := mabd(t, "manifest", "create", repo+":dup", repo+":v1-amd64", repo+":v2-amd64", repo+":v1-arm64")
-	if code != exitError || !strings.Contains(errs, "linux/amd64") || !strings.Contains(errs, "--platform-override linux/amd64=") || !strings.Contains(errs, amd2Digest) {
+	if code != cli.ExitError || !strings.Contains(errs, "linux/amd64") || !strings.Contains(errs, "--platform-override linux/amd64=") || !strings.Contains(errs, amd2Digest) {
 		t.Errorf("duplicate platform: %d %q", code, errs)
 	}
 	if mfTagExists(t, addr, "demo", "dup") {
@@ -311,7 +312,7 @@ func TestManifestCreate(t *testing.T) {
 
 	// A missing source: a clear error, and nothing pushed.
 	code, _, errs = mabd(t, "manifest", "create", repo+":missing", repo+":v1-amd64", repo+":v1-s390x")
-	if code != exitError || !strings.Contains(errs, "source "+repo+":v1-s390x") || !strings.Contains(errs, "not found") {
+	if code != cli.ExitError || !strings.Contains(errs, "source "+repo+":v1-s390x") || !strings.Contains(errs, "not found") {
 		t.Errorf("missing source: %d %q", code, errs)
 	}
 	if mfTagExists(t, addr, "demo", "missing") {
@@ -345,7 +346,7 @@ func TestManifestCreate(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &many); code != 0 || err != nil || len(many) != 3 || many[2].Descriptor.Platform.String() != "linux/s390x" {
 		t.Errorf("inspect the Docker list: %d %v %d", code, err, len(many))
 	}
-	if code, _, errs := mabd(t, "manifest", "create", "--format", "docker", "--annotation", "a=b", repo+":bad", repo+":v1"); code != exitError || !strings.Contains(errs, "annotations") {
+	if code, _, errs := mabd(t, "manifest", "create", "--format", "docker", "--annotation", "a=b", repo+":bad", repo+":v1"); code != cli.ExitError || !strings.Contains(errs, "annotations") {
 		t.Errorf("annotations on a Docker list: %d %q", code, errs)
 	}
 
@@ -398,7 +399,7 @@ func TestManifestTimeout(t *testing.T) {
 		{[]string{"image", "audit", "--timeout", "soon", archive}, "invalid argument \"soon\" for \"--timeout\""},
 	} {
 		code, _, errs := mabd(t, c.args...)
-		if code != exitError || !strings.Contains(errs, c.want) {
+		if code != cli.ExitError || !strings.Contains(errs, c.want) {
 			t.Errorf("mabd %s: exit %d, %q; want 2 and %q", strings.Join(c.args, " "), code, errs, c.want)
 		}
 		if c.want == hangs && !strings.Contains(errs, "raise --timeout") {

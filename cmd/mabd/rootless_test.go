@@ -21,6 +21,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder/buildertest"
+	"mabd/internal/cli"
 	"mabd/testing/registry"
 )
 
@@ -340,8 +341,8 @@ func TestRootlessRefusals(t *testing.T) {
 				env = append(env, "HOME="+tt.user.home)
 			}
 			code, _, stderr := tt.user.run(t, bin, env, "daemon")
-			if code != exitError {
-				t.Errorf("exit %d, want %d", code, exitError)
+			if code != cli.ExitError {
+				t.Errorf("exit %d, want %d", code, cli.ExitError)
 			}
 			for _, s := range tt.says {
 				if !strings.Contains(stderr, s) {

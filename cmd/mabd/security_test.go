@@ -21,6 +21,7 @@ import (
 	"mabd/binfmt"
 	"mabd/builder/buildertest"
 	"mabd/daemon"
+	"mabd/internal/cli"
 	"mabd/testing/fixtures"
 	"mabd/testing/logbuf"
 	"mabd/testing/sandbox"
@@ -267,9 +268,9 @@ func TestSecurityRefusesUntrustedEmulator(t *testing.T) {
 			code int
 			says string
 		}{
-			{"world-writable file", []string{"install", "arm64", "--emulator-dir", wwFile}, exitError, fileMsg},
-			{"world-writable directory", []string{"install", "arm64", "--emulator-dir", wwDir}, exitError, dirMsg},
-			{"all", []string{"install", "all", "--emulator-dir", wwFile}, exitDegraded, "qemu-aarch64: refused: " + fileMsg},
+			{"world-writable file", []string{"install", "arm64", "--emulator-dir", wwFile}, cli.ExitError, fileMsg},
+			{"world-writable directory", []string{"install", "arm64", "--emulator-dir", wwDir}, cli.ExitError, dirMsg},
+			{"all", []string{"install", "all", "--emulator-dir", wwFile}, cli.ExitDegraded, "qemu-aarch64: refused: " + fileMsg},
 			{"exec --emulator", []string{"exec", "--platform", "linux/arm64", "--emulator", emu, "--", "/bin/true"}, exitExecSetup, "mabd exec: " + fileMsg},
 			{"exec --emulator-dir", []string{"exec", "--platform", "linux/arm64", "--emulator-dir", wwDir, "--", "/bin/true"}, exitExecSetup, "mabd exec: " + dirMsg},
 		} {
@@ -295,8 +296,8 @@ func TestSecurityRefusesUntrustedEmulator(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, _, errs := runBin(t, bin, time.Minute, "daemon", "--config", cfg, "--binfmt-mount", mount, "--socket", filepath.Join(dir, "s"), "--state-dir", filepath.Join(dir, "state"), "--no-buildkit")
-			if code != exitError || !strings.Contains(errs, fileMsg) {
-				t.Errorf("daemon with an untrusted emulator: exit %d, want %d and %q:\n%s", code, exitError, fileMsg, errs)
+			if code != cli.ExitError || !strings.Contains(errs, fileMsg) {
+				t.Errorf("daemon with an untrusted emulator: exit %d, want %d and %q:\n%s", code, cli.ExitError, fileMsg, errs)
 			}
 			none(t)
 

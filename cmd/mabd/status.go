@@ -13,6 +13,7 @@ import (
 	"mabd/builder"
 	"mabd/daemon"
 	"mabd/host"
+	"mabd/internal/cli"
 )
 
 func newStatus() *cobra.Command {
@@ -78,7 +79,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 			}
 			if !st.Healthy() {
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},
@@ -104,7 +105,7 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 	if st.Source == "daemon" {
 		source = "from the mabd daemon at " + socket
 	}
-	fmt.Fprintf(out, "binfmt_misc %s at %s (%s)\n", state, safe(st.Mount), source)
+	fmt.Fprintf(out, "binfmt_misc %s at %s (%s)\n", state, cli.Safe(st.Mount), source)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HANDLER\tPLATFORM\tSTATE\tFLAGS\tVERIFIED\tOWNER\tINTERPRETER\tDETAIL")
 	hidden := 0
@@ -128,7 +129,7 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 		if h.State == host.StateFailing && h.Verified != nil && h.Verified.Remedy != "" {
 			detail += " (" + fixText(h.Verified.Remedy, h.QEMUArch, "") + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(safe(h.Flags)), safe(verified), dash(safe(owner)), dash(safe(h.Interpreter)), safe(detail))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, cli.Dash(h.Platform), h.State, cli.Dash(cli.Safe(h.Flags)), cli.Safe(verified), cli.Dash(cli.Safe(owner)), cli.Dash(cli.Safe(h.Interpreter)), cli.Safe(detail))
 	}
 	tw.Flush()
 	if hidden > 0 {
@@ -137,7 +138,7 @@ func printStatus(out io.Writer, st *host.Status, all bool, socket string) {
 	fmt.Fprintf(out, "supported: %v\n", st.Supported)
 	fmt.Fprintf(out, "health: %s\n", st.Health)
 	for _, p := range st.Problems {
-		fmt.Fprintln(out, "  -", safe(p))
+		fmt.Fprintln(out, "  -", cli.Safe(p))
 	}
 }
 
@@ -160,19 +161,19 @@ func printCandidates(out io.Writer, st *host.Status) {
 		} else if c.Last != nil {
 			result += " (" + c.Last.At.Local().Format("2006-01-02 15:04") + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.QEMUArch, safe(path), dash(safe(c.Version)), safe(c.Source), safe(result))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.QEMUArch, cli.Safe(path), cli.Dash(cli.Safe(c.Version)), cli.Safe(c.Source), cli.Safe(result))
 	}
 	tw.Flush()
 	for _, h := range st.Handlers {
 		if h.Choice != nil && h.Choice.Candidates > 1 {
-			fmt.Fprintf(out, "  %s: chose %s\n", h.QEMUArch, safe(h.Choice.Reason))
+			fmt.Fprintf(out, "  %s: chose %s\n", h.QEMUArch, cli.Safe(h.Choice.Reason))
 		}
 	}
 }
 
 func printBuildKit(out io.Writer, bk *builder.Status) {
 	if !bk.Running {
-		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", safe(bk.LastError), bk.Restarts)
+		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", cli.Safe(bk.LastError), bk.Restarts)
 	} else {
 		fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",
 			bk.Version, bk.PID, time.Since(bk.Since).Round(time.Second), bk.Restarts, bk.Address, bk.Platforms)
@@ -185,17 +186,10 @@ func printBuildKit(out io.Writer, bk *builder.Status) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  HANDLER\tPLATFORM\tSTATE\tFLAGS\tINTERPRETER\tREASON")
 	for _, h := range bk.Private {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", h.Name, dash(h.Platform), h.State, dash(h.Flags), dash(safe(h.Interpreter)), safe(h.Reason))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", h.Name, cli.Dash(h.Platform), h.State, cli.Dash(h.Flags), cli.Dash(cli.Safe(h.Interpreter)), cli.Safe(h.Reason))
 	}
 	tw.Flush()
 	if bk.Withdrawn > 0 {
 		fmt.Fprintf(out, "  %d handlers withdrawn after failing while buildkitd ran\n", bk.Withdrawn)
 	}
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -23,6 +23,7 @@ import (
 	"mabd/binfmt"
 	"mabd/emulator"
 	"mabd/host"
+	"mabd/internal/cli"
 	"mabd/testing/sandbox"
 )
 
@@ -157,12 +158,12 @@ func TestHealthMeansIt(t *testing.T) {
 			t.Fatal("install arm64 from the crashing emulator failed")
 		}
 		code, v := verifyJSON(t, append([]string{"arm64"}, args...)...)
-		if code != exitDegraded || len(v.Failed()) != 1 || !strings.HasPrefix(v.Failed()[0].Reason, emulator.ReasonCrashed) {
+		if code != cli.ExitDegraded || len(v.Failed()) != 1 || !strings.HasPrefix(v.Failed()[0].Reason, emulator.ReasonCrashed) {
 			t.Fatalf("verify: exit %d, %+v; want 1 and emulator crashed", code, v.Results)
 		}
 		code, st := statusJSON(t, mount, args[2:]...)
 		h := handler(t, st, "aarch64")
-		if code != exitDegraded || h.State != host.StateFailing || strings.Contains(strings.Join(st.Supported, " "), "linux/arm64") {
+		if code != cli.ExitDegraded || h.State != host.StateFailing || strings.Contains(strings.Join(st.Supported, " "), "linux/arm64") {
 			t.Fatalf("status after a failed verify: exit %d, %s, supported %v; want 1, failing, no linux/arm64", code, h.State, st.Supported)
 		}
 		// A handler replaced since: the failure is stale and counts no more.
@@ -195,7 +196,7 @@ func TestHealthMeansIt(t *testing.T) {
 		if !d.logSays("degraded: 3 platforms ok, 1 failing: linux/arm64 (emulator crashed)", 5*time.Second) {
 			t.Errorf("the daemon's STATUS= does not name the failing platform")
 		}
-		if code, _, _ := runBin(t, bin, time.Minute, "status", "--socket", d.socket); code != exitDegraded {
+		if code, _, _ := runBin(t, bin, time.Minute, "status", "--socket", d.socket); code != cli.ExitDegraded {
 			t.Errorf("mabd status through the daemon: exit %d, want 1", code)
 		}
 		metrics := httpGet(t, d.socket, "/metrics")
@@ -266,7 +267,7 @@ func TestNeverHideADirectory(t *testing.T) {
 		{"daemon", "--check-config", "--binfmt-mount", "/etc"},
 	} {
 		code, out, errs := runBin(t, bin, time.Minute, args...)
-		if code != exitError || !strings.Contains(out+errs, "binfmt") {
+		if code != cli.ExitError || !strings.Contains(out+errs, "binfmt") {
 			t.Errorf("mabd %q: exit %d, %q; want 2 and a clear error", args, code, out+errs)
 		}
 	}
@@ -292,7 +293,7 @@ func TestNoSilentPartialWork(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, out, _ := mabd(t, append([]string{"install", "--persist", "arm64", "riscv64"}, args...)...)
-		if code != exitDegraded || !strings.Contains(out, "qemu-aarch64: not persisted") || !strings.Contains(out, "not written by mabd") {
+		if code != cli.ExitDegraded || !strings.Contains(out, "qemu-aarch64: not persisted") || !strings.Contains(out, "not written by mabd") {
 			t.Errorf("install --persist over an administrator's file: exit %d, %q", code, out)
 		}
 		code, out, _ = mabd(t, append([]string{"uninstall", "all"}, args...)...)
@@ -320,11 +321,11 @@ func TestNoSilentPartialWork(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, out, errs := mabd(t, append([]string{"uninstall", "riscv64", "s390x"}, args...)...)
-		if code != exitDegraded || !strings.Contains(out, "partly done: 2 removed, 2 failed") || strings.Count(errs, "failed:") != 2 {
+		if code != cli.ExitDegraded || !strings.Contains(out, "partly done: 2 removed, 2 failed") || strings.Count(errs, "failed:") != 2 {
 			t.Errorf("uninstall with read-only files: exit %d, %q %q; want 1, partly done", code, out, errs)
 		}
 		code, out, _ = mabd(t, append([]string{"uninstall", "riscv64", "s390x"}, args...)...)
-		if code != exitError || !strings.Contains(out, "nothing changed") {
+		if code != cli.ExitError || !strings.Contains(out, "nothing changed") {
 			t.Errorf("uninstall again: exit %d, %q; want 2, nothing changed", code, out)
 		}
 
@@ -388,7 +389,7 @@ func TestVerifySavesSafely(t *testing.T) {
 			t.Errorf("state dir after concurrent verifies: %v; want only verify.json", des)
 		}
 		for _, timeout := range []string{"0", "-1s"} {
-			if code, _, errs := mabd(t, "verify", "--timeout", timeout, "--binfmt-mount", mount, "--state-dir", "-"); code != exitError || !strings.Contains(errs, "above 0") {
+			if code, _, errs := mabd(t, "verify", "--timeout", timeout, "--binfmt-mount", mount, "--state-dir", "-"); code != cli.ExitError || !strings.Contains(errs, "above 0") {
 				t.Errorf("verify --timeout %s: exit %d, %q", timeout, code, errs)
 			}
 		}
@@ -396,7 +397,7 @@ func TestVerifySavesSafely(t *testing.T) {
 	// Not root: nothing can be checked.
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	r := runExec(t, bin, "/", nobody, nil, nil, "verify", "--state-dir", "-")
-	if r.code != exitError || strings.Count(r.stderr+r.stdout, "needs root") != 1 {
+	if r.code != cli.ExitError || strings.Count(r.stderr+r.stdout, "needs root") != 1 {
 		t.Errorf("verify as nobody: exit %d, %q %q; want 2 and the reason once", r.code, r.stdout, r.stderr)
 	}
 }
@@ -410,7 +411,7 @@ func TestBadEmulatorDirs(t *testing.T) {
 			{"install", "--emulator-dir", "/etc/passwd", "arm64"},
 		} {
 			code, _, errs := mabd(t, append(args, "--binfmt-mount", mount)...)
-			if code != exitError || !strings.Contains(errs, "emulator directory") {
+			if code != cli.ExitError || !strings.Contains(errs, "emulator directory") {
 				t.Errorf("mabd %q: exit %d, %q; want 2 naming the directory", args, code, errs)
 			}
 		}

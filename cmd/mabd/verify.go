@@ -12,6 +12,7 @@ import (
 
 	"mabd/emulator"
 	"mabd/host"
+	"mabd/internal/cli"
 )
 
 func newVerify() *cobra.Command {
@@ -67,7 +68,7 @@ Exit 0 all pass, 1 any fails, 2 could not check.`,
 				printVerify(cmd.OutOrStdout(), v, opt.Bench, opt.Deep)
 			}
 			if !v.OK() {
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},
@@ -94,7 +95,7 @@ func printVerify(out io.Writer, v *host.Verification, bench, deep bool) {
 	fmt.Fprintln(tw, head+"\tREASON")
 	failed := 0
 	for _, r := range v.Results {
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%.1fms", dash(r.Platform), r.QEMUArch, r.State, dash(safe(r.Machine)), r.DurationMS)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%.1fms", cli.Dash(r.Platform), r.QEMUArch, r.State, cli.Dash(cli.Safe(r.Machine)), r.DurationMS)
 		if bench {
 			s := "-"
 			if r.Slowdown > 0 {
@@ -113,7 +114,7 @@ func printVerify(out io.Writer, v *host.Verification, bench, deep bool) {
 		if fix := fixText(r.Remedy, r.QEMUArch, r.Fix); fix != "" {
 			reason += " — fix: " + fix
 		}
-		fmt.Fprintln(tw, line+"\t"+safe(reason))
+		fmt.Fprintln(tw, line+"\t"+cli.Safe(reason))
 		if r.State == emulator.StateFailed {
 			failed++
 		}
@@ -121,7 +122,7 @@ func printVerify(out io.Writer, v *host.Verification, bench, deep bool) {
 	tw.Flush()
 	for _, r := range v.Results {
 		if r.Shell != "" {
-			fmt.Fprintf(out, "%s foreign sh in %s: %q\n", r.QEMUArch, safe(r.Rootfs), r.Shell)
+			fmt.Fprintf(out, "%s foreign sh in %s: %q\n", r.QEMUArch, cli.Safe(r.Rootfs), r.Shell)
 		}
 	}
 	fmt.Fprintf(out, "%d verified, %d failed\n", len(v.Results)-failed, failed)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"mabd/internal/cli"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -13,7 +14,7 @@ func newVersion() *cobra.Command {
 		Short: "Print mabd's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "mabd %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(cmd.OutOrStdout(), "mabd %s (%s, %s/%s)\n", cli.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		},
 	}
 }

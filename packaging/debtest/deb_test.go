@@ -33,6 +33,7 @@ const conffile = "/etc/mabd/mabd.toml"
 // (dpkg-deb --contents notation); all belong to root/root.
 var wantFiles = map[string]string{
 	"/usr/bin/mabd":                      "-rwxr-xr-x",
+	"/usr/lib/mabd/mabd-build":           "-rwxr-xr-x",
 	"/usr/lib/mabd/buildkitd":            "-rwxr-xr-x",
 	"/usr/lib/mabd/buildctl":             "-rwxr-xr-x",
 	"/lib/systemd/system/mabd.service":   "-rw-r--r--",
@@ -255,6 +256,10 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 	// The default configuration file, as the service reads it.
+	// mabd runs /usr/lib/mabd/mabd-build for build, manifest and image.
+	if got := mustRun(t, "", nil, "/usr/bin/mabd", "manifest", "--help"); !strings.Contains(got, "mabd manifest") {
+		t.Errorf("/usr/bin/mabd manifest --help (mabd-build): %q", got)
+	}
 	if out, err := exec.Command("/usr/bin/mabd", "daemon", "--check-config").CombinedOutput(); err != nil {
 		t.Errorf("mabd daemon --check-config (%s): %v\n%s", conffile, err, out)
 	}

@@ -1,4 +1,4 @@
-package main
+package buildcli
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"mabd/builder/manifest"
+	"mabd/internal/cli"
 )
 
 // newManifest is `mabd manifest`: inspect manifests and indexes, and join
@@ -17,7 +18,7 @@ import (
 func newManifest() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "manifest",
-		Short: "Inspect image manifests and indexes, and join images into a multi-platform index",
+		Short: cli.Short("manifest"),
 		Long: `Inspect the manifest or index of an image, in a registry or in an OCI image
 layout, and create an index of several single-platform images, as
 "docker manifest inspect" and "docker manifest create" do, without a Docker

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -11,10 +11,10 @@ import (
 // registry) in mabd's readable output.
 const maxShown = 4096
 
-// safe makes a string from outside fit for a terminal: control characters
+// Safe makes a string from outside fit for a terminal: control characters
 // (escape sequences, newlines that would forge lines) and invalid UTF-8 are
 // shown escaped, and an overlong string is cut.
-func safe(s string) string {
+func Safe(s string) string {
 	clean := true
 	for _, r := range s {
 		if r == utf8.RuneError || unicode.IsControl(r) {
@@ -43,4 +43,12 @@ func safe(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// Dash shows an empty field of a table as "-".
+func Dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -1,4 +1,4 @@
-package main
+package buildcli
 
 import (
 	"encoding/json"
@@ -9,13 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/builder/audit"
+	"mabd/internal/cli"
 )
 
 // newImage is `mabd image`: checks of built images.
 func newImage() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Check built images",
+		Short: cli.Short("image"),
 	}
 	cmd.AddCommand(newImageAudit())
 	return cmd
@@ -80,7 +81,7 @@ not what its manifest says).`,
 				printAudit(out, rep)
 			}
 			if !rep.OK() {
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},

@@ -1,4 +1,4 @@
-package main
+package buildcli
 
 import (
 	"bytes"
@@ -22,10 +22,11 @@ import (
 	"mabd/builder/manifest"
 	"mabd/daemon"
 	"mabd/emulator"
+	"mabd/internal/cli"
 )
 
-// Exit statuses of `mabd build`: 0 built, exitDegraded (1) the build
-// failed, exitError (2) bad usage or the builder could not be reached.
+// Exit statuses of `mabd build`: 0 built, cli.ExitDegraded (1) the build
+// failed, cli.ExitError (2) bad usage or the builder could not be reached.
 func newBuild() *cobra.Command {
 	var opt builder.BuildOptions
 	var doAudit, quiet bool
@@ -33,7 +34,7 @@ func newBuild() *cobra.Command {
 	var report reportMode
 	cmd := &cobra.Command{
 		Use:   "build [-f Dockerfile] [--platform P,P…] [-t REF]… [--build-arg K=V]… [--output SPEC]… [--push] [--cache-to SPEC] [--cache-from SPEC]… [--target STAGE] [--secret SPEC]… [--metadata-file FILE] [--report MODE] CONTEXT",
-		Short: "Build a Dockerfile for several platforms at once with mabd's BuildKit",
+		Short: cli.Short("build"),
 		Long: `Build the Dockerfile in CONTEXT (or -f) for every --platform in one BuildKit
 solve, on the buildkitd mabd supervises (--addr), with BuildKit's progress
 display. The Dockerfile is built by BuildKit's built-in frontend, so it must
@@ -107,7 +108,7 @@ unsupported platform or unreachable builder.`,
 			var err error
 			if report, err = parseReport(reportSpec); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", err)
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			}
 			if !doAudit {
 				return nil
@@ -115,7 +116,7 @@ unsupported platform or unreachable builder.`,
 			ref, err := auditRef(opt)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "mabd build:", buildMessage(err, opt.Addr))
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			}
 			if ref == "" {
 				return fmt.Errorf("--audit needs an image to read: --push with -t, or --output type=oci,dest=FILE")
@@ -165,18 +166,18 @@ unsupported platform or unreachable builder.`,
 			var je *fleet.JoinError
 			switch {
 			case errors.As(err, &nr):
-				fmt.Fprintln(errw, "mabd build:", safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+daemon.ConfigPath())
-				return exitCode(exitError)
+				fmt.Fprintln(errw, "mabd build:", cli.Safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+daemon.ConfigPath())
+				return cli.ExitCode(cli.ExitError)
 			case errors.As(err, &be):
 				be.PrintSources(errw)
 				fmt.Fprintln(errw, "mabd build:", err)
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			case errors.As(err, &je):
 				fmt.Fprintln(errw, "mabd build: every platform was built, but:", err)
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			case err != nil && !errors.As(err, &fe):
 				fmt.Fprintln(errw, "mabd build:", buildMessage(err, opt.Addr))
-				return exitCode(exitError)
+				return cli.ExitCode(cli.ExitError)
 			}
 			if res.Digest != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
@@ -199,7 +200,7 @@ unsupported platform or unreachable builder.`,
 				}
 			}
 			if failed {
-				return exitCode(exitDegraded)
+				return cli.ExitCode(cli.ExitDegraded)
 			}
 			return nil
 		},
@@ -458,11 +459,11 @@ func auditBuilt(cmd *cobra.Command, opt builder.BuildOptions) error {
 	rep, err := audit.Audit(cmd.Context(), ref, audit.Options{Options: manifest.Options{Insecure: insecure}})
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "mabd build --audit:", err)
-		return exitCode(exitError)
+		return cli.ExitCode(cli.ExitError)
 	}
 	printAudit(cmd.ErrOrStderr(), rep)
 	if !rep.OK() {
-		return exitCode(exitDegraded)
+		return cli.ExitCode(cli.ExitDegraded)
 	}
 	return nil
 }
