@@ -1,10 +1,14 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"mabd/builder/fleet"
+	"mabd/internal/buildbin"
 )
 
 // FleetConfig is the [fleet] table: BuildKit nodes besides the daemon's
@@ -194,7 +199,11 @@ func (d *Daemon) checkFleet(ctx context.Context) []fleet.State {
 	if f == nil {
 		return nil
 	}
-	states := f.CheckAll(ctx, d.config().Fleet.CheckTimeout.Duration)
+	states, err := checkNodes(ctx, f.Nodes(), d.config().Fleet.CheckTimeout.Duration)
+	if err != nil {
+		d.log.Error("fleet check", zap.Error(err))
+	}
+	f.Set(states)
 	was := map[string]bool{}
 	if p := d.fleet.up.Load(); p != nil {
 		was = *p
@@ -212,6 +221,69 @@ func (d *Daemon) checkFleet(ctx context.Context) []fleet.State {
 	}
 	d.fleet.up.Store(&now)
 	return states
+}
+
+// maxFleetCheckOutput bounds what fleet-check may print.
+const maxFleetCheckOutput = 4 << 20
+
+// checkNodes checks the nodes, each within timeout, with `mabd-build
+// fleet-check`: checking a node speaks BuildKit's gRPC, which the daemon
+// does not link. When that fails, every node is down with why.
+func checkNodes(ctx context.Context, nodes []fleet.Node, timeout time.Duration) ([]fleet.State, error) {
+	states, err := runFleetCheck(ctx, nodes, timeout)
+	if err == nil {
+		return states, nil
+	}
+	states = make([]fleet.State, len(nodes))
+	for i, n := range nodes {
+		states[i] = fleet.State{Node: n.Name, Address: n.Address, Local: n.Local, Native: n.Native, CheckedAt: time.Now().UTC(), LastError: "not checked: " + err.Error()}
+	}
+	return states, err
+}
+
+func runFleetCheck(ctx context.Context, nodes []fleet.Node, timeout time.Duration) ([]fleet.State, error) {
+	path, err := buildbin.Path()
+	if err != nil {
+		return nil, err
+	}
+	in, err := json.Marshal(nodes)
+	if err != nil {
+		return nil, err
+	}
+	// The nodes are checked at once: timeout, and the program's start.
+	ctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "fleet-check", "--timeout", timeout.String())
+	cmd.Stdin = bytes.NewReader(in)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &limitWriter{w: &out, n: maxFleetCheckOutput}, &limitWriter{w: &errb, n: 4096}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s fleet-check: %w: %s", path, err, strings.TrimSpace(errb.String()))
+	}
+	var states []fleet.State
+	if err := json.Unmarshal(out.Bytes(), &states); err != nil {
+		return nil, fmt.Errorf("%s fleet-check: its answer: %w", path, err)
+	}
+	if len(states) != len(nodes) {
+		return nil, fmt.Errorf("%s fleet-check: %d states for %d nodes", path, len(states), len(nodes))
+	}
+	return states, nil
+}
+
+// limitWriter keeps the first n bytes written to it and drops the rest.
+type limitWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }
 
 // checkFleetAsync checks the fleet in the background, unless a check

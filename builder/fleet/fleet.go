@@ -291,12 +291,18 @@ func (f *Fleet) CheckAll(ctx context.Context, timeout time.Duration) []State {
 		wg.Go(func() { out[i] = Check(ctx, n, timeout) })
 	}
 	wg.Wait()
+	f.Set(out)
+	return out
+}
+
+// Set keeps states, found by a check made elsewhere (the daemon has
+// `mabd-build fleet-check` make it).
+func (f *Fleet) Set(states []State) {
 	f.mu.Lock()
-	for _, st := range out {
+	defer f.mu.Unlock()
+	for _, st := range states {
 		f.states[st.Node] = st
 	}
-	f.mu.Unlock()
-	return out
 }
 
 // States returns the last state of each node, in the order of the nodes;
