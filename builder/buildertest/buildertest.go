@@ -117,9 +117,20 @@ func Start(t testing.TB, platforms ...string) *builder.Supervisor {
 // when nil) and writes name.pem and name-key.pem into dir.
 func WriteCert(t testing.TB, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, key, err := NewCert(dir, name, isCA, parent, parentKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// NewCert is [WriteCert] without a test: it signs a certificate for name
+// (and 127.0.0.1), valid for an hour, with parent (self when nil) and
+// writes name.pem and name-key.pem (mode 0600) into dir.
+func NewCert(dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
@@ -137,23 +148,61 @@ func WriteCert(t testing.TB, dir, name string, isCA bool, parent *x509.Certifica
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	return cert, key
+	return cert, key, nil
+}
+
+// PKI is the files of a node's mutual TLS that [MakePKI] makes: a CA, and
+// a server's and a client's certificate and key, both signed by it and
+// valid for 127.0.0.1.
+type PKI struct {
+	// Dir holds the files.
+	Dir string
+	// CA is the CA's certificate (ca.pem; its key is ca-key.pem).
+	CA string
+	// ServerCert and ServerKey are the server's (server.pem,
+	// server-key.pem), ClientCert and ClientKey the client's (client.pem,
+	// client-key.pem).
+	ServerCert, ServerKey string
+	ClientCert, ClientKey string
+}
+
+// MakePKI makes a CA and a server's and a client's certificate signed by
+// it ([NewCert]: valid for an hour, for 127.0.0.1) in dir, which must
+// exist. It needs no test: the bench uses it too.
+func MakePKI(dir string) (PKI, error) {
+	ca, caKey, err := NewCert(dir, "ca", true, nil, nil)
+	if err != nil {
+		return PKI{}, err
+	}
+	for _, name := range []string{"server", "client"} {
+		if _, _, err := NewCert(dir, name, false, ca, caKey); err != nil {
+			return PKI{}, err
+		}
+	}
+	return PKI{
+		Dir:        dir,
+		CA:         filepath.Join(dir, "ca.pem"),
+		ServerCert: filepath.Join(dir, "server.pem"),
+		ServerKey:  filepath.Join(dir, "server-key.pem"),
+		ClientCert: filepath.Join(dir, "client.pem"),
+		ClientKey:  filepath.Join(dir, "client-key.pem"),
+	}, nil
 }
 
 // Remote is a buildkitd that answers on 127.0.0.1 over mutual TLS, as a
@@ -178,9 +227,10 @@ func StartRemote(t testing.TB, platforms ...string) *Remote {
 	if err := os.Mkdir(pki, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ca, caKey := WriteCert(t, pki, "ca", true, nil, nil)
-	WriteCert(t, pki, "server", false, ca, caKey)
-	WriteCert(t, pki, "client", false, ca, caKey)
+	files, err := MakePKI(pki)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +239,7 @@ func StartRemote(t testing.TB, platforms ...string) *Remote {
 	l.Close()
 	o := Options(t, dir, platforms...)
 	o.TCPAddress = tcp
-	o.TLSCert, o.TLSKey, o.TLSCA = filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), filepath.Join(pki, "ca.pem")
+	o.TLSCert, o.TLSKey, o.TLSCA = files.ServerCert, files.ServerKey, files.CA
 	s := builder.NewSupervisor(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -204,5 +254,5 @@ func StartRemote(t testing.TB, platforms ...string) *Remote {
 		}
 	})
 	return &Remote{Supervisor: s, Address: "tcp://" + tcp, PKI: pki,
-		CA: filepath.Join(pki, "ca.pem"), Cert: filepath.Join(pki, "client.pem"), Key: filepath.Join(pki, "client-key.pem")}
+		CA: files.CA, Cert: files.ClientCert, Key: files.ClientKey}
 }
