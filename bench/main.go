@@ -9,7 +9,8 @@
 // work happens only in private binfmt_misc instances (testing/sandbox); the
 // build rows use mabd's isolated builder, whose private table holds the
 // arm64 handler BuildKit's RUN steps need: the host's table is never
-// touched.
+// touched. Row 9 makes an ordinary user (and removes it) for a rootless
+// daemon.
 package main
 
 import (
@@ -39,26 +40,28 @@ func init() { builder.MaybeRunAgent() }
 
 // config is what the flags say.
 type config struct {
-	root          string // repository root
-	mabd          string // bin/mabd
-	buildkitd     string // bin/buildkitd
-	buildctl      string // bin/buildctl
-	systemdBinfmt string
-	updateBinfmts string // extracted from Debian's binfmt-support, never installed
-	archutil      string // bench/archutil, built
-	self          string // this program, re-executed as the helper
-	out           string
-	rounds        int // cheap rows
-	buildRounds   int // warm builds
-	coldRounds    int // cold builds
-	flowRounds    int // the article's workflow
-	readyStarts   int
-	emuRuns       int
-	idle          time.Duration
-	status1       int // requests of the single client
-	status100     int // requests of each of the 100 clients
-	only          map[string]bool
-	quick         bool
+	root           string // repository root
+	mabd           string // bin/mabd
+	buildkitd      string // bin/buildkitd
+	buildctl       string // bin/buildctl
+	systemdBinfmt  string
+	updateBinfmts  string // extracted from Debian's binfmt-support, never installed
+	archutil       string // bench/archutil, built
+	self           string // this program, re-executed as the helper
+	out            string
+	rounds         int // cheap rows
+	buildRounds    int // warm builds
+	coldRounds     int // cold builds
+	flowRounds     int // the article's workflow
+	fleetRounds    int // the fleet against one node (row 8)
+	rootlessRounds int // rootless against the system daemon (row 9)
+	readyStarts    int
+	emuRuns        int
+	idle           time.Duration
+	status1        int // requests of the single client
+	status100      int // requests of each of the 100 clients
+	only           map[string]bool
+	quick          bool
 }
 
 func main() {
@@ -77,6 +80,8 @@ func run() int {
 	flag.IntVar(&c.buildRounds, "build-rounds", 7, "rounds of the warm-cache builds")
 	flag.IntVar(&c.coldRounds, "cold-rounds", 5, "rounds of the cold-cache builds")
 	flag.IntVar(&c.flowRounds, "flow-rounds", 5, "rounds of the article's workflow (row 5)")
+	flag.IntVar(&c.fleetRounds, "fleet-rounds", 5, "rounds of the build through the fleet against one node (row 8)")
+	flag.IntVar(&c.rootlessRounds, "rootless-rounds", 5, "rounds of the rootless build against the system daemon's (row 9)")
 	flag.IntVar(&c.readyStarts, "ready-starts", 11, "daemon starts measured to READY=1")
 	flag.IntVar(&c.emuRuns, "emu-runs", 5, "runs of `mabd verify --bench` for the emulation slowdowns")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "how long the idle daemon is watched for RSS and CPU")
@@ -85,8 +90,8 @@ func run() int {
 	flag.StringVar(&c.systemdBinfmt, "systemd-binfmt", "/lib/systemd/systemd-binfmt", "systemd-binfmt to compare with")
 	flag.StringVar(&c.updateBinfmts, "update-binfmts", "", "update-binfmts extracted from Debian's binfmt-support (default: bench/.cache/binfmt-support/usr/sbin/update-binfmts)")
 	flag.StringVar(&c.archutil, "archutil", "", "the bench/archutil helper (default: bench/.cache/archutil-platforms)")
-	flag.BoolVar(&c.quick, "quick", false, "a fast smoke run: 3 rounds, 1 build round, 5 s idle")
-	flag.StringVar(&only, "only", "", "comma-separated row groups to run (1-7; default all)")
+	flag.BoolVar(&c.quick, "quick", false, "a fast smoke run: 3 rounds, 1 round of each build row, 5 s idle")
+	flag.StringVar(&only, "only", "", "comma-separated row groups to run (1-9; default all)")
 	flag.Parse()
 
 	set := map[string]bool{}
@@ -97,6 +102,8 @@ func run() int {
 			"build-rounds":         func() { c.buildRounds = 1 },
 			"cold-rounds":          func() { c.coldRounds = 1 },
 			"flow-rounds":          func() { c.flowRounds = 1 },
+			"fleet-rounds":         func() { c.fleetRounds = 1 },
+			"rootless-rounds":      func() { c.rootlessRounds = 1 },
 			"ready-starts":         func() { c.readyStarts = 2 },
 			"emu-runs":             func() { c.emuRuns = 1 },
 			"idle":                 func() { c.idle = 5 * time.Second },
@@ -140,6 +147,8 @@ func run() int {
 		{"5", b.workflow},
 		{"6", b.daemon},
 		{"7", b.emulation},
+		{"8", b.fleetRows},
+		{"9", b.rootlessRow},
 	}
 	var rows []Row
 	for _, g := range groups {
@@ -169,7 +178,8 @@ func run() int {
 		"host":         b.hostInfo(),
 		"settings": map[string]any{
 			"quick": c.quick, "rounds": c.rounds, "build_rounds": c.buildRounds, "cold_rounds": c.coldRounds,
-			"flow_rounds": c.flowRounds, "ready_starts": c.readyStarts, "emu_runs": c.emuRuns,
+			"flow_rounds": c.flowRounds, "fleet_rounds": c.fleetRounds, "rootless_rounds": c.rootlessRounds,
+			"ready_starts": c.readyStarts, "emu_runs": c.emuRuns,
 			"idle_seconds": c.idle.Seconds(), "status_requests": c.status1, "status_requests_each": c.status100,
 		},
 		"rows":  rows,
@@ -241,7 +251,7 @@ type bench struct {
 	floorShell string // shell script of printf … > $BINFMT/register
 	linesFile  string // the register lines, one per line
 
-	build *buildEnv // rows 4 and 5
+	build *buildEnv // rows 4, 5, 8 and 9
 
 	cleanups []func()
 }
