@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/platforms"
 	"github.com/pelletier/go-toml/v2"
@@ -335,4 +337,19 @@ func writeConfig(o Options, snapshotter string, keep int64) (string, error) {
 		return "", err
 	}
 	return p, nil
+}
+
+// OnePerArch keeps the first platform of each OS and architecture, formatted.
+func OnePerArch(ps []ocispecs.Platform) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range ps {
+		p = platforms.Normalize(p)
+		k := p.OS + "/" + p.Architecture
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, platforms.Format(p))
+		}
+	}
+	return out
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"mabd/builder"
+	"mabd/builder/build"
 	"mabd/builder/buildertest"
 	"mabd/testing/registry"
 )
@@ -54,7 +55,7 @@ func copyBuild(t *testing.T, addr, base string) {
 	var progress bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := builder.Build(ctx, builder.BuildOptions{
+	res, err := build.Build(ctx, build.Options{
 		Addr:           addr,
 		Context:        ctxDir,
 		Platforms:      []string{"linux/amd64", "linux/arm64"},

@@ -14,13 +14,8 @@
 package fleet
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -28,8 +23,6 @@ import (
 	"time"
 
 	"github.com/containerd/platforms"
-	controlapi "github.com/moby/buildkit/api/services/control"
-	"github.com/moby/buildkit/client"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"mabd/binfmt"
@@ -62,28 +55,6 @@ type Node struct {
 	Local bool `json:"local,omitempty"`
 }
 
-// ClientOpts are the BuildKit client options that reach the node.
-func (n Node) ClientOpts() []client.ClientOpt {
-	var opts []client.ClientOpt
-	if strings.HasPrefix(n.Address, "tcp://") && (n.CA != "" || n.Cert != "") {
-		server := n.ServerName
-		if server == "" {
-			server = hostOf(n.Address)
-		}
-		opts = append(opts, client.WithServerConfig(server, n.CA), client.WithCredentials(n.Cert, n.Key))
-	}
-	return opts
-}
-
-// hostOf is the host of a tcp://host:port address.
-func hostOf(addr string) string {
-	h := strings.TrimPrefix(addr, "tcp://")
-	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		h = h[:i]
-	}
-	return strings.Trim(h, "[]")
-}
-
 // State is what the last check of a node found.
 type State struct {
 	Node    string `json:"node"`
@@ -105,96 +76,26 @@ type State struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
-// Check asks the node for its workers and its running builds, within
-// timeout.
-func Check(ctx context.Context, n Node, timeout time.Duration) State {
-	st := State{Node: n.Name, Address: n.Address, Local: n.Local, CheckedAt: time.Now().UTC()}
-	// Down, a node is known by what it declares.
+// Down is the state of a node that could not be checked, and why: it is
+// known by the platforms it declares native.
+func Down(n Node, why error) State {
+	st := State{Node: n.Name, Address: n.Address, Local: n.Local, CheckedAt: time.Now().UTC(), LastError: why.Error()}
 	for _, d := range n.Native {
 		if p, err := platforms.Parse(d); err == nil {
 			st.Native = append(st.Native, platforms.Format(platforms.Normalize(p)))
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := time.Now()
-	c, err := client.New(ctx, n.Address, n.ClientOpts()...)
-	if err != nil {
-		st.LastError = err.Error()
-		return st
-	}
-	defer c.Close()
-	ws, err := c.ListWorkers(ctx)
-	st.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
-	switch {
-	case err != nil:
-		st.LastError = err.Error()
-		if terr := tlsError(ctx, n); terr != nil && !strings.Contains(st.LastError, terr.Error()) {
-			st.LastError += " (" + terr.Error() + ")"
-		}
-		return st
-	case len(ws) == 0:
-		st.LastError = "it reports no worker"
-		return st
-	}
-	var all []ocispecs.Platform
-	for _, w := range ws {
-		all = append(all, w.Platforms...)
-	}
-	st.Up, st.LastError = true, ""
-	st.Platforms, st.Native, st.Emulated = split(all, n.Native)
-	if st.Active, err = ActiveBuilds(ctx, c); err != nil {
-		st.Active = 0 // a node without build history still builds
-	}
 	return st
 }
 
-// tlsError says why a node over TCP with TLS refuses mabd, when TLS is
-// why: the handshake's error, or the alert the node sends after it (with
-// TLS 1.3 a node that refuses the client's certificate says so only
-// then, and gRPC reports the broken connection instead). nil when the
-// node is not over TLS, or its TLS is fine.
-func tlsError(ctx context.Context, n Node) error {
-	if !strings.HasPrefix(n.Address, "tcp://") || n.CA == "" {
-		return nil
-	}
-	cfg := &tls.Config{ServerName: n.ServerName, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
-	if cfg.ServerName == "" {
-		cfg.ServerName = hostOf(n.Address)
-	}
-	ca, err := os.ReadFile(n.CA)
-	if err != nil {
-		return err
-	}
-	cfg.RootCAs = x509.NewCertPool()
-	if !cfg.RootCAs.AppendCertsFromPEM(ca) {
-		return fmt.Errorf("%s holds no PEM certificate", n.CA)
-	}
-	if n.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(n.Cert, n.Key)
-		if err != nil {
-			return err
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	d := tls.Dialer{Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(n.Address, "tcp://"))
-	if err != nil {
-		if strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
-			return err
-		}
-		return nil // not TLS's doing
-	}
-	defer conn.Close()
-	// A node that refuses the certificate sends its alert now; one that
-	// took it waits for the HTTP/2 preface.
-	conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := conn.Read(make([]byte, 1)); err != nil && strings.Contains(err.Error(), "tls:") {
-		return err
-	}
-	return nil
+// Up is the state of a node that answered: its workers' platforms (split
+// into native and emulated), how long it took and how many builds it
+// runs.
+func Up(n Node, worker []ocispecs.Platform, latency time.Duration, active int) State {
+	st := State{Node: n.Name, Address: n.Address, Local: n.Local, CheckedAt: time.Now().UTC(), Up: true, Active: active}
+	st.LatencyMS = float64(latency.Microseconds()) / 1000
+	st.Platforms, st.Native, st.Emulated = split(worker, n.Native)
+	return st
 }
 
 // split formats the worker's platforms and splits them into native and
@@ -244,9 +145,9 @@ func split(worker []ocispecs.Platform, declared []string) (all, native, emulated
 // same: the same OS and architecture.
 func same(a, b ocispecs.Platform) bool { return a.OS == b.OS && a.Architecture == b.Architecture }
 
-// runs reports whether one of ps (formatted platforms) runs p: the same
+// Runs reports whether one of ps (formatted platforms) runs p: the same
 // OS and architecture, the same or a later variant.
-func runs(ps []string, p ocispecs.Platform) bool {
+func Runs(ps []string, p ocispecs.Platform) bool {
 	p = platforms.Normalize(p)
 	for _, s := range ps {
 		w, err := platforms.Parse(s)
@@ -279,20 +180,6 @@ func (f *Fleet) Nodes() []Node {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.nodes)
-}
-
-// CheckAll checks every node, concurrently, each within timeout, and
-// keeps and returns the states in the order of the nodes.
-func (f *Fleet) CheckAll(ctx context.Context, timeout time.Duration) []State {
-	nodes := f.Nodes()
-	out := make([]State, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Go(func() { out[i] = Check(ctx, n, timeout) })
-	}
-	wg.Wait()
-	f.Set(out)
-	return out
 }
 
 // Set keeps states, found by a check made elsewhere (the daemon has
@@ -376,15 +263,15 @@ func Plan(asked []string, states []State) ([]Route, error) {
 		var downWhy []string
 		for _, st := range states {
 			if !st.Up {
-				if runs(st.Native, p) {
+				if Runs(st.Native, p) {
 					downWhy = append(downWhy, fmt.Sprintf("%s, native for it, is down (%s)", st.Node, st.LastError))
 				}
 				continue
 			}
 			switch {
-			case runs(st.Native, p):
+			case Runs(st.Native, p):
 				native = append(native, st)
-			case runs(st.Emulated, p):
+			case Runs(st.Emulated, p):
 				emulated = append(emulated, st)
 			}
 		}
@@ -466,26 +353,4 @@ func onePerArch(ps []ocispecs.Platform) []string {
 	out := builder.OnePerArch(ps)
 	slices.Sort(out)
 	return out
-}
-
-// ActiveBuilds counts the builds the buildkitd c talks to is running, from
-// its build history.
-func ActiveBuilds(ctx context.Context, c *client.Client) (int, error) {
-	stream, err := c.ControlClient().ListenBuildHistory(ctx, &controlapi.BuildHistoryRequest{ActiveOnly: true, EarlyExit: true})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return n, nil // the list is complete
-		}
-		if err != nil {
-			return 0, err
-		}
-		if ev.Type == controlapi.BuildHistoryEventType_STARTED {
-			n++
-		}
-	}
 }

@@ -32,7 +32,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/crypto/ssh/agent"
 
-	"mabd/builder"
+	"mabd/builder/build"
 	"mabd/builder/buildertest"
 	"mabd/builder/manifest"
 	"mabd/internal/cli"
@@ -77,13 +77,13 @@ func cachedSteps(t *testing.T, progress, substr string) map[string]bool {
 }
 
 // readReport reads a JSON emulation report.
-func readReport(t *testing.T, file string) builder.Report {
+func readReport(t *testing.T, file string) build.Report {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r builder.Report
+	var r build.Report
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("%s: %v\n%s", file, err, b)
 	}
@@ -181,7 +181,7 @@ func TestBuildCI(t *testing.T) {
 	s := buildertest.Start(t, "linux/amd64", "linux/arm64")
 	addr := s.Address()
 	two := "linux/amd64,linux/arm64"
-	build := func(t *testing.T, args ...string) (int, string, string) {
+	mabdBuild := func(t *testing.T, args ...string) (int, string, string) {
 		t.Helper()
 		return mabd(t, append([]string{"build", "--addr", addr, "--progress", "plain", "--build-arg", "BASE=" + base}, args...)...)
 	}
@@ -224,7 +224,7 @@ func TestBuildCI(t *testing.T) {
 			{[]string{"--metadata-file", "/nonexistent/dir/md.json"}, "its directory /nonexistent/dir does not exist"},
 			{[]string{"--report", "xml"}, `--report "xml": want text, json, json=FILE or none`},
 		} {
-			code, _, stderr := build(t, append(c.args, ctx)...)
+			code, _, stderr := mabdBuild(t, append(c.args, ctx)...)
 			if code != cli.ExitError || !strings.Contains(stderr, c.want) {
 				t.Errorf("%q: exit %d, want %d and %q in:\n%s", c.args, code, cli.ExitError, c.want, stderr)
 			}
@@ -250,7 +250,7 @@ func TestBuildCI(t *testing.T) {
 				if c.name == "inline" { // the cache travels in the image
 					first = append([]string{"--push", "-t", reg + "/inline:ci"}, first...)
 				}
-				code, _, stderr := build(t, first...)
+				code, _, stderr := mabdBuild(t, first...)
 				if code != 0 {
 					t.Fatalf("first build: exit %d\n%s", code, stderr)
 				}
@@ -259,7 +259,7 @@ func TestBuildCI(t *testing.T) {
 				}
 				prune(t)
 				rep := filepath.Join(t.TempDir(), "report.json")
-				code, _, stderr = build(t, "--platform", two, "--cache-from", c.from, "--report", "json="+rep, ctx)
+				code, _, stderr = mabdBuild(t, "--platform", two, "--cache-from", c.from, "--report", "json="+rep, ctx)
 				if code != 0 {
 					t.Fatalf("build on the pruned builder: exit %d\n%s", code, stderr)
 				}
@@ -283,7 +283,7 @@ func TestBuildCI(t *testing.T) {
 		}
 		// And without a cache to import, the pruned builder runs them.
 		prune(t)
-		code, _, stderr := build(t, "--platform", two, ctx)
+		code, _, stderr := mabdBuild(t, "--platform", two, ctx)
 		if steps := cachedSteps(t, stderr, "] RUN "); code != 0 || len(steps) != 4 || slices.Contains(mapValues(steps), true) {
 			t.Errorf("without --cache-from: exit %d, cached %v", code, steps)
 		}
@@ -292,7 +292,7 @@ func TestBuildCI(t *testing.T) {
 	t.Run("Target", func(t *testing.T) {
 		ctx := writeDockerfile(t, "ARG BASE\nFROM $BASE AS first\nRUN echo first > /first\nFROM first AS second\nRUN false\nRUN echo second > /second\n")
 		out := filepath.Join(t.TempDir(), "out")
-		code, _, stderr := build(t, "--target", "FIRST", "--output", "type=local,dest="+out, ctx)
+		code, _, stderr := mabdBuild(t, "--target", "FIRST", "--output", "type=local,dest="+out, ctx)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
 		}
@@ -320,7 +320,7 @@ func TestBuildCI(t *testing.T) {
 		oci := filepath.Join(t.TempDir(), "img.tar")
 		// With provenance mode=max, whose attestation records the build's
 		// inputs: the secrets must not be among them.
-		code, _, stderr := build(t, "--platform", two, "--secret", "id=tok,src="+secretFile, "--secret", "id=envtok,env=MABD_TEST_TOKEN",
+		code, _, stderr := mabdBuild(t, "--platform", two, "--secret", "id=tok,src="+secretFile, "--secret", "id=envtok,env=MABD_TEST_TOKEN",
 			"--provenance", "mode=max", "--output", "type=oci,dest="+oci, ctx)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
@@ -358,7 +358,7 @@ func TestBuildCI(t *testing.T) {
 		t.Setenv("SSH_AUTH_SOCK", serveAgent(t, shortDir(t)))
 		ctx := writeDockerfile(t, "ARG BASE\nFROM $BASE\nRUN --mount=type=ssh ls -l $SSH_AUTH_SOCK > /agent\n")
 		out := filepath.Join(t.TempDir(), "out")
-		code, _, stderr := build(t, "--ssh", "default", "--output", "type=local,dest="+out, ctx)
+		code, _, stderr := mabdBuild(t, "--ssh", "default", "--output", "type=local,dest="+out, ctx)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
 		}
@@ -371,7 +371,7 @@ func TestBuildCI(t *testing.T) {
 		extra := writeDockerfile(t, "unused", "hello.txt", "from a named context\n")
 		ctx := writeDockerfile(t, "FROM base\nCOPY --from=extra hello.txt /hello.txt\nRUN uname -m > /arch\n")
 		out := filepath.Join(t.TempDir(), "out")
-		code, _, stderr := build(t, "--platform", two, "--build-context", "extra="+extra, "--build-context", "base=docker-image://"+base,
+		code, _, stderr := mabdBuild(t, "--platform", two, "--build-context", "extra="+extra, "--build-context", "base=docker-image://"+base,
 			"--output", "type=local,dest="+out, ctx)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
@@ -390,7 +390,7 @@ func TestBuildCI(t *testing.T) {
 		ctx := writeDockerfile(t, twoRuns)
 		stamp := func(args ...string) (string, map[string]bool) {
 			out := filepath.Join(t.TempDir(), "out")
-			code, _, stderr := build(t, append(args, "--output", "type=local,dest="+out, ctx)...)
+			code, _, stderr := mabdBuild(t, append(args, "--output", "type=local,dest="+out, ctx)...)
 			if code != 0 {
 				t.Fatalf("%q: exit %d\n%s", args, code, stderr)
 			}
@@ -416,7 +416,7 @@ func TestBuildCI(t *testing.T) {
 
 	t.Run("LabelsAndAnnotations", func(t *testing.T) {
 		ref := reg + "/labelled:v1"
-		code, _, stderr := build(t, "--platform", two, "--push", "-t", ref, "--label", "org.example.team=builds",
+		code, _, stderr := mabdBuild(t, "--platform", two, "--push", "-t", ref, "--label", "org.example.team=builds",
 			"--annotation", "org.opencontainers.image.source=https://example.com/app", "--annotation", "manifest[linux/arm64]:org.example.arm=yes",
 			writeDockerfile(t, twoRuns))
 		if code != 0 {
@@ -500,7 +500,7 @@ func TestBuildCI(t *testing.T) {
 	t.Run("ProvenanceMax", func(t *testing.T) {
 		ref := reg + "/prov:v1"
 		md := filepath.Join(t.TempDir(), "metadata.json")
-		code, _, stderr := build(t, "--platform", two, "--push", "-t", ref, "--provenance", "mode=max", "--metadata-file", md, writeDockerfile(t, twoRuns))
+		code, _, stderr := mabdBuild(t, "--platform", two, "--push", "-t", ref, "--provenance", "mode=max", "--metadata-file", md, writeDockerfile(t, twoRuns))
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
 		}
@@ -539,7 +539,7 @@ func TestBuildCI(t *testing.T) {
 		// 128 MiB of zeros (0.7 s natively here, 4 s emulated).
 		ctx := writeDockerfile(t, "ARG BASE\nFROM $BASE\nRUN busybox dd if=/dev/zero bs=1M count=128 2>/dev/null | busybox bzip2 -c | busybox wc -c > /bz.size\n")
 		rep := filepath.Join(t.TempDir(), "report.json")
-		code, _, stderr := build(t, "--platform", two, "--no-cache", "--report", "json="+rep, ctx)
+		code, _, stderr := mabdBuild(t, "--platform", two, "--no-cache", "--report", "json="+rep, ctx)
 		if code != 0 {
 			t.Fatalf("exit %d\n%s", code, stderr)
 		}
@@ -547,7 +547,7 @@ func TestBuildCI(t *testing.T) {
 		if r.Version != 1 || r.BuildPlatform != "linux/amd64" || len(r.Platforms) != 2 || r.Platforms[0].Emulated || !r.Platforms[1].Emulated {
 			t.Fatalf("report header %+v", r)
 		}
-		var work *builder.Step
+		var work *build.Step
 		for i, st := range r.Steps {
 			if strings.Contains(st.Name, "bzip2") {
 				work = &r.Steps[i]
@@ -575,7 +575,7 @@ func TestBuildCI(t *testing.T) {
 		// --report none prints nothing of it; a single native platform
 		// has nothing to report.
 		for _, args := range [][]string{{"--platform", two, "--report", "none"}, {}} {
-			if code, _, stderr := build(t, append(args, ctx)...); code != 0 || strings.Contains(stderr, "emulation report") {
+			if code, _, stderr := mabdBuild(t, append(args, ctx)...); code != 0 || strings.Contains(stderr, "emulation report") {
 				t.Errorf("%q: exit %d, the report printed:\n%s", args, code, stderr)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 
 	"mabd/builder"
 	"mabd/builder/audit"
+	"mabd/builder/build"
 	"mabd/builder/fleet"
 	"mabd/builder/manifest"
 	"mabd/daemon"
@@ -28,7 +29,7 @@ import (
 // Exit statuses of `mabd build`: 0 built, cli.ExitDegraded (1) the build
 // failed, cli.ExitError (2) bad usage or the builder could not be reached.
 func newBuild() *cobra.Command {
-	var opt builder.BuildOptions
+	var opt build.Options
 	var doAudit, quiet bool
 	var reportSpec, socket string
 	var report reportMode
@@ -145,25 +146,25 @@ unsupported platform or unreachable builder.`,
 			if !cmd.Flags().Changed("addr") {
 				fi = daemonFleet(ctx, socket)
 			}
-			var res *builder.BuildResult
+			var res *build.Result
 			var err error
-			var built *fleet.Result
+			var built *build.FleetResult
 			if fi != nil {
-				built, err = fleet.New(fi.Nodes).Build(ctx, fleet.BuildOptions{BuildOptions: opt})
+				built, err = build.OnFleet(ctx, fi.Nodes, build.FleetOptions{Options: opt})
 				if built != nil {
 					res = built.Single
 					if res == nil {
-						res = &builder.BuildResult{Digest: built.Digest}
+						res = &build.Result{Digest: built.Digest}
 					}
 				}
 			} else {
-				res, err = builder.Build(ctx, opt)
+				res, err = build.Build(ctx, opt)
 			}
 			errw := cmd.ErrOrStderr()
-			var be *builder.BuildError
-			var fe *builder.OutputFileError
+			var be *build.BuildError
+			var fe *build.OutputFileError
 			var nr *fleet.NoRouteError
-			var je *fleet.JoinError
+			var je *build.JoinError
 			switch {
 			case errors.As(err, &nr):
 				fmt.Fprintln(errw, "mabd build:", cli.Safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+daemon.ConfigPath())
@@ -284,7 +285,7 @@ func parseReport(s string) (reportMode, error) {
 // write shows the report as asked: the text or JSON on w when the build
 // has something to say about emulation (several platforms, or an emulated
 // one) and not quiet; the JSON in the file always.
-func (m reportMode) write(w io.Writer, r *builder.Report, quiet bool) error {
+func (m reportMode) write(w io.Writer, r *build.Report, quiet bool) error {
 	if r == nil {
 		return nil
 	}
@@ -309,8 +310,8 @@ func (m reportMode) write(w io.Writer, r *builder.Report, quiet bool) error {
 	return nil
 }
 
-// buildFlags name the flag of each builder.BuildOptions field that a
-// builder.UsageError can be about.
+// buildFlags name the flag of each build.Options field that a
+// build.UsageError can be about.
 var buildFlags = map[string]string{
 	"Outputs":       "--output",
 	"Platforms":     "--platform",
@@ -332,10 +333,10 @@ var buildFlags = map[string]string{
 	"IIDFile":       "--iidfile",
 }
 
-// buildMessage words an error of builder.Build (or builder.ParseOutput)
+// buildMessage words an error of build.Build (or build.ParseOutput)
 // for the user of mabd build: the flag at fault, and what fixes it.
 func buildMessage(err error, addr string) string {
-	var ue *builder.UsageError
+	var ue *build.UsageError
 	if errors.As(err, &ue) && ue.Option != "" {
 		flag := buildFlags[ue.Option]
 		switch {
@@ -348,11 +349,11 @@ func buildMessage(err error, addr string) string {
 		}
 		return fmt.Sprintf("%s %q: %v", flag, ue.Value, ue.Err)
 	}
-	var de *builder.DaemonError
+	var de *build.DaemonError
 	if errors.As(err, &de) {
 		return err.Error() + ": is it running? (--addr selects another)"
 	}
-	var pe *builder.UnsupportedPlatformError
+	var pe *build.UnsupportedPlatformError
 	if errors.As(err, &pe) {
 		return unsupportedMessage(pe, builderOf(addr))
 	}
@@ -374,12 +375,12 @@ func builderOf(addr string) *builder.Status {
 // unsupportedMessage refuses the platforms the builder does not support,
 // with what fixes each: for mabd's private builder (bk), the setting or
 // why its handler failed; otherwise the host's handler to register.
-func unsupportedMessage(e *builder.UnsupportedPlatformError, bk *builder.Status) string {
+func unsupportedMessage(e *build.UnsupportedPlatformError, bk *builder.Status) string {
 	var asked, install, ready, unknown []string
 	var private []string
 	for _, u := range e.Unsupported {
 		asked = append(asked, u.Platform)
-		if u.Reason == builder.NotInBuilder {
+		if u.Reason == build.NotInBuilder {
 			why := fmt.Sprintf("add %s to [buildkit] architectures in /etc/mabd/mabd.toml and `systemctl reload mabd` (mabd's builder emulates in a binfmt_misc table of its own)", u.Arch)
 			if bk != nil {
 				for _, h := range bk.Private {
@@ -392,9 +393,9 @@ func unsupportedMessage(e *builder.UnsupportedPlatformError, bk *builder.Status)
 			continue
 		}
 		switch u.Reason {
-		case builder.NoHandler:
+		case build.NoHandler:
 			install = append(install, u.Arch)
-		case builder.HandlerReady:
+		case build.HandlerReady:
 			ready = append(ready, u.Platform)
 		default:
 			unknown = append(unknown, u.Platform)
@@ -430,10 +431,10 @@ func joinAnd(ss []string) string {
 // auditRef is what `mabd build --audit` reads back: the first pushed tag,
 // else the OCI image layout (tarball or directory) of a type=oci output;
 // "" when there is neither. An output that does not parse is an error.
-func auditRef(opt builder.BuildOptions) (string, error) {
+func auditRef(opt build.Options) (string, error) {
 	var ref string
 	for _, spec := range opt.Outputs {
-		o, err := builder.ParseOutput(spec)
+		o, err := build.ParseOutput(spec)
 		if err != nil {
 			return "", err
 		}
@@ -453,9 +454,9 @@ func auditRef(opt builder.BuildOptions) (string, error) {
 
 // auditBuilt runs the image audit on what the build produced; the report
 // goes to stderr (stdout holds the digest), a mismatch exits 1.
-func auditBuilt(cmd *cobra.Command, opt builder.BuildOptions) error {
+func auditBuilt(cmd *cobra.Command, opt build.Options) error {
 	ref, _ := auditRef(opt) // Build parsed the outputs
-	insecure := builder.InsecureRegistry(ref, opt.InsecureRegistries)
+	insecure := build.InsecureRegistry(ref, opt.InsecureRegistries)
 	rep, err := audit.Audit(cmd.Context(), ref, audit.Options{Options: manifest.Options{Insecure: insecure}})
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "mabd build --audit:", err)

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"mabd/builder/build"
 	"mabd/builder/fleet"
 	"mabd/daemon"
 	"mabd/internal/cli"
@@ -30,7 +31,7 @@ func daemonFleet(ctx context.Context, socket string) *daemon.FleetInfo {
 
 // printBuilt is the summary of a build over the fleet: where each
 // platform was built, native or emulated, how long it took, and why.
-func printBuilt(w io.Writer, built []fleet.Built) {
+func printBuilt(w io.Writer, built []build.Built) {
 	fmt.Fprintln(w, "mabd build: where each platform was built:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, b := range built {
@@ -66,7 +67,7 @@ func newFleetCheck() *cobra.Command {
 			if err := json.NewDecoder(io.LimitReader(cmd.InOrStdin(), maxNodesJSON)).Decode(&nodes); err != nil {
 				return fmt.Errorf("fleet-check: the nodes on stdin: %w", err)
 			}
-			states := fleet.New(nodes).CheckAll(cmd.Context(), timeout)
+			states := build.CheckNodes(cmd.Context(), nodes, timeout)
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(states)
 		},
 	}

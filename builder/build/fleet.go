@@ -1,4 +1,4 @@
-package fleet
+package build
 
 import (
 	"context"
@@ -26,14 +26,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"mabd/builder"
+	"mabd/builder/fleet"
 	"mabd/builder/manifest"
 )
 
-// BuildOptions are a build over the fleet: those of one build
-// ([builder.BuildOptions]; Addr and ClientOpts are the fleet's to set),
+// FleetOptions are a build over the fleet: those of one build
+// ([Options]; Addr and ClientOpts are the fleet's to set),
 // and how long each node's check before routing may take.
-type BuildOptions struct {
-	builder.BuildOptions
+type FleetOptions struct {
+	Options
 	// CheckTimeout bounds each node's check before the build is routed;
 	// zero means 5 s.
 	CheckTimeout time.Duration
@@ -41,7 +42,7 @@ type BuildOptions struct {
 
 // Built says where a platform of a build was built.
 type Built struct {
-	Route
+	fleet.Route
 	// Seconds is how long its node's solve took.
 	Seconds float64 `json:"seconds"`
 	// Retried, when set, says which node failed first, and why: the
@@ -49,8 +50,8 @@ type Built struct {
 	Retried string `json:"retried,omitempty"`
 }
 
-// Result is what a successful build over the fleet produced.
-type Result struct {
+// FleetResult is what a successful build over the fleet produced.
+type FleetResult struct {
 	// Digest is the image index's digest (or, built on one node, what
 	// that build exported).
 	Digest string
@@ -59,14 +60,14 @@ type Result struct {
 	// Single is the result of a build that ran as one solve on one node
 	// (with its emulation report); nil when the platforms were built on
 	// several nodes and joined.
-	Single *builder.BuildResult
+	Single *Result
 	// Index is the index pushed under the first tag, or written to the
 	// OCI archive, when the platforms were built on several nodes.
 	Index *manifest.Created
 }
 
 // NodeError is a node's solve that failed: Err is what
-// [builder.Build] returned (a *builder.BuildError for a failed step).
+// [Build] returned (a *BuildError for a failed step).
 type NodeError struct {
 	Node      string
 	Platforms []string
@@ -88,43 +89,43 @@ func (e *JoinError) Error() string { return "join the images of the nodes: " + e
 func (e *JoinError) Unwrap() error { return e.Err }
 
 // Build builds opt over the fleet: it checks every node, routes each
-// platform ([Plan]) and runs one solve per node, concurrently, with the
+// platform ([fleet.Plan]) and runs one solve per node, concurrently, with the
 // same context, build arguments, secrets and registry credentials, and
 // one progress display whose lines are tagged with node and platform.
 // All platforms routed to one node are one ordinary build there, with
-// every output of [builder.Build]. Over several nodes the images are
+// every output of [Build]. Over several nodes the images are
 // joined into one index: pushed by digest from each node and the index
 // pushed under each tag (as `mabd manifest create`), and, for
 // type=oci,dest=FILE, merged into one OCI archive.
 //
 // A node's solve that fails for its transport (the node went away, the
 // connection broke) is run once more on the next node of its route; a
-// failed build step is not. Bad input is a *builder.UsageError and a
-// platform no healthy node builds a *NoRouteError, both before any
+// failed build step is not. Bad input is a *UsageError and a
+// platform no healthy node builds a *fleet.NoRouteError, both before any
 // solve.
-func (f *Fleet) Build(ctx context.Context, opt BuildOptions) (*Result, error) {
+func OnFleet(ctx context.Context, nodes []fleet.Node, opt FleetOptions) (*FleetResult, error) {
 	if opt.CheckTimeout <= 0 {
 		opt.CheckTimeout = 5 * time.Second
 	}
 	if opt.ProgressOutput == nil {
 		opt.ProgressOutput = os.Stderr
 	}
-	if len(f.Nodes()) == 0 {
-		return nil, ErrNoNodes
+	if len(nodes) == 0 {
+		return nil, fleet.ErrNoNodes
 	}
-	if err := builder.Check(opt.BuildOptions); err != nil {
+	if err := Check(opt.Options); err != nil {
 		return nil, err
 	}
-	states := f.CheckAll(ctx, opt.CheckTimeout)
+	states := CheckNodes(ctx, nodes, opt.CheckTimeout)
 	asked, err := platformsOf(opt.Platforms, states)
 	if err != nil {
 		return nil, err
 	}
-	routes, err := Plan(asked, states)
+	routes, err := fleet.Plan(asked, states)
 	if err != nil {
 		return nil, err
 	}
-	b := &fleetBuild{f: f, opt: opt, states: states}
+	b := &fleetBuild{nodes: nodes, opt: opt, states: states}
 	if len(groups(routes)) == 1 {
 		return b.single(ctx, routes)
 	}
@@ -133,14 +134,14 @@ func (f *Fleet) Build(ctx context.Context, opt BuildOptions) (*Result, error) {
 
 // platformsOf are the platforms to build: those asked for, normalized;
 // with none, the local node's own (the build host's, as one build
-// chooses); with [builder.AllPlatforms], every platform a healthy node
+// chooses); with [AllPlatforms], every platform a healthy node
 // builds, one per architecture.
-func platformsOf(asked []string, states []State) ([]string, error) {
+func platformsOf(asked []string, states []fleet.State) ([]string, error) {
 	usage := func(err error) error {
-		return &builder.UsageError{Option: "Platforms", Value: strings.Join(asked, ","), Err: err}
+		return &UsageError{Option: "Platforms", Value: strings.Join(asked, ","), Err: err}
 	}
 	switch {
-	case slices.Equal(asked, []string{builder.AllPlatforms}):
+	case slices.Equal(asked, []string{AllPlatforms}):
 		var all []ocispecs.Platform
 		for _, st := range states {
 			if !st.Up {
@@ -151,7 +152,7 @@ func platformsOf(asked []string, states []State) ([]string, error) {
 			}
 		}
 		if len(all) == 0 {
-			return nil, &NoRouteError{Platforms: asked, Nodes: states}
+			return nil, &fleet.NoRouteError{Platforms: asked, Nodes: states}
 		}
 		return builder.OnePerArch(all), nil
 	case len(asked) == 0:
@@ -172,7 +173,7 @@ func platformsOf(asked []string, states []State) ([]string, error) {
 // group is the platforms routed to one node.
 type group struct {
 	node   string
-	routes []Route
+	routes []fleet.Route
 }
 
 func (g group) platforms() []string {
@@ -184,7 +185,7 @@ func (g group) platforms() []string {
 }
 
 // groups gathers routes by node, in the order of their first platform.
-func groups(routes []Route) []group {
+func groups(routes []fleet.Route) []group {
 	var gs []group
 	for _, r := range routes {
 		i := slices.IndexFunc(gs, func(g group) bool { return g.node == r.Node })
@@ -199,36 +200,36 @@ func groups(routes []Route) []group {
 
 // fleetBuild is one build over the fleet.
 type fleetBuild struct {
-	f      *Fleet
-	opt    BuildOptions
-	states []State
+	nodes  []fleet.Node
+	opt    FleetOptions
+	states []fleet.State
 
 	mu    sync.Mutex
 	built []Built
 }
 
-func (b *fleetBuild) node(name string) (Node, bool) {
-	for _, n := range b.f.Nodes() {
+func (b *fleetBuild) node(name string) (fleet.Node, bool) {
+	for _, n := range b.nodes {
 		if n.Name == name {
 			return n, true
 		}
 	}
-	return Node{}, false
+	return fleet.Node{}, false
 }
 
 // single runs the build on the one node all platforms were routed to:
 // one ordinary build with every output, retried once elsewhere for a
 // transport error.
-func (b *fleetBuild) single(ctx context.Context, routes []Route) (*Result, error) {
-	var res *builder.BuildResult
-	err := b.run(ctx, groups(routes)[0], false, func(n Node, platforms []string) (*builder.BuildResult, error) {
-		o := b.opt.BuildOptions
-		o.Addr, o.ClientOpts, o.Platforms = n.Address, n.ClientOpts(), platforms
+func (b *fleetBuild) single(ctx context.Context, routes []fleet.Route) (*FleetResult, error) {
+	var res *Result
+	err := b.run(ctx, groups(routes)[0], false, func(n fleet.Node, platforms []string) (*Result, error) {
+		o := b.opt.Options
+		o.Addr, o.ClientOpts, o.Platforms = n.Address, ClientOpts(n), platforms
 		if o.NativeNode == nil {
 			o.NativeNode = b.nativeElsewhere(n.Name)
 		}
-		r, err := builder.Build(ctx, o)
-		if err == nil || errors.As(err, new(*builder.OutputFileError)) {
+		r, err := Build(ctx, o)
+		if err == nil || errors.As(err, new(*OutputFileError)) {
 			res = r
 		}
 		return r, err
@@ -236,7 +237,7 @@ func (b *fleetBuild) single(ctx context.Context, routes []Route) (*Result, error
 	if res == nil {
 		return nil, err
 	}
-	return &Result{Digest: res.Digest, Built: b.inOrder(routes), Single: res}, err
+	return &FleetResult{Digest: res.Digest, Built: b.inOrder(routes), Single: res}, err
 }
 
 // nativeElsewhere names, for the emulation report's advice, a node other
@@ -249,7 +250,7 @@ func (b *fleetBuild) nativeElsewhere(on string) func(string) string {
 			return ""
 		}
 		for _, st := range b.states {
-			if st.Node != on && runs(st.Native, p) {
+			if st.Node != on && fleet.Runs(st.Native, p) {
 				return st.Node
 			}
 		}
@@ -259,16 +260,16 @@ func (b *fleetBuild) nativeElsewhere(on string) func(string) string {
 
 // joined builds the platforms on their nodes and joins the images into
 // one index.
-func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error) {
-	opt := b.opt.BuildOptions
+func (b *fleetBuild) joined(ctx context.Context, routes []fleet.Route) (*FleetResult, error) {
+	opt := b.opt.Options
 	out, err := joinedOutputs(opt)
 	if err != nil {
 		return nil, err
 	}
-	if err := builder.CheckOutputFiles(opt); err != nil {
+	if err := CheckOutputFiles(opt); err != nil {
 		return nil, err
 	}
-	images, indexAnnotations, err := builder.SplitAnnotations(opt.Annotations)
+	images, indexAnnotations, err := SplitAnnotations(opt.Annotations)
 	if err != nil {
 		return nil, err
 	}
@@ -278,13 +279,13 @@ func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error
 	}
 	defer os.RemoveAll(tmp)
 
-	mode, err := builder.ProgressMode(opt.Progress)
+	mode, err := ProgressMode(opt.Progress)
 	if err != nil {
 		return nil, err
 	}
 	disp, err := progressui.NewDisplay(opt.ProgressOutput, mode)
 	if err != nil {
-		return nil, &builder.UsageError{Option: "Progress", Value: opt.Progress, Err: err}
+		return nil, &UsageError{Option: "Progress", Value: opt.Progress, Err: err}
 	}
 	events := make(chan *client.SolveStatus, 64)
 	shown := make(chan struct{})
@@ -304,9 +305,9 @@ func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error
 	var once sync.Once
 	for i, g := range groups(routes) {
 		wg.Go(func() {
-			err := b.run(ctx, g, false, func(n Node, ps []string) (*builder.BuildResult, error) {
+			err := b.run(ctx, g, false, func(n fleet.Node, ps []string) (*Result, error) {
 				o := opt
-				o.Addr, o.ClientOpts, o.Platforms = n.Address, n.ClientOpts(), ps
+				o.Addr, o.ClientOpts, o.Platforms = n.Address, ClientOpts(n), ps
 				o.Tags, o.Push, o.MetadataFile, o.IIDFile, o.NativeNode = nil, false, "", "", nil
 				o.Annotations = images
 				o.ProgressOutput = io.Discard
@@ -321,7 +322,7 @@ func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error
 				}
 				tag := tagFor(n.Name, ps)
 				o.Events = func(s *client.SolveStatus) { events <- tag(s) }
-				r, err := builder.Build(ctx, o)
+				r, err := Build(ctx, o)
 				if err == nil {
 					mu.Lock()
 					sources = append(sources, nodeImage{order: i, digest: r.Digest, archive: archive})
@@ -343,7 +344,7 @@ func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error
 	}
 	slices.SortFunc(sources, func(a, b nodeImage) int { return a.order - b.order })
 
-	res := &Result{Built: b.inOrder(routes)}
+	res := &FleetResult{Built: b.inOrder(routes)}
 	created, err := join(ctx, opt, out, sources, indexAnnotations)
 	if err != nil {
 		return nil, &JoinError{Err: err}
@@ -361,7 +362,7 @@ func (b *fleetBuild) joined(ctx context.Context, routes []Route) (*Result, error
 	for _, bt := range res.Built {
 		ps = append(ps, bt.Platform)
 	}
-	if err := builder.WriteOutputFiles(ctx, opt, &builder.BuildResult{Digest: res.Digest, Platforms: ps, ExporterResponse: resp}); err != nil {
+	if err := WriteOutputFiles(ctx, opt, &Result{Digest: res.Digest, Platforms: ps, ExporterResponse: resp}); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -389,16 +390,16 @@ type joinedOut struct {
 // (-t with --push, type=image,push=true, type=registry) and one OCI
 // archive (type=oci,dest=FILE). The others (type=local, docker, tar, an
 // image kept in one buildkitd's store) belong to one node.
-func joinedOutputs(opt builder.BuildOptions) (joinedOut, error) {
+func joinedOutputs(opt Options) (joinedOut, error) {
 	var out joinedOut
 	bad := func(spec, why string) (joinedOut, error) {
-		return joinedOut{}, &builder.UsageError{Option: "Outputs", Value: spec, Err: errors.New(why)}
+		return joinedOut{}, &UsageError{Option: "Outputs", Value: spec, Err: errors.New(why)}
 	}
 	addTags := func(refs []string) error {
 		for _, t := range refs {
 			r, err := name.ParseReference(t, name.Insecure)
 			if err != nil {
-				return &builder.UsageError{Option: "Tags", Value: t, Err: err}
+				return &UsageError{Option: "Tags", Value: t, Err: err}
 			}
 			if !slices.Contains(out.repos, r.Context().Name()) {
 				out.repos = append(out.repos, r.Context().Name())
@@ -413,7 +414,7 @@ func joinedOutputs(opt builder.BuildOptions) (joinedOut, error) {
 		}
 	}
 	for _, spec := range opt.Outputs {
-		o, err := builder.ParseOutput(spec)
+		o, err := ParseOutput(spec)
 		if err != nil {
 			return joinedOut{}, err
 		}
@@ -440,16 +441,16 @@ func joinedOutputs(opt builder.BuildOptions) (joinedOut, error) {
 	}
 	if len(out.repos) == 0 && out.archive == "" {
 		if len(opt.Tags) > 0 {
-			return joinedOut{}, &builder.UsageError{Option: "Push", Err: errors.New("the platforms are built on several nodes: their image can only be pushed (--push) or written as one OCI archive (--output type=oci,dest=FILE), not kept in one buildkitd's store")}
+			return joinedOut{}, &UsageError{Option: "Push", Err: errors.New("the platforms are built on several nodes: their image can only be pushed (--push) or written as one OCI archive (--output type=oci,dest=FILE), not kept in one buildkitd's store")}
 		}
-		return joinedOut{}, &builder.UsageError{Option: "Outputs", Err: errors.New("the platforms are built on several nodes: push the image (-t REF --push) or write an OCI archive (--output type=oci,dest=FILE)")}
+		return joinedOut{}, &UsageError{Option: "Outputs", Err: errors.New("the platforms are built on several nodes: push the image (-t REF --push) or write an OCI archive (--output type=oci,dest=FILE)")}
 	}
 	return out, nil
 }
 
 // join makes the index of the nodes' images: pushed under each tag, and
 // written as the OCI archive.
-func join(ctx context.Context, opt builder.BuildOptions, out joinedOut, images []nodeImage, annotations map[string]string) (*manifest.Created, error) {
+func join(ctx context.Context, opt Options, out joinedOut, images []nodeImage, annotations map[string]string) (*manifest.Created, error) {
 	var created *manifest.Created
 	for _, tag := range out.tags {
 		r, err := name.ParseReference(tag, name.Insecure)
@@ -461,7 +462,7 @@ func join(ctx context.Context, opt builder.BuildOptions, out joinedOut, images [
 			sources = append(sources, r.Context().Name()+"@"+im.digest)
 		}
 		c, err := manifest.Create(ctx, tag, sources, manifest.CreateOptions{
-			Options:     manifest.Options{Insecure: builder.InsecureRegistry(tag, opt.InsecureRegistries)},
+			Options:     manifest.Options{Insecure: InsecureRegistry(tag, opt.InsecureRegistries)},
 			Annotations: annotations,
 		})
 		if err != nil {
@@ -492,9 +493,9 @@ func join(ctx context.Context, opt builder.BuildOptions, out joinedOut, images [
 
 // run builds a group's platforms on its node with build; a failure of the
 // transport is run once more, unless retried already, on the next node
-// of each platform's route (Plan again without the node). It records
+// of each platform's route (fleet.Plan again without the node). It records
 // where each platform was built.
-func (b *fleetBuild) run(ctx context.Context, g group, retried bool, build func(Node, []string) (*builder.BuildResult, error)) error {
+func (b *fleetBuild) run(ctx context.Context, g group, retried bool, build func(fleet.Node, []string) (*Result, error)) error {
 	n, ok := b.node(g.node)
 	if !ok {
 		return fmt.Errorf("node %s: not in the fleet", g.node)
@@ -502,7 +503,7 @@ func (b *fleetBuild) run(ctx context.Context, g group, retried bool, build func(
 	start := time.Now()
 	_, err := build(n, g.platforms())
 	secs := time.Since(start).Seconds()
-	if err == nil || errors.As(err, new(*builder.OutputFileError)) {
+	if err == nil || errors.As(err, new(*OutputFileError)) {
 		b.record(g.routes, secs, "")
 		return err
 	}
@@ -510,13 +511,13 @@ func (b *fleetBuild) run(ctx context.Context, g group, retried bool, build func(
 		return &NodeError{Node: n.Name, Platforms: g.platforms(), Err: err}
 	}
 	// The node is gone for this build: route its platforms again.
-	var rest []State
+	var rest []fleet.State
 	for _, st := range b.states {
 		if st.Node != n.Name {
 			rest = append(rest, st)
 		}
 	}
-	routes, perr := Plan(g.platforms(), rest)
+	routes, perr := fleet.Plan(g.platforms(), rest)
 	if perr != nil {
 		return &NodeError{Node: n.Name, Platforms: g.platforms(), Err: fmt.Errorf("%w; and no other node builds its platforms: %v", err, perr)}
 	}
@@ -540,7 +541,7 @@ func (b *fleetBuild) run(ctx context.Context, g group, retried bool, build func(
 	return errors.Join(errs...)
 }
 
-func (b *fleetBuild) record(routes []Route, secs float64, retried string) {
+func (b *fleetBuild) record(routes []fleet.Route, secs float64, retried string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, r := range routes {
@@ -548,7 +549,7 @@ func (b *fleetBuild) record(routes []Route, secs float64, retried string) {
 	}
 }
 
-func (b *fleetBuild) markRetried(routes []Route, why string) {
+func (b *fleetBuild) markRetried(routes []fleet.Route, why string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i := range b.built {
@@ -561,7 +562,7 @@ func (b *fleetBuild) markRetried(routes []Route, why string) {
 }
 
 // inOrder returns where each platform was built, in the order of routes.
-func (b *fleetBuild) inOrder(routes []Route) []Built {
+func (b *fleetBuild) inOrder(routes []fleet.Route) []Built {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []Built
@@ -580,7 +581,7 @@ func (b *fleetBuild) inOrder(routes []Route) []Built {
 // to a node, not of the build: the node is unreachable, went away, or
 // broke the connection. A failed build step is not.
 func Transport(err error) bool {
-	var de *builder.DaemonError
+	var de *DaemonError
 	if errors.As(err, &de) {
 		return true
 	}

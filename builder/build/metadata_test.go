@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func TestWriteMetadata(t *testing.T) {
 	id, _ := idx.Digest()
 	mt, _ := idx.MediaType()
 	desc, _ := json.Marshal(map[string]any{"mediaType": mt, "digest": id.String(), "size": 1})
-	res := &BuildResult{
+	res := &Result{
 		Digest:    id.String(),
 		Platforms: []string{"linux/amd64", "linux/arm64"},
 		ExporterResponse: map[string]string{
@@ -111,7 +111,7 @@ func TestWriteMetadata(t *testing.T) {
 		t.Errorf("metadata\n%s\nwant manifests %v", b, want)
 	}
 	// A lone manifest: its digest is the platform's.
-	lone := &BuildResult{Digest: "sha256:11", Platforms: []string{"linux/arm64"}, ExporterResponse: map[string]string{"containerimage.digest": "sha256:11"}}
+	lone := &Result{Digest: "sha256:11", Platforms: []string{"linux/arm64"}, ExporterResponse: map[string]string{"containerimage.digest": "sha256:11"}}
 	if err := writeMetadata(context.Background(), file, lone, nil, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"mabd/binfmt"
+	"mabd/builder"
 )
 
 func TestParseOutput(t *testing.T) {
@@ -63,7 +64,7 @@ func TestParseOutput(t *testing.T) {
 // insecure for a local or listed registry; file outputs write a file,
 // directory outputs a directory.
 func TestExportEntries(t *testing.T) {
-	opt := BuildOptions{
+	opt := Options{
 		Tags:               []string{"127.0.0.1:5000/a:v1"},
 		Push:               true,
 		Outputs:            []string{"type=oci,dest=out.tar", "type=local,dest=out"},
@@ -145,7 +146,7 @@ func TestChoosePlatforms(t *testing.T) {
 			continue
 		}
 		var ue *UnsupportedPlatformError
-		if !errors.As(err, &ue) || !slices.Equal(ue.Unsupported, c.refuse) || !slices.Equal(ue.Supported, OnePerArch(c.worker)) {
+		if !errors.As(err, &ue) || !slices.Equal(ue.Unsupported, c.refuse) || !slices.Equal(ue.Supported, builder.OnePerArch(c.worker)) {
 			t.Errorf("%s: %q, %v; want %+v refused", c.name, got, err, c.refuse)
 		}
 	}

@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"errors"
@@ -103,7 +103,7 @@ func ParseCache(spec string, export bool) (client.CacheOptionsEntry, error) {
 // cacheEntries parses the cache exports and imports of opt; a registry on
 // this machine or among the insecure ones is reached over plain HTTP, as
 // the image's own.
-func cacheEntries(opt BuildOptions, insecure map[string]bool) (exports, imports []client.CacheOptionsEntry, err error) {
+func cacheEntries(opt Options, insecure map[string]bool) (exports, imports []client.CacheOptionsEntry, err error) {
 	parse := func(specs []string, export bool) ([]client.CacheOptionsEntry, error) {
 		var out []client.CacheOptionsEntry
 		for _, s := range specs {

@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"encoding/csv"
@@ -142,7 +142,7 @@ func (o Output) exportEntry() client.ExportEntry {
 }
 
 // exportEntries turns -t/--push and --output into BuildKit's exports.
-func exportEntries(opt BuildOptions, insecure map[string]bool) ([]client.ExportEntry, error) {
+func exportEntries(opt Options, insecure map[string]bool) ([]client.ExportEntry, error) {
 	if opt.Push && len(opt.Tags) == 0 {
 		return nil, &UsageError{Option: "Push", Err: errors.New("no image name (Tags) to push")}
 	}

@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"context"
@@ -68,7 +68,7 @@ func checkOutputFile(option, file string) error {
 // CheckOutputFiles refuses, before a build, a metadata or image ID file
 // (opt.MetadataFile, opt.IIDFile) that cannot be written, and removes one
 // an earlier run left (see checkOutputFile).
-func CheckOutputFiles(opt BuildOptions) error {
+func CheckOutputFiles(opt Options) error {
 	if err := checkOutputFile("MetadataFile", opt.MetadataFile); err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func CheckOutputFiles(opt BuildOptions) error {
 // images of several nodes into one index), as Build writes its own: the
 // manifests are read back from the pushed image or the OCI output of
 // opt.
-func WriteOutputFiles(ctx context.Context, opt BuildOptions, res *BuildResult) error {
+func WriteOutputFiles(ctx context.Context, opt Options, res *Result) error {
 	exports, err := exportEntries(opt, insecureSet(opt.InsecureRegistries))
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func WriteOutputFiles(ctx context.Context, opt BuildOptions, res *BuildResult) e
 	return writeOutputFiles(ctx, opt, res, exports)
 }
 
-func writeOutputFiles(ctx context.Context, opt BuildOptions, res *BuildResult, exports []client.ExportEntry) error {
+func writeOutputFiles(ctx context.Context, opt Options, res *Result, exports []client.ExportEntry) error {
 	if opt.MetadataFile != "" {
 		if err := writeMetadata(ctx, opt.MetadataFile, res, exports, opt.Outputs); err != nil {
 			return err
@@ -195,7 +195,7 @@ func manifestDigests(ctx context.Context, ref string, insecure bool) (images, at
 // output — or, for an image that is a lone manifest, its digest. When the
 // image was neither pushed nor written as an OCI layout (only kept in
 // buildkitd's store), the manifests' digests are not known and left out.
-func writeMetadata(ctx context.Context, file string, res *BuildResult, exports []client.ExportEntry, outputs []string) error {
+func writeMetadata(ctx context.Context, file string, res *Result, exports []client.ExportEntry, outputs []string) error {
 	md := decodeResponse(res.ExporterResponse)
 	md[MetadataPlatforms] = res.Platforms
 	if res.Digest != "" {

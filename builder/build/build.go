@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"context"
@@ -24,13 +24,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"mabd/binfmt"
+	"mabd/builder"
 	"mabd/builder/manifest"
 )
 
 // BuildOptions are the arguments of `mabd build`.
-type BuildOptions struct {
+type Options struct {
 	// Addr is buildkitd's address ("unix:///run/mabd/buildkitd.sock");
-	// "" means DefaultAddress.
+	// "" means builder.DefaultAddress.
 	Addr string
 	// Context is the build context directory.
 	Context string
@@ -117,7 +118,7 @@ type BuildOptions struct {
 }
 
 // BuildResult is what a successful Build produced.
-type BuildResult struct {
+type Result struct {
 	// Digest is the image's (or image index's) digest, "" when nothing was
 	// exported as an image.
 	Digest string
@@ -218,7 +219,7 @@ const (
 )
 
 // privateBuilder stands for the binfmt_misc table of a worker that
-// emulates in a private table of its own ([EmulationLabel]): the host's
+// emulates in a private table of its own ([builder.EmulationLabel]): the host's
 // table says nothing about it.
 const privateBuilder = "\x00private"
 
@@ -265,9 +266,9 @@ func (e *BuildError) PrintSources(w io.Writer) {
 // build a *BuildError. A build that succeeded but whose metadata or image
 // ID file could not be written returns its result and an
 // *OutputFileError.
-func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
+func Build(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Addr == "" {
-		opt.Addr = DefaultAddress
+		opt.Addr = builder.DefaultAddress
 	}
 	if opt.ProgressOutput == nil {
 		opt.ProgressOutput = os.Stderr
@@ -297,7 +298,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	private := false
 	for _, w := range workers {
 		have = append(have, w.Platforms...)
-		private = private || w.Labels[EmulationLabel] == EmulationPrivate
+		private = private || w.Labels[builder.EmulationLabel] == builder.EmulationPrivate
 	}
 	if len(have) == 0 {
 		return nil, &DaemonError{Addr: opt.Addr, Err: errors.New("it has no worker")}
@@ -364,7 +365,7 @@ func Build(ctx context.Context, opt BuildOptions) (*BuildResult, error) {
 	if err := eg.Wait(); err != nil {
 		return nil, &BuildError{Err: err, Sources: solvererrdefs.Sources(err)}
 	}
-	res := &BuildResult{Platforms: want, ExporterResponse: resp.ExporterResponse}
+	res := &Result{Platforms: want, ExporterResponse: resp.ExporterResponse}
 	res.Digest = resp.ExporterResponse[exptypes.ExporterImageDigestKey]
 	res.Report = newReport(reportInput{
 		vertices:      steps.vertices(),
@@ -391,7 +392,7 @@ type buildPlan struct {
 
 // planBuild checks opt and turns it into the frontend's inputs, the exports
 // and the cache entries, without contacting the builder or writing a file.
-func planBuild(opt BuildOptions) (*buildPlan, error) {
+func planBuild(opt Options) (*buildPlan, error) {
 	mode, err := ProgressMode(opt.Progress)
 	if err != nil {
 		return nil, err
@@ -409,7 +410,7 @@ func planBuild(opt BuildOptions) (*buildPlan, error) {
 	}
 	p.want = []string{AllPlatforms}
 	if !slices.Equal(opt.Platforms, p.want) {
-		if p.want, err = NormalizePlatforms(opt.Platforms); err != nil {
+		if p.want, err = builder.NormalizePlatforms(opt.Platforms); err != nil {
 			return nil, &UsageError{Option: "Platforms", Value: strings.Join(opt.Platforms, ","), Err: err}
 		}
 	}
@@ -419,7 +420,7 @@ func planBuild(opt BuildOptions) (*buildPlan, error) {
 // Check refuses the bad input Build would refuse (a *UsageError), without
 // contacting the builder or writing a file: the metadata and image ID
 // files are not checked.
-func Check(opt BuildOptions) error {
+func Check(opt Options) error {
 	_, err := planBuild(opt)
 	return err
 }
@@ -456,7 +457,7 @@ type inputs struct {
 // frontendInputs checks the context, Dockerfile, build args and the other
 // inputs of the build and returns the frontend's attributes, local
 // directories and session attachables.
-func frontendInputs(opt BuildOptions) (*inputs, error) {
+func frontendInputs(opt Options) (*inputs, error) {
 	if opt.Context == "" {
 		return nil, usageErr("no build context given")
 	}
@@ -601,9 +602,9 @@ const AllPlatforms = "all"
 func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount string) ([]string, error) {
 	switch {
 	case len(asked) == 1 && asked[0] == AllPlatforms:
-		return OnePerArch(worker), nil
+		return builder.OnePerArch(worker), nil
 	case len(asked) == 0 && len(worker) > 0:
-		return OnePerArch(worker[:1]), nil
+		return builder.OnePerArch(worker[:1]), nil
 	case len(asked) == 0:
 		return []string{platforms.DefaultString()}, nil
 	}
@@ -618,24 +619,9 @@ func choosePlatforms(asked []string, worker []ocispecs.Platform, binfmtMount str
 		}
 	}
 	if len(bad) > 0 {
-		return nil, &UnsupportedPlatformError{Unsupported: bad, Supported: OnePerArch(worker)}
+		return nil, &UnsupportedPlatformError{Unsupported: bad, Supported: builder.OnePerArch(worker)}
 	}
 	return asked, nil
-}
-
-// OnePerArch keeps the first platform of each OS and architecture, formatted.
-func OnePerArch(ps []ocispecs.Platform) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, p := range ps {
-		p = platforms.Normalize(p)
-		k := p.OS + "/" + p.Architecture
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, platforms.Format(p))
-		}
-	}
-	return out
 }
 
 // runs: one of the worker's platforms runs p (the same architecture, the

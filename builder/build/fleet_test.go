@@ -1,4 +1,4 @@
-package fleet_test
+package build_test
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
-	"mabd/builder"
+	"mabd/builder/build"
 	"mabd/builder/buildertest"
 	"mabd/builder/fleet"
 	"mabd/builder/manifest"
@@ -33,7 +33,7 @@ func built(t *testing.T, n fleet.Node) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.New(ctx, n.Address, n.ClientOpts()...)
+	c, err := client.New(ctx, n.Address, build.ClientOpts(n)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,20 +117,20 @@ func TestFleetBuild(t *testing.T) {
 	arm := buildertest.StartRemote(t, "linux/amd64", "linux/arm64")
 	localNode := fleet.Node{Name: fleet.LocalName, Address: local.Address(), Local: true}
 	armNode := fleet.Node{Name: "arm1", Address: arm.Address, CA: arm.CA, Cert: arm.Cert, Key: arm.Key, Native: []string{"linux/arm64"}}
-	f := fleet.New([]fleet.Node{localNode, armNode})
+	nodes := []fleet.Node{localNode, armNode}
 	two := []string{"linux/amd64", "linux/arm64"}
 
-	build := func(t *testing.T, ctxDir string, o builder.BuildOptions) (*fleet.Result, string, error) {
+	onFleet := func(t *testing.T, ctxDir string, o build.Options) (*build.FleetResult, string, error) {
 		t.Helper()
 		var progress logbuf.Buffer
 		o.Context, o.Progress, o.ProgressOutput = ctxDir, "plain", &progress
 		o.BuildArgs = append(o.BuildArgs, "BASE="+base)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		res, err := f.Build(ctx, fleet.BuildOptions{BuildOptions: o})
+		res, err := build.OnFleet(ctx, nodes, build.FleetOptions{Options: o})
 		return res, progress.String(), err
 	}
-	where := func(res *fleet.Result) map[string]string {
+	where := func(res *build.FleetResult) map[string]string {
 		m := map[string]string{}
 		for _, b := range res.Built {
 			kind := "emulated"
@@ -146,7 +146,7 @@ func TestFleetBuild(t *testing.T) {
 		dir := dockerfile(t, "ARG BASE\nFROM $BASE\nRUN uname -m > /arch && echo native-first > /which\n")
 		archive := filepath.Join(t.TempDir(), "image.tar")
 		tag := reg + "/fleet/app:v1"
-		res, progress, err := build(t, dir, builder.BuildOptions{Platforms: two, Tags: []string{tag}, Push: true, Outputs: []string{"type=oci,dest=" + archive}})
+		res, progress, err := onFleet(t, dir, build.Options{Platforms: two, Tags: []string{tag}, Push: true, Outputs: []string{"type=oci,dest=" + archive}})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, progress)
 		}
@@ -190,7 +190,7 @@ func TestFleetBuild(t *testing.T) {
 	t.Run("NoRoute", func(t *testing.T) {
 		before := len(built(t, localNode)) + len(built(t, armNode))
 		dir := dockerfile(t, "ARG BASE\nFROM $BASE\nRUN true\n")
-		_, _, err := build(t, dir, builder.BuildOptions{Platforms: []string{"linux/amd64", "linux/s390x"}, Outputs: []string{"type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")}})
+		_, _, err := onFleet(t, dir, build.Options{Platforms: []string{"linux/amd64", "linux/s390x"}, Outputs: []string{"type=oci,dest=" + filepath.Join(t.TempDir(), "x.tar")}})
 		var nr *fleet.NoRouteError
 		if !errors.As(err, &nr) || !slices.Equal(nr.Platforms, []string{"linux/s390x"}) || !strings.Contains(err.Error(), "arm1 (") || !strings.Contains(err.Error(), "local (") {
 			t.Fatalf("err %v, want a NoRouteError for linux/s390x naming both nodes", err)
@@ -206,7 +206,7 @@ func TestFleetBuild(t *testing.T) {
 		buildertest.WriteCert(t, other, "client", false, ca, caKey)
 		bad := armNode
 		bad.Name, bad.Cert, bad.Key = "impostor", filepath.Join(other, "client.pem"), filepath.Join(other, "client-key.pem")
-		st := fleet.Check(context.Background(), bad, 5*time.Second)
+		st := build.CheckNode(context.Background(), bad, 5*time.Second)
 		if st.Up || !strings.Contains(st.LastError, "tls: unknown certificate authority") {
 			t.Errorf("state %+v: want down with the TLS error", st)
 		}
@@ -220,7 +220,7 @@ func TestFleetBuild(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			c, err := client.New(context.Background(), armNode.Address, armNode.ClientOpts()...)
+			c, err := client.New(context.Background(), armNode.Address, build.ClientOpts(armNode)...)
 			if err != nil {
 				t.Error(err)
 				return
@@ -228,7 +228,7 @@ func TestFleetBuild(t *testing.T) {
 			defer c.Close()
 			for range 300 {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				n, err := fleet.ActiveBuilds(ctx, c)
+				n, err := build.ActiveBuilds(ctx, c)
 				cancel()
 				if err == nil && n > 0 {
 					time.Sleep(2 * time.Second) // into the RUN step
@@ -245,12 +245,12 @@ func TestFleetBuild(t *testing.T) {
 			}
 			t.Error("arm1 never started a build")
 		}()
-		res, progress, err := build(t, dir, builder.BuildOptions{Platforms: two, Tags: []string{tag}, Push: true})
+		res, progress, err := onFleet(t, dir, build.Options{Platforms: two, Tags: []string{tag}, Push: true})
 		<-done
 		if err != nil {
 			t.Fatalf("%v\n%s", err, progress)
 		}
-		var arm64 fleet.Built
+		var arm64 build.Built
 		for _, b := range res.Built {
 			if b.Platform == "linux/arm64" {
 				arm64 = b
@@ -273,7 +273,7 @@ func TestFleetBuild(t *testing.T) {
 		}
 		dir := dockerfile(t, "ARG BASE\nFROM $BASE\nRUN uname -m > /arch && echo stopped > /which\n")
 		tag := reg + "/fleet/app:fallback"
-		res, progress, err := build(t, dir, builder.BuildOptions{Platforms: two, Tags: []string{tag}, Push: true})
+		res, progress, err := onFleet(t, dir, build.Options{Platforms: two, Tags: []string{tag}, Push: true})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, progress)
 		}

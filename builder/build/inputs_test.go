@@ -1,4 +1,4 @@
-package builder
+package build
 
 import (
 	"errors"
@@ -69,7 +69,7 @@ func TestParseCache(t *testing.T) {
 }
 
 func TestCacheEntriesInsecure(t *testing.T) {
-	opt := BuildOptions{
+	opt := Options{
 		CacheTo:   []string{"type=registry,ref=127.0.0.1:5000/c:1", "type=registry,ref=reg.example/c:1", "type=inline"},
 		CacheFrom: []string{"type=registry,ref=reg.example:5000/c:1", "type=registry,ref=localhost/c:1,registry.insecure=false"},
 	}
@@ -292,7 +292,7 @@ func TestReadStagesAndTarget(t *testing.T) {
 func TestFrontendInputs(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox AS base\nFROM base AS final\n"), 0o644)
-	opt := BuildOptions{Context: dir, Target: "base", NoCache: true, Pull: true, Labels: []string{"a=b", "c="},
+	opt := Options{Context: dir, Target: "base", NoCache: true, Pull: true, Labels: []string{"a=b", "c="},
 		Provenance: "mode=max", SBOM: "generator=r/scanner:1", BuildArgs: []string{"X=1"}, BuildContexts: []string{"extra=" + dir}}
 	in, err := frontendInputs(opt)
 	if err != nil {
