@@ -4,7 +4,7 @@ package main
 // a fleet of two nodes (builder/fleet: the local builder of rows 4 and 5,
 // and a second buildkitd on 127.0.0.1 over mutual TLS declared native for
 // linux/arm64) against the local node doing both platforms alone
-// (builder.Build). Both are Go calls in this process, no client process:
+// (build.Build). Both are Go calls in this process, no client process:
 // the row is what routing (checking both nodes, planning), two solves
 // instead of one and joining the images cost.
 //
@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"mabd/builder"
+	"mabd/builder/build"
 	"mabd/builder/buildertest"
 	"mabd/builder/fleet"
 	"mabd/builder/manifest"
@@ -149,10 +150,10 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 	const (
 		titleA = "the same build of examples/hello for " + buildPlatforms + " through a fleet of 2 nodes vs one node doing both, pushed to 127.0.0.1 (warm cache)"
 		titleB = "the same, `--output type=oci,dest=FILE` (A merges the nodes' OCI archives locally)"
-		aPush  = "`fleet.Build`: amd64 on local, arm64 on arm1 (127.0.0.1, mutual TLS, declared native), each pushes by digest, index pushed"
-		bPush  = "`builder.Build` on local alone: both platforms, one push"
-		aOCI   = "`fleet.Build`: one OCI archive per node, merged (`manifest.CreateArchive`)"
-		bOCI   = "`builder.Build` on local alone, one OCI archive"
+		aPush  = "`build.OnFleet`: amd64 on local, arm64 on arm1 (127.0.0.1, mutual TLS, declared native), each pushes by digest, index pushed"
+		bPush  = "`build.Build` on local alone: both platforms, one push"
+		aOCI   = "`build.OnFleet`: one OCI archive per node, merged (`manifest.CreateArchive`)"
+		bOCI   = "`build.Build` on local alone, one OCI archive"
 	)
 	na := func(why string) []Row {
 		return []Row{naRow("8a", titleA, aPush, bPush, why), naRow("8b", titleB, aOCI, bOCI, why)}
@@ -167,7 +168,7 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 	}
 	defer remote.stop(b)
 	local := fleet.Node{Name: fleet.LocalName, Address: e.addr, Local: true}
-	f := fleet.New([]fleet.Node{local, remote.node})
+	nodes := []fleet.Node{local, remote.node}
 	want := strings.Split(buildPlatforms, ",")
 	out, err := os.MkdirTemp(b.work, "fleet-")
 	if err != nil {
@@ -175,9 +176,9 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 	}
 	defer os.RemoveAll(out)
 
-	opts := func(extra func(*builder.BuildOptions)) (builder.BuildOptions, *cappedBuffer) {
+	opts := func(extra func(*build.Options)) (build.Options, *cappedBuffer) {
 		progress := &cappedBuffer{max: 256 << 10}
-		o := builder.BuildOptions{
+		o := build.Options{
 			Context:        e.hello,
 			Platforms:      want,
 			BuildArgs:      []string{"BASE=" + e.base},
@@ -188,12 +189,12 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 		return o, progress
 	}
 	// side A: through the fleet; check says what must hold afterwards.
-	viaFleet := func(extra func(*builder.BuildOptions), check func() error) (fleetRun, error) {
+	viaFleet := func(extra func(*build.Options), check func() error) (fleetRun, error) {
 		o, progress := opts(extra)
 		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		start := time.Now()
-		res, err := f.Build(bctx, fleet.BuildOptions{BuildOptions: o})
+		res, err := build.OnFleet(bctx, nodes, build.FleetOptions{Options: o})
 		el := ms(time.Since(start))
 		if err != nil {
 			return fleetRun{}, fmt.Errorf("fleet build: %w\n%s", err, tail(progress.String(), 1500))
@@ -216,13 +217,13 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 		return run, check()
 	}
 	// side B: one node, one solve.
-	alone := func(extra func(*builder.BuildOptions), check func() error) (fleetRun, error) {
+	alone := func(extra func(*build.Options), check func() error) (fleetRun, error) {
 		o, progress := opts(extra)
 		o.Addr = e.addr
 		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		start := time.Now()
-		_, err := builder.Build(bctx, o)
+		_, err := build.Build(bctx, o)
 		el := ms(time.Since(start))
 		if err != nil {
 			return fleetRun{}, fmt.Errorf("build on local: %w\n%s", err, tail(progress.String(), 1500))
@@ -255,11 +256,11 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 	}
 	tagA, tagB := e.reg+"/bench-fleet:fleet", e.reg+"/bench-fleet:one"
 	fileA, fileB := filepath.Join(out, "fleet.tar"), filepath.Join(out, "one.tar")
-	push := func(tag string) func(*builder.BuildOptions) {
-		return func(o *builder.BuildOptions) { o.Tags, o.Push = []string{tag}, true }
+	push := func(tag string) func(*build.Options) {
+		return func(o *build.Options) { o.Tags, o.Push = []string{tag}, true }
 	}
-	oci := func(file string) func(*builder.BuildOptions) {
-		return func(o *builder.BuildOptions) { o.Outputs = []string{"type=oci,dest=" + file} }
+	oci := func(file string) func(*build.Options) {
+		return func(o *build.Options) { o.Outputs = []string{"type=oci,dest=" + file} }
 	}
 
 	var rows []Row
