@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,13 +28,22 @@ import (
 	"mabd/binfmt"
 )
 
-// The probe programs: ./internal/probe built by ./internal/genprobes for
-// every architecture of binfmt's table that Go builds for (those with a
-// GOARCH), gzipped, with a manifest of their sha256 sums and of the Go
-// release that built them. Regenerate them with `go generate ./emulator`
-// after changing the probe, the table or Go.
+// The probe programs (see ./internal/genprobes), with a manifest of their
+// sha256 sums and of the Go release and binutils that made them:
 //
-//go:embed probes/*.gz probes/manifest.txt
+//   - <qemu-arch>.elf, the tiny probes: ./internal/tinyprobe assembled
+//     with Debian's cross binutils for every architecture of binfmt's table
+//     they target, a few hundred bytes each, that print uname's machine.
+//     [Probe] runs them.
+//   - <goarch>.gz: ./internal/probe, a Go program, built for every
+//     architecture of the table that Go builds for (those with a GOARCH),
+//     gzipped. [Workload] and [Bench] run it, and [Probe] where there is
+//     no tiny probe.
+//
+// Regenerate them with `go generate ./emulator` after changing a probe,
+// the table, Go or binutils.
+//
+//go:embed probes/*.gz probes/*.elf probes/manifest.txt
 var probeFS embed.FS
 
 // The states of a [Result].
@@ -61,7 +71,8 @@ const probeWaitDelay = time.Second
 // probeMaxOutput caps how much of a probe's stdout and stderr is kept.
 const probeMaxOutput = 16 << 10
 
-// probeFile is the name of the probe in its chroot.
+// probeFile is the name of the probe in its chroot when it runs alone
+// (Workload, Bench); ProbeAll names each by its architecture.
 const probeFile = "probe"
 
 // Result is the outcome of probing one architecture.
@@ -181,11 +192,13 @@ func (o ProbeOptions) workloadTimeout() time.Duration {
 	return o.WorkloadTimeout
 }
 
-// HasProbe reports whether mabd has a probe program for the architecture
-// qemuArch (a QEMU name such as "aarch64"; aliases such as "arm64" are
-// accepted too): one of the architectures Go builds for (aarch64, arm,
-// i386, loongarch64, mips, mips64, mips64el, mipsel, ppc64, ppc64le,
-// riscv64, s390x, x86_64).
+// HasProbe reports whether mabd has its Go probe program for the
+// architecture qemuArch (a QEMU name such as "aarch64"; aliases such as
+// "arm64" are accepted too): one of the architectures Go builds for
+// (aarch64, arm, i386, loongarch64, mips, mips64, mips64el, mipsel, ppc64,
+// ppc64le, riscv64, s390x, x86_64). Those are the architectures every
+// proof runs for: [Probe], [Workload] and [Bench]. [Probe] alone runs for
+// more: see [CanProbe].
 func HasProbe(qemuArch string) bool {
 	_, ok := probeGoarch(qemuArch)
 	return ok
@@ -201,8 +214,8 @@ func probeGoarch(qemuArch string) (string, bool) {
 	return a.GOARCH(), true
 }
 
-// ProbeArches returns the QEMU names of the architectures that have a
-// probe program, sorted.
+// ProbeArches returns the QEMU names of the architectures that have the
+// Go probe program (see [HasProbe]), sorted.
 func ProbeArches() []string {
 	var out []string
 	for _, a := range binfmt.Arches() {
@@ -214,6 +227,44 @@ func ProbeArches() []string {
 	return out
 }
 
+// CanProbe reports whether [Probe] can check the architecture qemuArch (a
+// QEMU name or an alias): mabd has a tiny probe for it (every
+// architecture Debian 12 has cross binutils for: aarch64, aarch64_be,
+// alpha, arm, armeb, hppa, i386, m68k, the six mips ones, ppc, ppc64,
+// ppc64le, riscv32, riscv64, s390x, sh4, sh4eb, sparc, sparc32plus,
+// sparc64, x86_64) or its Go probe (loongarch64). Every architecture
+// with [HasProbe] has CanProbe.
+func CanProbe(qemuArch string) bool {
+	a, ok := binfmt.ArchByName(qemuArch)
+	if !ok {
+		return false
+	}
+	return hasTiny(a.Name) || HasProbe(a.Name)
+}
+
+// ProbeableArches returns the QEMU names of the architectures [Probe] can
+// check (see [CanProbe]), sorted.
+func ProbeableArches() []string {
+	var out []string
+	for _, a := range binfmt.Arches() {
+		if CanProbe(a.Name) {
+			out = append(out, a.Name)
+		}
+	}
+	return out
+}
+
+// hasTiny reports whether the manifest lists a tiny probe for the QEMU
+// architecture name.
+func hasTiny(name string) bool {
+	m, err := readManifest()
+	return err == nil && m.sums[name+tinySuffix] != ""
+}
+
+// tinySuffix ends the name of a tiny probe's file; <goarch>.gz are the Go
+// probes.
+const tinySuffix = ".elf"
+
 var (
 	manifestOnce sync.Once
 	manifestVal  probeManifest
@@ -223,6 +274,7 @@ var (
 // probeManifest is the parsed probes/manifest.txt.
 type probeManifest struct {
 	goVersion string
+	binutils  map[string]string // target triple -> binutils release
 	sums      map[string]string // file name -> sha256 in hex
 }
 
@@ -240,9 +292,10 @@ func readManifest() (probeManifest, error) {
 }
 
 // parseManifest reads the manifest format of ./internal/genprobes: comment
-// lines starting with '#', "go <release>", then "<sha256>  <file>" lines.
+// lines starting with '#', "go <release>", "binutils <triple> <release>",
+// then "<sha256>  <file>" lines.
 func parseManifest(b []byte) (probeManifest, error) {
-	m := probeManifest{sums: map[string]string{}}
+	m := probeManifest{binutils: map[string]string{}, sums: map[string]string{}}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -250,6 +303,8 @@ func parseManifest(b []byte) (probeManifest, error) {
 		case line == "" || strings.HasPrefix(line, "#"):
 		case len(f) == 2 && f[0] == "go":
 			m.goVersion = f[1]
+		case len(f) == 3 && f[0] == "binutils":
+			m.binutils[f[1]] = f[2]
 		case len(f) == 2 && len(f[0]) == 64:
 			m.sums[f[1]] = f[0]
 		default:
@@ -263,8 +318,9 @@ func parseManifest(b []byte) (probeManifest, error) {
 }
 
 // ProbesID identifies the embedded probe programs: the Go release that
-// built them and a digest of their manifest. A proof made with other
-// programs (an older mabd's) is not one made with these.
+// built the Go ones and a digest of their manifest, which holds the sha256
+// of every probe, tiny or Go, and the binutils releases. A proof made with
+// other programs (an older mabd's) is not one made with these.
 func ProbesID() string {
 	b, err := probeFS.ReadFile("probes/manifest.txt")
 	m, merr := readManifest()
@@ -311,38 +367,138 @@ func probeForGoarch(goarch string) ([]byte, error) {
 	return b, nil
 }
 
+// tinyProgram returns the tiny probe for the QEMU architecture name,
+// checked against the manifest, or false when there is none.
+func tinyProgram(name string) ([]byte, bool, error) {
+	if !hasTiny(name) {
+		return nil, false, nil
+	}
+	m, err := readManifest()
+	if err != nil {
+		return nil, true, err
+	}
+	file := name + tinySuffix
+	b, err := probeFS.ReadFile("probes/" + file)
+	if err != nil {
+		return nil, true, fmt.Errorf("read embedded probe %s: %w", file, err)
+	}
+	sum := sha256.Sum256(b)
+	if want := m.sums[file]; hex.EncodeToString(sum[:]) != want {
+		return nil, true, fmt.Errorf("embedded probe %s: sha256 %x does not match the manifest's %q; run `go generate ./emulator`", file, sum, want)
+	}
+	return b, true, nil
+}
+
 // Probe checks that the kernel runs programs of architecture a: it writes
-// a's probe program (a static Go program printing uname's machine) into a
-// fresh temporary directory as its only file and runs it chrooted into
-// that directory, so nothing else is reachable: on a foreign architecture
-// it passes only when binfmt_misc hands it to an emulator registered with
-// the F flag (opened at registration, as containers need). The run is
-// bounded by opt.Timeout; on timeout, or when ctx is done, its process
-// group is killed.
+// a's probe program (a tiny static program printing uname's machine; see
+// [CanProbe]) into a fresh temporary directory that holds nothing else
+// and runs it chrooted into that directory, so no other file is
+// reachable: on a foreign architecture it passes only when binfmt_misc
+// hands it to an emulator registered with the F flag (opened at
+// registration, as containers need). The run is bounded by opt.Timeout;
+// on timeout, or when ctx is done, its process group is killed.
 //
 // The result's State is StateOK when the probe printed a.Machine through a
 // handler of opt.Mount, StateNative when it ran with no handler selecting
 // it (the host runs a natively; the machine is then not checked, as the
 // kernel reports its own), and StateFailed otherwise, with Reason and Fix
 // derived from the exec error or exit status and the entries of opt.Mount
-// (see classify.go). An architecture without a probe (see [HasProbe])
+// (see classify.go). An architecture without a probe (see [CanProbe])
 // fails with [ReasonNoProbe].
 //
 // Chroot needs root (CAP_SYS_CHROOT); without it Probe fails with
 // [ReasonNoChroot]. The temporary directory is in os.TempDir(), which must
 // allow executing programs.
 func Probe(ctx context.Context, a binfmt.Arch, opt ProbeOptions) Result {
-	r, bin := loadProbe(a)
-	if bin == nil {
-		return r
-	}
-	run := runProbe(ctx, bin, nil, nil, opt.timeout())
-	r.Duration = run.elapsed
-	classify(&r, a, opt, run)
-	return r
+	return ProbeAll(ctx, []binfmt.Arch{a}, opt)[0]
 }
 
-// loadProbe returns a's probe program, or nil and a failed result that
+// ProbeAll runs [Probe] for each architecture and returns the results in
+// the order of arches. The probes are written once, into one temporary
+// directory that holds nothing but them (and so no emulator: the proof of
+// the F flag is the same), and run chrooted into it, several at a time
+// (probeWorkers).
+func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Result {
+	out := make([]Result, len(arches))
+	progs := make(map[string][]byte, len(arches))
+	var todo []int
+	for i, a := range arches {
+		r, bin := loadCheck(a)
+		out[i] = r
+		if bin != nil {
+			progs[a.Name] = bin
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return out
+	}
+	dir, err := writeProbes(progs)
+	if dir != "" {
+		defer os.RemoveAll(dir)
+	}
+	inParallel(len(todo), probeWorkers(), func(j int) {
+		i := todo[j]
+		a := arches[i]
+		bin := progs[a.Name]
+		run := probeRun{dir: dir, header: bin[:min(len(bin), 256)], err: err, setup: err != nil}
+		if err == nil {
+			run = runIn(ctx, dir, a.Name, run.header, nil, nil, opt.timeout())
+		}
+		out[i].Duration = run.elapsed
+		classify(&out[i], a, opt, run)
+	})
+	return out
+}
+
+// probeWorkers is how many probes ProbeAll runs at a time: two per CPU.
+// An emulator's start is mostly the kernel's work (mapping QEMU, faulting
+// its pages in), a few milliseconds; a second run per CPU fills the gaps
+// of process start and exit.
+func probeWorkers() int { return 2 * runtime.NumCPU() }
+
+// loadCheck returns the program Probe runs for a: its tiny probe, else its
+// Go probe; or nil and a failed result that says why there is none.
+func loadCheck(a binfmt.Arch) (Result, []byte) {
+	r := Result{Arch: a.Name, Platform: a.Platform}
+	bin, ok, err := tinyProgram(a.Name)
+	switch {
+	case ok && err == nil:
+		return r, bin
+	case ok:
+		r.State = StateFailed
+		r.Reason, r.Fix = ReasonNoProbe+": "+err.Error(), "rebuild mabd (go generate ./emulator)"
+		return r, nil
+	case HasProbe(a.Name):
+		return loadProbe(a)
+	}
+	r.State = StateFailed
+	r.Reason = fmt.Sprintf("%s: mabd has probe programs only for %s", ReasonNoProbe, strings.Join(ProbeableArches(), ", "))
+	return r, nil
+}
+
+// writeProbes creates a temporary directory holding each program of progs
+// under its name, and nothing else. On error it returns the directory
+// (if it was made, for the caller to remove) and the error.
+func writeProbes(progs map[string][]byte) (string, error) {
+	dir, err := os.MkdirTemp("", "mabd-probe-")
+	if err != nil {
+		return "", fmt.Errorf("create probe directory: %w", err)
+	}
+	// The process runs as the caller; 0755 lets it in whatever its
+	// credentials (the C flag may change them).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return dir, fmt.Errorf("prepare probe directory: %w", err)
+	}
+	for name, bin := range progs {
+		if err := os.WriteFile(filepath.Join(dir, name), bin, 0o755); err != nil {
+			return dir, fmt.Errorf("write probe: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+// loadProbe returns a's Go probe program, or nil and a failed result that
 // says why there is none.
 func loadProbe(a binfmt.Arch) (Result, []byte) {
 	r := Result{Arch: a.Name, Platform: a.Platform}
@@ -354,15 +510,9 @@ func loadProbe(a binfmt.Arch) (Result, []byte) {
 	if HasProbe(a.Name) {
 		r.Reason, r.Fix = ReasonNoProbe+": "+err.Error(), "rebuild mabd (go generate ./emulator)"
 	} else {
-		r.Reason, r.Fix = fmt.Sprintf("%s: mabd has probe programs only for the architectures Go builds for (%s)", ReasonNoProbe, strings.Join(ProbeArches(), ", ")), ""
+		r.Reason, r.Fix = fmt.Sprintf("%s: mabd has its Go probe program (the workload and bench probe) only for the architectures Go builds for (%s)", ReasonNoProbe, strings.Join(ProbeArches(), ", ")), ""
 	}
 	return r, nil
-}
-
-// ProbeAll runs [Probe] for each architecture, several at a time (at most
-// the number of CPUs), and returns the results in the order of arches.
-func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Result {
-	return forEachArch(arches, func(a binfmt.Arch) Result { return Probe(ctx, a, opt) })
 }
 
 // probeRun is what one run of a probe gave.
@@ -389,36 +539,34 @@ type probeRun struct {
 // The run is killed (its whole process group) after timeout or when ctx
 // is done.
 func runProbe(ctx context.Context, bin []byte, args, env []string, timeout time.Duration) probeRun {
-	var run probeRun
-	run.header = bin[:min(len(bin), 256)]
-	dir, err := os.MkdirTemp("", "mabd-probe-")
+	header := bin[:min(len(bin), 256)]
+	dir, err := writeProbes(map[string][]byte{probeFile: bin})
+	if dir != "" {
+		defer os.RemoveAll(dir)
+	}
 	if err != nil {
-		run.err, run.setup = fmt.Errorf("create probe directory: %w", err), true
-		return run
+		return probeRun{header: header, err: err, setup: true}
 	}
-	defer os.RemoveAll(dir)
-	// The process runs as the caller; 0755 lets it in whatever its
-	// credentials (the C flag may change them).
-	if err := os.Chmod(dir, 0o755); err != nil {
-		run.err, run.setup = fmt.Errorf("prepare probe directory: %w", err), true
-		return run
-	}
-	run.dir = dir
-	if err := os.WriteFile(filepath.Join(dir, probeFile), bin, 0o755); err != nil {
-		run.err, run.setup = fmt.Errorf("write probe: %w", err), true
-		return run
-	}
+	return runIn(ctx, dir, probeFile, header, args, env, timeout)
+}
 
+// runIn runs the program name of dir chrooted into dir, with args and the
+// environment env (nil: an empty one), in a process group of its own.
+// The run is killed (its whole process group) after timeout or when ctx
+// is done.
+func runIn(ctx context.Context, dir, name string, header []byte, args, env []string, timeout time.Duration) probeRun {
+	run := probeRun{dir: dir, header: header}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var stdout, stderr limitedBuffer
+	var err error
 	start := time.Now()
 	// A concurrent fork in this process may still hold the file open for
 	// writing when we exec it (ETXTBSY); retry briefly, as cmd/go does.
 	for attempt := 0; ; attempt++ {
 		stdout.Reset()
 		stderr.Reset()
-		cmd := exec.CommandContext(rctx, "/"+probeFile, args...)
+		cmd := exec.CommandContext(rctx, "/"+name, args...)
 		cmd.Dir = "/"
 		cmd.Env = append([]string{}, env...)
 		cmd.Stdout = &stdout

@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -22,25 +24,41 @@ import (
 
 	"mabd/binfmt"
 	"mabd/emulator"
+	"mabd/emulator/emulatortest"
 	"mabd/testing/sandbox"
 )
 
-// wantMachine is what `uname -m` says under QEMU for each architecture
-// with a probe; binfmt's table must agree.
+// wantMachine is what `uname -m` says under QEMU (7.2 and 10 alike) for
+// each architecture Probe can check; binfmt's table must agree where it
+// has a Machine.
 var wantMachine = map[string]string{
 	"aarch64":     "aarch64",
+	"aarch64_be":  "aarch64_be",
+	"alpha":       "alpha",
 	"arm":         "armv7l",
+	"armeb":       "armv7b",
+	"hppa":        "parisc",
 	"i386":        "i686",
-	"x86_64":      "x86_64",
-	"ppc64le":     "ppc64le",
-	"ppc64":       "ppc64",
-	"s390x":       "s390x",
-	"riscv64":     "riscv64",
-	"mips64el":    "mips64",
-	"mips64":      "mips64",
-	"mips":        "mips",
-	"mipsel":      "mips",
 	"loongarch64": "loongarch64",
+	"m68k":        "m68k",
+	"mips":        "mips",
+	"mips64":      "mips64",
+	"mips64el":    "mips64",
+	"mipsel":      "mips",
+	"mipsn32":     "mips64",
+	"mipsn32el":   "mips64",
+	"ppc":         "ppc",
+	"ppc64":       "ppc64",
+	"ppc64le":     "ppc64le",
+	"riscv32":     "riscv32",
+	"riscv64":     "riscv64",
+	"s390x":       "s390x",
+	"sh4":         "sh4",
+	"sh4eb":       "sh4",
+	"sparc":       "sparc",
+	"sparc32plus": "sparc64",
+	"sparc64":     "sparc64",
+	"x86_64":      "x86_64",
 }
 
 // wantGoarch is the Go architecture each probe is built for.
@@ -60,31 +78,80 @@ var wantGoarch = map[string]string{
 	"loongarch64": "loong64",
 }
 
+// testManifest is probes/manifest.txt, parsed.
+type testManifest struct {
+	goVersion string
+	binutils  map[string]string // target triple -> release
+	sums      map[string]string // file -> sha256
+}
+
 // readTestManifest reads probes/manifest.txt: the Go release and the
 // sha256 of each file.
 func readTestManifest(t *testing.T) (goVersion string, sums map[string]string) {
 	t.Helper()
-	b, err := os.ReadFile("probes/manifest.txt")
+	m := readManifestFile(t)
+	if m.goVersion == "" {
+		t.Fatal("probes/manifest.txt has no go line")
+	}
+	return m.goVersion, m.sums
+}
+
+// readManifestFile reads probes/manifest.txt.
+func readManifestFile(t *testing.T) testManifest {
+	t.Helper()
+	return parseTestManifest(t, "probes/manifest.txt")
+}
+
+func parseTestManifest(t *testing.T, path string) testManifest {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sums = map[string]string{}
+	m := testManifest{binutils: map[string]string{}, sums: map[string]string{}}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		switch {
 		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
 		case len(f) == 2 && f[0] == "go":
-			goVersion = f[1]
+			m.goVersion = f[1]
+		case len(f) == 3 && f[0] == "binutils":
+			m.binutils[f[1]] = f[2]
 		case len(f) == 2 && len(f[0]) == 64:
-			sums[f[1]] = f[0]
+			m.sums[f[1]] = f[0]
 		default:
-			t.Fatalf("probes/manifest.txt: cannot parse %q", line)
+			t.Fatalf("%s: cannot parse %q", path, line)
 		}
 	}
-	if goVersion == "" {
-		t.Fatal("probes/manifest.txt has no go line")
+	return m
+}
+
+// tinyArches returns the architectures the manifest has a tiny probe
+// for, sorted.
+func (m testManifest) tinyArches() []string {
+	var out []string
+	for name := range m.sums {
+		if arch, ok := strings.CutSuffix(name, ".elf"); ok {
+			out = append(out, arch)
+		}
 	}
-	return goVersion, sums
+	slices.Sort(out)
+	return out
+}
+
+// readTinyProbe returns the committed tiny probe for arch, after
+// checking it against the manifest.
+func readTinyProbe(t *testing.T, arch string, m testManifest) []byte {
+	t.Helper()
+	name := arch + ".elf"
+	b, err := os.ReadFile(filepath.Join("probes", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != m.sums[name] {
+		t.Fatalf("probes/%s: sha256 %x, the manifest says %q", name, sum, m.sums[name])
+	}
+	return b
 }
 
 // readTestProbe returns the committed probe for goarch, decompressed,
@@ -145,24 +212,60 @@ func probeTestArch(t *testing.T, name string) binfmt.Arch {
 }
 
 // TestProbesReproducible regenerates the probes into a temporary directory
-// and checks that they are byte for byte the committed ones.
+// and checks that they are byte for byte the committed ones: the tiny
+// probes always (they need Debian's cross binutils of the release the
+// manifest names, installed by `make deps`: without them the test fails
+// saying which package to install), the Go ones too unless -short.
 func TestProbesReproducible(t *testing.T) {
-	goVersion, _ := readTestManifest(t)
-	if goVersion != runtime.Version() {
-		t.Fatalf("the embedded probes were built by %s, but this is %s: run `go generate ./emulator` (and commit emulator/probes)", goVersion, runtime.Version())
+	m := readManifestFile(t)
+	if m.goVersion != runtime.Version() {
+		t.Fatalf("the embedded probes were built by %s, but this is %s: run `go generate ./emulator` (and commit emulator/probes)", m.goVersion, runtime.Version())
 	}
-	if testing.Short() {
-		t.Skip("regenerating the probes builds 13 Go programs (about a minute with an empty build cache); skipped in -short mode")
+	if len(m.binutils) == 0 {
+		t.Fatal("probes/manifest.txt names no binutils")
+	}
+	var missing, pkgs []string
+	for _, triple := range slices.Sorted(maps.Keys(m.binutils)) {
+		pkg := "binutils-" + strings.ReplaceAll(triple, "x86_64", "x86-64")
+		for _, tool := range []string{triple + "-as", triple + "-ld"} {
+			p, err := exec.LookPath(tool)
+			if err != nil {
+				missing = append(missing, tool)
+				if !slices.Contains(pkgs, pkg) {
+					pkgs = append(pkgs, pkg)
+				}
+				continue
+			}
+			out, err := exec.Command(p, "--version").Output()
+			if err != nil {
+				t.Fatalf("%s --version: %v", p, err)
+			}
+			line, _, _ := strings.Cut(string(out), "\n")
+			f := strings.Fields(line)
+			if len(f) == 0 || f[len(f)-1] != m.binutils[triple] {
+				t.Fatalf("%s says %q, but the committed tiny probes were made with binutils %s: install %s of that release, or regenerate them (go generate ./emulator) and commit emulator/probes", p, line, m.binutils[triple], pkg)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the tiny probes are made with Debian's cross binutils: %s not found: install %s (make deps)", strings.Join(missing, ", "), strings.Join(pkgs, " "))
 	}
 	gotool := probeTestGo(t)
 	if out, err := exec.Command(gotool, "env", "GOVERSION").Output(); err != nil || strings.TrimSpace(string(out)) != runtime.Version() {
 		t.Fatalf("%s env GOVERSION = %q, %v; want %s (the go command in $PATH must be the one running the tests)", gotool, out, err, runtime.Version())
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(gotool, "run", "./internal/genprobes", "-o", dir)
+	args := []string{"run", "./internal/genprobes", "-o", dir}
+	if testing.Short() {
+		// Building 13 Go programs takes about a minute with an empty
+		// build cache; the tiny probes take a second.
+		args = append(args, "-go=false")
+		t.Log("-short: the tiny probes only")
+	}
+	cmd := exec.Command(gotool, args...)
 	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go run ./internal/genprobes: %v\n%s", err, out)
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	committed, err := filepath.Glob("probes/*")
 	if err != nil {
@@ -175,6 +278,9 @@ func TestProbesReproducible(t *testing.T) {
 	names := func(paths []string) []string {
 		var out []string
 		for _, p := range paths {
+			if testing.Short() && strings.HasSuffix(p, ".gz") {
+				continue
+			}
 			out = append(out, filepath.Base(p))
 		}
 		return out
@@ -192,30 +298,45 @@ func TestProbesReproducible(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if name == "manifest.txt" && testing.Short() {
+			gm := parseTestManifest(t, filepath.Join(dir, name))
+			if !maps.Equal(gm.binutils, m.binutils) {
+				t.Errorf("manifest.txt: regenerated binutils %v, committed %v", gm.binutils, m.binutils)
+			}
+			for _, arch := range m.tinyArches() {
+				if f := arch + ".elf"; gm.sums[f] != m.sums[f] {
+					t.Errorf("manifest.txt: %s: regenerated sha256 %s, committed %s", f, gm.sums[f], m.sums[f])
+				}
+			}
+			continue
+		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("probes/%s: regenerated %d bytes differ from the committed %d: the build is not reproducible, or the probe changed without `go generate ./emulator`", name, len(got), len(want))
 		}
 		total += len(want)
 	}
-	t.Logf("%d probe files, %d bytes", len(committed), total)
+	t.Logf("%d probe files, %d bytes", len(names(committed)), total)
 }
 
-// TestEmbeddedProbes checks every embedded probe against the manifest and
-// binfmt's table: the table's magic selects it and no other architecture's
-// does, and the table has the machine name QEMU reports.
+// TestEmbeddedProbes checks every embedded Go probe (those of Workload
+// and Bench) against the manifest and binfmt's table: the table's magic
+// selects it and no other architecture's does.
 func TestEmbeddedProbes(t *testing.T) {
-	if got, want := emulator.ProbeArches(), slices.Sorted(maps.Keys(wantMachine)); !slices.Equal(got, want) {
+	if got, want := emulator.ProbeArches(), slices.Sorted(maps.Keys(wantGoarch)); !slices.Equal(got, want) {
 		t.Fatalf("ProbeArches() = %q, want %q", got, want)
 	}
 	_, sums := readTestManifest(t)
-	if len(sums) != len(wantGoarch) {
-		t.Errorf("the manifest lists %d files, want %d", len(sums), len(wantGoarch))
+	var gz int
+	for name := range sums {
+		if strings.HasSuffix(name, ".gz") {
+			gz++
+		}
+	}
+	if gz != len(wantGoarch) {
+		t.Errorf("the manifest lists %d Go probes, want %d", gz, len(wantGoarch))
 	}
 	for _, name := range emulator.ProbeArches() {
 		a := probeTestArch(t, name)
-		if a.Machine != wantMachine[name] {
-			t.Errorf("binfmt's table: %s has Machine %q, want %q", name, a.Machine, wantMachine[name])
-		}
 		header := readTestProbe(t, wantGoarch[name], sums)[:256]
 		if !a.Spec("/usr/bin/qemu", binfmt.FixBinary).Matches(header) {
 			t.Errorf("%s: the table's magic and mask do not select the %s probe", name, wantGoarch[name])
@@ -231,6 +352,81 @@ func TestEmbeddedProbes(t *testing.T) {
 			t.Errorf("HasProbe(%q) = %v, want %v", name, !ok, ok)
 		}
 	}
+}
+
+// TestTinyProbes checks every tiny probe (what Probe runs) against
+// binfmt's table: it is of its architecture's ELF identity, the table's
+// magic and mask select it and no other architecture's do; it is a
+// static executable of one read-and-execute segment holding its entry
+// point, a few hundred bytes. CanProbe and ProbeableArches agree.
+func TestTinyProbes(t *testing.T) {
+	m := readManifestFile(t)
+	want := slices.Sorted(maps.Keys(wantMachine))
+	if got := m.tinyArches(); !slices.Equal(got, want) {
+		t.Errorf("the manifest has tiny probes for %q, want %q", got, want)
+	}
+	if got := emulator.ProbeableArches(); !slices.Equal(got, want) {
+		t.Errorf("ProbeableArches() = %q, want %q", got, want)
+	}
+	for _, name := range emulator.ProbeArches() {
+		if !emulator.CanProbe(name) {
+			t.Errorf("HasProbe(%q) but not CanProbe", name)
+		}
+	}
+	for name, ok := range map[string]bool{"sparc64": true, "qemu-m68k": true, "arm64": true, "loong64": true, "mipsn32el": true, "riscv32": true, "xtensa": false, "cris": false, "nonsense": false, "": false} {
+		if emulator.CanProbe(name) != ok {
+			t.Errorf("CanProbe(%q) = %v, want %v", name, !ok, ok)
+		}
+	}
+	var sizes []string
+	for _, name := range m.tinyArches() {
+		t.Run(name, func(t *testing.T) {
+			a := probeTestArch(t, name)
+			b := readTinyProbe(t, name, m)
+			sizes = append(sizes, fmt.Sprintf("%s %d", name, len(b)))
+			if a.Machine != "" && a.Machine != wantMachine[name] {
+				t.Errorf("binfmt's table: %s has Machine %q, QEMU says %q", name, a.Machine, wantMachine[name])
+			}
+			f, err := elf.NewFile(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id := (binfmt.ELFIdentity{Class: f.Class, Data: f.Data, Machine: f.Machine}); id != a.ELF() {
+				t.Errorf("ELF identity %v, want %v", id, a.ELF())
+			}
+			if f.Type != elf.ET_EXEC {
+				t.Errorf("type %v, want ET_EXEC", f.Type)
+			}
+			var loads []*elf.Prog
+			for _, p := range f.Progs {
+				switch p.Type {
+				case elf.PT_LOAD:
+					loads = append(loads, p)
+				case elf.PT_INTERP, elf.PT_DYNAMIC:
+					t.Errorf("has %v: not static", p.Type)
+				}
+			}
+			if len(loads) != 1 {
+				t.Fatalf("%d PT_LOAD segments, want 1", len(loads))
+			}
+			if p := loads[0]; p.Flags != elf.PF_R|elf.PF_X || p.Off != 0 || p.Filesz > uint64(len(b)) || f.Entry < p.Vaddr+64 || f.Entry >= p.Vaddr+p.Filesz {
+				t.Errorf("segment %v at %#x, offset %d, %d bytes, entry %#x: want R+X from offset 0 holding the entry", p.Flags, p.Vaddr, p.Off, p.Filesz, f.Entry)
+			}
+			header := b[:min(len(b), 128)]
+			if !a.Spec("/usr/bin/qemu", binfmt.FixBinary).Matches(header) {
+				t.Errorf("the table's magic and mask for %s do not select it", name)
+			}
+			for _, o := range binfmt.Arches() {
+				if o.Name != a.Name && o.Spec("/usr/bin/qemu", 0).Matches(header) {
+					t.Errorf("the magic of %s selects it too", o.Name)
+				}
+			}
+			if len(b) > 1024 {
+				t.Errorf("%d bytes: a tiny probe is a few hundred", len(b))
+			}
+		})
+	}
+	t.Logf("sizes: %s", strings.Join(sizes, ", "))
 }
 
 func TestResultJSON(t *testing.T) {
@@ -259,46 +455,85 @@ func TestResultJSON(t *testing.T) {
 }
 
 func TestProbeNoProbe(t *testing.T) {
-	r := emulator.Probe(context.Background(), probeTestArch(t, "sparc64"), emulator.ProbeOptions{})
-	if r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonNoProbe) || r.Arch != "sparc64" {
-		t.Fatalf("Probe(sparc64) = %+v", r)
+	r := emulator.Probe(context.Background(), probeTestArch(t, "xtensa"), emulator.ProbeOptions{})
+	if r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonNoProbe) || r.Arch != "xtensa" || !strings.Contains(r.Reason, "sparc64") {
+		t.Fatalf("Probe(xtensa) = %+v", r)
+	}
+	// Workload and Bench have the Go probe only.
+	r = emulator.Workload(context.Background(), probeTestArch(t, "sparc64"), emulator.ProbeOptions{})
+	if r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonNoProbe) {
+		t.Fatalf("Workload(sparc64) = %+v", r)
 	}
 }
 
-// TestProbeAll registers Debian's static emulators for every foreign
-// architecture with a probe and checks that each probe reports the right
-// machine; x86_64 and i386 run natively, with no handler.
+// TestProbeAll registers each QEMU's emulators for every foreign
+// architecture Probe can check, in a private instance, and checks that
+// each probe reports the machine QEMU says; x86_64 and i386 run natively,
+// with no handler.
 func TestProbeAll(t *testing.T) {
 	var arches []binfmt.Arch
-	for _, n := range emulator.ProbeArches() {
+	for _, n := range emulator.ProbeableArches() {
 		arches = append(arches, probeTestArch(t, n))
+	}
+	for _, q := range []struct {
+		name string
+		path func(t testing.TB, arch string) string
+	}{{"QEMU 7.2", emulatortest.First}, {"QEMU 10", emulatortest.Second}} {
+		t.Run(q.name, func(t *testing.T) {
+			sandbox.Run(t, func(t *testing.T, mount string) {
+				m := binfmt.Mount{Dir: mount}
+				for _, a := range arches {
+					if binfmt.IsNative(a.Name) {
+						continue
+					}
+					if err := m.Register(a.Spec(q.path(t, a.Name), binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				start := time.Now()
+				results := emulator.ProbeAll(context.Background(), arches, emulator.ProbeOptions{Mount: m})
+				t.Logf("ProbeAll of %d architectures took %v", len(arches), time.Since(start).Round(time.Millisecond))
+				for i, r := range results {
+					a := arches[i]
+					b, _ := json.Marshal(r)
+					t.Logf("%s", b)
+					want := emulator.StateOK
+					if binfmt.IsNative(a.Name) {
+						want = emulator.StateNative
+					}
+					if r.Arch != a.Name || r.Platform != a.Platform || r.State != want || r.Reason != "" || r.Duration <= 0 {
+						t.Errorf("%s: got %+v, want state %s", a.Name, r, want)
+					}
+					if want == emulator.StateOK && r.Machine != wantMachine[a.Name] {
+						t.Errorf("%s: machine %q, want %q", a.Name, r.Machine, wantMachine[a.Name])
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestProbeAllWithoutF registers Debian's emulators for every foreign
+// architecture without the F flag: alone in the empty chroot, no probe
+// finds its emulator, and each says so.
+func TestProbeAllWithoutF(t *testing.T) {
+	var arches []binfmt.Arch
+	for _, n := range emulator.ProbeableArches() {
+		if !binfmt.IsNative(n) {
+			arches = append(arches, probeTestArch(t, n))
+		}
 	}
 	sandbox.Run(t, func(t *testing.T, mount string) {
 		m := binfmt.Mount{Dir: mount}
 		for _, a := range arches {
-			if binfmt.IsNative(a.Name) {
-				continue
-			}
-			if err := m.Register(a.Spec(probeTestEmulator(t, a), binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {
+			if err := m.Register(a.Spec(probeTestEmulator(t, a), binfmt.PreserveArgv0)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		start := time.Now()
-		results := emulator.ProbeAll(context.Background(), arches, emulator.ProbeOptions{Mount: m})
-		t.Logf("ProbeAll of %d architectures took %v", len(arches), time.Since(start).Round(time.Millisecond))
-		for i, r := range results {
+		for i, r := range emulator.ProbeAll(context.Background(), arches, emulator.ProbeOptions{Mount: m}) {
 			a := arches[i]
-			b, _ := json.Marshal(r)
-			t.Logf("%s", b)
-			want := emulator.StateOK
-			if binfmt.IsNative(a.Name) {
-				want = emulator.StateNative
-			}
-			if r.Arch != a.Name || r.Platform != a.Platform || r.State != want || r.Reason != "" || r.Duration <= 0 {
-				t.Errorf("%s: got %+v, want state %s", a.Name, r, want)
-			}
-			if want == emulator.StateOK && r.Machine != wantMachine[a.Name] {
-				t.Errorf("%s: machine %q, want %q", a.Name, r.Machine, wantMachine[a.Name])
+			if r.State != emulator.StateFailed || !strings.HasPrefix(r.Reason, emulator.ReasonNoFixBinary) || !strings.Contains(r.Reason, staticPath(a)) || r.Remedy != emulator.RemedyReplace {
+				t.Errorf("%s: %+v, want %q naming %s", a.Name, r, emulator.ReasonNoFixBinary, staticPath(a))
 			}
 		}
 	})
@@ -373,6 +608,8 @@ func buildFakeEmulator(t *testing.T, name string) string {
 func TestProbeFaults(t *testing.T) {
 	aarch64 := probeTestArch(t, "aarch64")
 	x86 := probeTestArch(t, "x86_64")
+	sparc64 := probeTestArch(t, "sparc64")
+	m68k := probeTestArch(t, "m68k")
 	const pf = binfmt.FixBinary | binfmt.PreserveArgv0
 	type env struct {
 		t     *testing.T
@@ -527,6 +764,30 @@ func TestProbeFaults(t *testing.T) {
 		state:   emulator.StateFailed,
 		reason:  emulator.ReasonTimeout,
 		contain: []string{"2s", "fake-hang"},
+	}, {
+		name:    "sparc64 without F",
+		arch:    sparc64,
+		setup:   func(e env) { register(e, sparc64.Spec(e.qemu, binfmt.PreserveArgv0)) },
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonNoFixBinary,
+		contain: []string{"qemu-sparc64", "/usr/bin/qemu-sparc64-static"},
+		remedy:  emulator.RemedyReplace,
+	}, {
+		name:    "m68k no interpreter",
+		arch:    m68k,
+		setup:   func(e env) { register(e, m68k.Spec("/nonexistent/qemu", binfmt.PreserveArgv0)) },
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonInterpreterMissing,
+		contain: []string{"/nonexistent/qemu", "does not exist"},
+		fix:     "qemu-user-static",
+	}, {
+		name:    "sparc64 crashes",
+		arch:    sparc64,
+		setup:   func(e env) { register(e, sparc64.Spec(buildFakeEmulator(e.t, "fake-segv"), pf)) },
+		state:   emulator.StateFailed,
+		reason:  emulator.ReasonCrashed,
+		contain: []string{"SIGSEGV", "fake-segv"},
+		fix:     "upgrade qemu-user-static",
 	}, {
 		name:    "emulator crashes",
 		arch:    aarch64,

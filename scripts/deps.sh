@@ -14,6 +14,11 @@
 #                     container; it is installed without systemd-sysv, so this machine's
 #                     init (PID 1) is never changed
 #   runc, skopeo      running containers and copying images
+#   binutils-<triple> Debian's cross binutils, which assemble the tiny probes of
+#                     `go generate ./emulator` (emulator/internal/tinyprobe) and
+#                     which TestProbesReproducible runs to check them: one per
+#                     family (mips64's assembles all six mips ABIs, powerpc64's ppc
+#                     and ppc64le, sparc64's sparc and sparc32plus, x86-64's i386)
 #
 # Test fixtures (fixtures/ at the repo root, git-ignored): Debian's busybox-static for
 # foreign architectures, extracted into fixtures/busybox/<debian-arch>/ and read by the
@@ -28,6 +33,12 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates curl systemd runc skopeo)
+# Target triples of the cross binutils (package binutils-<triple>, tools <triple>-as
+# and <triple>-ld, except x86-64's: x86_64-linux-gnu-as).
+CROSS=(aarch64-linux-gnu alpha-linux-gnu arm-linux-gnueabihf hppa-linux-gnu m68k-linux-gnu
+	mips64-linux-gnuabi64 powerpc64-linux-gnu riscv64-linux-gnu s390x-linux-gnu sh4-linux-gnu
+	sparc64-linux-gnu x86-64-linux-gnu)
+PKGS+=("${CROSS[@]/#/binutils-}")
 # Debian architecture -> what `file` prints for its busybox (class, byte order, machine).
 declare -A ELF=(
 	[arm64]='ELF 64-bit LSB .*ARM aarch64'
@@ -150,6 +161,11 @@ fi
 for f in /usr/bin/qemu-aarch64-static /bin/busybox /lib/systemd/systemd-binfmt \
 	/usr/bin/systemd-analyze /usr/sbin/runc /usr/bin/skopeo /usr/bin/readelf /usr/bin/file; do
 	[[ -x $f ]] || die "$f missing after install"
+done
+for t in "${CROSS[@]}"; do
+	for f in "/usr/bin/${t/x86-64/x86_64}-as" "/usr/bin/${t/x86-64/x86_64}-ld"; do
+		[[ -x $f ]] || die "$f missing after install (binutils-$t)"
+	done
 done
 
 if ((${#want[@]} == 0)); then

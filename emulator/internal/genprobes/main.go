@@ -1,30 +1,57 @@
-// Command genprobes builds the probe program (../probe) for every
-// architecture package emulator embeds a probe for, compresses each build
-// with gzip and writes them, with a manifest, to a directory:
+// Command genprobes generates the probe programs package emulator embeds,
+// and a manifest of them, into a directory:
 //
-//	go run ./internal/genprobes [-o probes]
+//	go run ./internal/genprobes [-o probes] [-go=false]
 //
 // It is run by `go generate ./emulator` (see emulator/probe.go). The output
-// is reproducible: the same Go release gives the same bytes on any machine,
-// which emulator's tests check by regenerating into a temporary directory.
+// is reproducible: the same Go release and the same binutils give the same
+// bytes on any machine, which emulator's tests check by regenerating into
+// a temporary directory.
 //
-// Each probe is built with
+// Two kinds of probe:
 //
-//	CGO_ENABLED=0 GOOS=linux GOARCH=<goarch> go build -trimpath -buildvcs=false -ldflags="-s -w -buildid="
+//   - <qemu-arch>.elf, the tiny probes: ../tinyprobe's GNU as sources (one
+//     per family), assembled and linked with Debian 12's cross binutils
+//     (<triple>-as, <triple>-ld) for every architecture of binfmt's table
+//     that they can target (see asmTargets in asm.go), a few hundred bytes
+//     each: uname(2) and the machine printed. emulator.Probe runs them.
+//     loongarch64, which has no binutils in Debian 12, gets the same
+//     program encoded by loong64.go. Each is linked with
 //
-// with every architecture variable (GOAMD64, GO386, GOARM, GOARM64,
-// GOPPC64, GORISCV64, GOMIPS, GOMIPS64) pinned to the oldest level Go
-// supports (GOARM=7, so that the arm probe matches linux/arm/v7), and with
-// GOFLAGS, GOEXPERIMENT and GOFIPS140 cleared, so nothing in the caller's
-// environment changes the result. -buildvcs=false keeps the commit out of
-// the binaries; otherwise every commit would change them.
+//     <triple>-ld --fatal-warnings -N -s --build-id=none -T probe.ld -m <emulation>
 //
-// The output directory gets <goarch>.gz for each architecture (gzip, best
-// compression, no name, no modification time) and manifest.txt:
+//     and checked against the table: its ELF identity, the magic and mask
+//     that select it, one PT_LOAD segment, no interpreter. They are stored
+//     as they are (no compression: they are smaller than a gzip header
+//     would save).
+//
+//   - <goarch>.gz, the Go probe (../probe), for every architecture of the
+//     table that Go builds for (those with a GOARCH): emulator.Workload and
+//     emulator.Bench run it, and emulator.Probe where there is no tiny
+//     probe (loong64). Each is built with
+//
+//     CGO_ENABLED=0 GOOS=linux GOARCH=<goarch> go build -trimpath -buildvcs=false -ldflags="-s -w -buildid="
+//
+//     with every architecture variable (GOAMD64, GO386, GOARM, GOARM64,
+//     GOPPC64, GORISCV64, GOMIPS, GOMIPS64) pinned to the oldest level Go
+//     supports (GOARM=7, so that the arm probe matches linux/arm/v7), and
+//     with GOFLAGS, GOEXPERIMENT and GOFIPS140 cleared, so nothing in the
+//     caller's environment changes the result. -buildvcs=false keeps the
+//     commit out of the binaries; otherwise every commit would change them.
+//     They are gzipped (best compression, no name, no modification time).
+//
+// -go=false leaves the Go probes out (and the go line of the manifest):
+// the tests' quick check of the tiny probes.
+//
+// The manifest, manifest.txt:
 //
 //	# comment lines
 //	go go1.26.8
-//	<sha256 of the .gz file in hex>  <goarch>.gz
+//	binutils <triple> <release>
+//	...
+//	<sha256 of the file in hex>  <goarch>.gz
+//	...
+//	<sha256 of the file in hex>  <qemu-arch>.elf
 //	...
 package main
 
@@ -39,6 +66,7 @@ import (
 	"fmt"
 	"io"
 	"mabd/binfmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,8 +121,9 @@ var pinnedEnv = []string{
 
 func main() {
 	out := flag.String("o", "probes", "output `directory`")
+	withGo := flag.Bool("go", true, "build the Go probes too")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: genprobes [-o dir]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: genprobes [-o dir] [-go=false]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -102,22 +131,32 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := generate(*out); err != nil {
+	if err := generate(*out, *withGo); err != nil {
 		fmt.Fprintln(os.Stderr, "genprobes:", err)
 		os.Exit(1)
 	}
 }
 
-// generate builds every target and writes the probes and the manifest to
-// dir.
-func generate(dir string) error {
+// generate builds every probe (the Go ones only if withGo) and writes
+// them and the manifest to dir.
+func generate(dir string, withGo bool) error {
 	gotool, err := goTool()
 	if err != nil {
 		return err
 	}
-	version, err := goVersion(gotool)
+	src, err := sourceDir(gotool)
 	if err != nil {
 		return err
+	}
+	versions, err := checkTools()
+	if err != nil {
+		return err
+	}
+	var version string
+	if withGo {
+		if version, err = goVersion(gotool); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -128,15 +167,38 @@ func generate(dir string) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	gz := make([][]byte, len(targets))
-	errs := make([]error, len(targets))
+	// One job per probe: the Go builds, then the tiny ones.
+	var names []string
+	var jobs []func() ([]byte, error)
+	if withGo {
+		for _, t := range targets {
+			names = append(names, t.goarch+".gz")
+			jobs = append(jobs, func() ([]byte, error) { return buildOne(gotool, tmp, t) })
+		}
+	}
+	tiny := map[string]func() ([]byte, error){loongTarget: func() ([]byte, error) {
+		b, err := loong64Probe()
+		if err == nil {
+			err = checkTiny(loongTarget, b)
+		}
+		return b, err
+	}}
+	for _, t := range asmTargets {
+		tiny[t.arch] = func() ([]byte, error) { return assemble(src, tmp, t) }
+	}
+	for _, arch := range slices.Sorted(maps.Keys(tiny)) {
+		names = append(names, arch+".elf")
+		jobs = append(jobs, tiny[arch])
+	}
+	files := make([][]byte, len(jobs))
+	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, max(runtime.NumCPU(), 2))
 	var wg sync.WaitGroup
-	for i, t := range targets {
+	for i, job := range jobs {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			gz[i], errs[i] = buildOne(gotool, tmp, t)
+			files[i], errs[i] = job()
 		})
 	}
 	wg.Wait()
@@ -145,19 +207,46 @@ func generate(dir string) error {
 	}
 
 	var manifest strings.Builder
-	manifest.WriteString("# Probe programs of package mabd/emulator, built from ./internal/probe by\n")
-	manifest.WriteString("# ./internal/genprobes (go generate ./emulator). DO NOT EDIT.\n")
-	manifest.WriteString("# Lines: the Go release, then the sha256 and name of each file.\n")
-	fmt.Fprintf(&manifest, "go %s\n", version)
-	for i, t := range targets {
-		name := t.goarch + ".gz"
-		sum := sha256.Sum256(gz[i])
+	manifest.WriteString("# Probe programs of package mabd/emulator, generated by ./internal/genprobes\n")
+	manifest.WriteString("# (go generate ./emulator). DO NOT EDIT.\n")
+	manifest.WriteString("# <qemu-arch>.elf: the tiny probes, ./internal/tinyprobe assembled by binutils\n")
+	manifest.WriteString("# (loongarch64: encoded by genprobes), for Probe.\n")
+	manifest.WriteString("# <goarch>.gz: ./internal/probe built by Go, gzipped, for Workload and Bench.\n")
+	manifest.WriteString("# Lines: the Go release, the binutils release of each target, then the\n")
+	manifest.WriteString("# sha256 and name of each file.\n")
+	if withGo {
+		fmt.Fprintf(&manifest, "go %s\n", version)
+	}
+	for _, tr := range triples() {
+		fmt.Fprintf(&manifest, "binutils %s %s\n", tr, versions[tr])
+	}
+	for i, name := range names {
+		sum := sha256.Sum256(files[i])
 		fmt.Fprintf(&manifest, "%s  %s\n", hex.EncodeToString(sum[:]), name)
-		if err := writeFile(filepath.Join(dir, name), gz[i]); err != nil {
+		if err := writeFile(filepath.Join(dir, name), files[i]); err != nil {
 			return err
 		}
 	}
 	return writeFile(filepath.Join(dir, "manifest.txt"), []byte(manifest.String()))
+}
+
+// sourceDir returns the directory of the tiny probes' sources, from
+// where the go command finds this command's package (package
+// mabd/emulator itself may not build while its probes are missing).
+func sourceDir(gotool string) (string, error) {
+	cmd := exec.Command(gotool, "list", "-f", "{{.Dir}}", "mabd/emulator/internal/genprobes")
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go list mabd/emulator/internal/genprobes: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "..", "..", filepath.FromSlash(tinyDir))
+	if _, err := os.Stat(filepath.Join(dir, linkerScript)); err != nil {
+		return "", fmt.Errorf("the tiny probes' sources: %w", err)
+	}
+	return dir, nil
 }
 
 // buildOne builds the probe for t in tmp, checks its ELF header and
