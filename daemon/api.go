@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"mabd/host"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,8 +36,14 @@ const (
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
-		st, err := d.Status(r.Context())
-		reply(w, st, err)
+		body, err := d.statusBody(r.Context())
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
 	}))
 	mux.HandleFunc("POST /v1/verify", d.whenReady(func(w http.ResponseWriter, r *http.Request) {
 		v, err := d.VerifyNow(r.Context())
@@ -64,6 +73,39 @@ func (d *Daemon) handler() http.Handler {
 	}))
 	mux.Handle("GET /metrics", d.metricsHandler())
 	return http.TimeoutHandler(limitBody(mux), handlerTimeout, `{"error":"timed out"}`)
+}
+
+// statusBody is GET /v1/status's answer, encoded at most once per
+// statusTTL while the host's status holds (a burst of clients costs one
+// encoding) and anew once the daemon changed something (dropStatus).
+func (d *Daemon) statusBody(ctx context.Context) ([]byte, error) {
+	c := &d.body
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen := d.status.generation()
+	if c.body != nil && c.gen == gen && time.Since(c.at) < statusTTL {
+		return c.body, nil
+	}
+	st, err := d.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		return nil, err
+	}
+	c.body, c.at, c.gen = b.Bytes(), time.Now(), gen
+	return c.body, nil
+}
+
+// bodyCache holds the encoded answer of GET /v1/status.
+type bodyCache struct {
+	mu   sync.Mutex
+	body []byte
+	at   time.Time
+	gen  uint64 // the status cache's generation it was made in
 }
 
 // whenReady holds a request until the daemon is ready (registered,

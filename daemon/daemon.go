@@ -79,13 +79,15 @@ type Daemon struct {
 	// status is the host status that GET /v1/status reuses for a
 	// moment; reconcile and verify drop it when they change something.
 	status statusCache
+	// body is GET /v1/status's encoded answer.
+	body bodyCache
 }
 
 // hostStatus returns the host's status, with the candidate emulators of
 // the architectures in only, inspected at most once per statusTTL (see
 // statusCache).
 func (d *Daemon) hostStatus(ctx context.Context, cfg Config, only []string) (*host.Status, error) {
-	return d.status.get(func() (*host.Status, error) {
+	return d.status.get(ctx, func(ctx context.Context) (*host.Status, error) {
 		return d.host(cfg).Status(ctx, host.StatusOptions{Only: only, Verification: d.lastVerification(), Candidates: only, Emulators: cfg.Emulators})
 	})
 }
