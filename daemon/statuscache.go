@@ -23,12 +23,13 @@ const refreshTimeout = 30 * time.Second
 // daemon changed the table, makes callers wait for an inspection that
 // started after the drop.
 type statusCache struct {
-	mu   sync.Mutex
-	val  host.Status
-	at   time.Time // when val was made; zero: no val
-	gen  uint64    // counts drops
-	good uint64    // the gen val was made in: val is current when good == gen
-	err  error     // the last inspection's, when it failed
+	mu     sync.Mutex
+	val    host.Status
+	at     time.Time // when val was made; zero: no val
+	gen    uint64    // counts drops
+	good   uint64    // the gen val was made in: val is current when good == gen
+	err    error     // the last inspection's, when it failed
+	errGen uint64    // the gen that inspection started in
 
 	refreshing chan struct{} // closed when the running inspection ends
 }
@@ -51,7 +52,7 @@ func (c *statusCache) get(ctx context.Context, fresh func(context.Context) (*hos
 		if c.refreshing == nil {
 			c.refresh(fresh)
 		}
-		wait, gen := c.refreshing, c.gen
+		wait := c.refreshing
 		c.mu.Unlock()
 		select {
 		case <-wait:
@@ -60,7 +61,8 @@ func (c *statusCache) get(ctx context.Context, fresh func(context.Context) (*hos
 			return nil, context.Cause(ctx)
 		}
 		c.mu.Lock()
-		if c.err != nil && c.gen == gen && c.good != c.gen {
+		if c.err != nil && c.errGen == c.gen {
+			// An inspection since the last drop failed.
 			return nil, c.err
 		}
 	}
@@ -78,7 +80,7 @@ func (c *statusCache) refresh(fresh func(context.Context) (*host.Status, error))
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.refreshing = nil
-		c.err = err
+		c.err, c.errGen = err, gen
 		if err == nil {
 			c.val, c.at, c.good = *st, time.Now(), gen
 		}

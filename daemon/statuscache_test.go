@@ -48,6 +48,9 @@ func TestStatusCache(t *testing.T) {
 	if got := get(); got != "1" {
 		t.Errorf("stale: %q, want the stale 1 at once", got)
 	}
+	for deadline := time.Now().Add(5 * time.Second); calls.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if got := get(); got != "1" || calls.Load() != 2 {
 		t.Errorf("while the inspection runs: %q after %d inspections, want 1 after 2 (one inspection)", got, calls.Load())
 	}
@@ -81,7 +84,10 @@ func TestStatusCache(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	var slow statusCache
-	if _, err := slow.get(cctx, func(ctx context.Context) (*host.Status, error) { time.Sleep(100 * time.Millisecond); return &host.Status{}, nil }); !errors.Is(err, context.Canceled) {
+	if _, err := slow.get(cctx, func(ctx context.Context) (*host.Status, error) {
+		time.Sleep(100 * time.Millisecond)
+		return &host.Status{}, nil
+	}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled caller: %v, want context.Canceled", err)
 	}
 }
