@@ -14,7 +14,6 @@ import (
 
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/platforms"
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/zap"
@@ -40,12 +39,12 @@ const (
 // runs foreign programs: EmulationPrivate or EmulationHost.
 const EmulationLabel = "org.mabd.emulation"
 
-// Snapshotters the supervisor chooses between.
+// Snapshotters of buildkitd's worker.
 const (
 	SnapshotterOverlay = "overlayfs"
 	SnapshotterNative  = "native"
-	// SnapshotterAuto lets buildkitd choose (rootless: overlayfs in its
-	// user namespace where the kernel allows it).
+	// SnapshotterAuto lets buildkitd choose: overlayfs where it works
+	// (for an ordinary user, in its user namespace), else native.
 	SnapshotterAuto = "auto"
 )
 
@@ -211,14 +210,21 @@ func NormalizePlatforms(ps []string) ([]string, error) {
 	return out, nil
 }
 
-// DetectSnapshotter returns SnapshotterOverlay when overlayfs works with
-// upper and work directories under root (it mounts one there to find out)
-// and SnapshotterNative otherwise, with the reason.
-func DetectSnapshotter(root string) (name string, why error) {
-	if err := overlayutils.Supported(root); err != nil {
-		return SnapshotterNative, err
+// workerSnapshotter is the snapshotter buildkitd's OCI worker chose, from
+// the state directory it made in root ("runc-overlayfs"); overlayfs when
+// an earlier run left another one too; "" when there is none yet.
+func workerSnapshotter(root string) string {
+	ds, err := os.ReadDir(root)
+	if err != nil {
+		return ""
 	}
-	return SnapshotterOverlay, nil
+	found := ""
+	for _, d := range ds {
+		if name, ok := strings.CutPrefix(d.Name(), "runc-"); ok && d.IsDir() && (found == "" || name == SnapshotterOverlay) {
+			found = name
+		}
+	}
+	return found
 }
 
 // DefaultKeepStorage is 10% of the size of the file system holding dir, at

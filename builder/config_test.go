@@ -155,7 +155,7 @@ func TestConfigBuildkitd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := configTOML(o, st.Snapshotter, st.KeepStorage)
+	want, err := configTOML(o, SnapshotterAuto, st.KeepStorage)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,7 @@ func (s *Supervisor) start(ctx context.Context) error {
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.options, s.prep = o, prep
-	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: prep.config, Snapshotter: prep.snapshotter, KeepStorage: prep.keep, Emulation: o.Emulation}
+	s.st = Status{Socket: o.Socket, Address: "unix://" + o.Socket, Config: prep.config, KeepStorage: prep.keep, Emulation: o.Emulation}
 	s.stopCh = make(chan struct{})
 	s.loopDone = make(chan struct{})
 	s.reload = make(chan chan error)
@@ -241,17 +241,10 @@ func prepare(ctx context.Context, o Options) (Options, prepared, error) {
 	if err := rootFree(o.Root); err != nil {
 		return o, prep, err
 	}
-	if rootless() {
-		// An ordinary user cannot mount overlayfs here, but buildkitd
-		// can in its user namespace (Linux >= 5.11): let it choose.
-		prep.snapshotter = SnapshotterAuto
-	} else {
-		snap, why := DetectSnapshotter(o.Root)
-		if why != nil {
-			o.Logger.Warn("overlayfs does not work here: the builder falls back to the native snapshotter (slower, uses more space)", zap.String("root", o.Root), zap.Error(why))
-		}
-		prep.snapshotter = snap
-	}
+	// buildkitd chooses: overlayfs where it works (for an ordinary user,
+	// in its user namespace, Linux >= 5.11), else native; waitReady
+	// reads which from its root.
+	prep.snapshotter = SnapshotterAuto
 	if prep.keep = o.KeepStorage; prep.keep == 0 {
 		if prep.keep, err = DefaultKeepStorage(o.Root); err != nil {
 			return o, prep, err
@@ -403,6 +396,12 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 		return fmt.Errorf("buildkitd exited right after it came up: %s", p.describe())
 	}
 	s.st.Running, s.st.Since, s.st.Version = true, time.Now(), version
+	if snap := workerSnapshotter(o.Root); snap != "" && snap != s.st.Snapshotter {
+		s.st.Snapshotter = snap
+		if snap != SnapshotterOverlay {
+			o.Logger.Warn("overlayfs does not work here: buildkitd uses the "+snap+" snapshotter (slower, uses more space)", zap.String("root", o.Root))
+		}
+	}
 	s.notify()
 	o.Logger.Info("buildkitd ready", zap.Int("pid", p.pid()), zap.String("version", version), zap.Strings("platforms", s.st.Platforms), zap.Duration("after", time.Since(p.start)))
 	return nil
