@@ -22,6 +22,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd ./cmd/mabd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd-daemon ./cmd/mabd-daemon
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd-build ./cmd/mabd-build
 
 # test: the whole suite (as root): unit, integration in private binfmt_misc
@@ -48,6 +49,7 @@ demo: deps build
 # systemctl daemon-reload && systemctl enable --now mabd.
 install: deps build
 	install -D -m 0755 bin/mabd $(DESTDIR)$(PREFIX)/bin/mabd
+	install -D -m 0755 bin/mabd-daemon $(DESTDIR)$(PREFIX)/bin/mabd-daemon
 	install -D -m 0755 bin/mabd-build $(DESTDIR)$(PREFIX)/bin/mabd-build
 	install -D -m 0755 bin/buildkitd $(DESTDIR)$(PREFIX)/bin/buildkitd
 	install -D -m 0755 bin/buildctl $(DESTDIR)$(PREFIX)/bin/buildctl

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"mabd/daemon"
 	"mabd/testing/sandbox"
 )
 
@@ -36,11 +36,11 @@ func (b *bench) daemon(ctx context.Context) []Row {
 
 // daemonServing starts one sandboxed daemon and measures: idle RSS and CPU,
 // then status latency with 1 and with 100 concurrent clients (mabd's Go
-// client, daemon.NewClient(socket).Status, one client and connection per
+// client, api.NewClient(socket).Status, one client and connection per
 // goroutine), then the `mabd status --socket` CLI.
 func (b *bench) daemonServing(ctx context.Context) []Row {
 	idleTitle := fmt.Sprintf("idle `mabd daemon --no-buildkit` (%d handlers, private instance) over %v after READY=1", b.specCount, b.cfg.idle)
-	lat1Title := "`mabd status` latency through the socket, 1 client (Go: daemon.NewClient(sock).Status)"
+	lat1Title := "`mabd status` latency through the socket, 1 client (Go: api.NewClient(sock).Status)"
 	lat100Title := "`mabd status` latency through the socket, 100 concurrent clients (Go client, one connection each)"
 	cliTitle := "`mabd status --socket S --json` CLI process, 1 client, sequential"
 	na := func(why string) []Row {
@@ -104,7 +104,7 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 	time.Sleep(2 * time.Second)
 	idle := b.idleUsage(ctx, pid)
 
-	client := daemon.NewClient(sock)
+	client := api.NewClient(sock)
 	if _, err := client.Status(ctx); err != nil {
 		return na(fmt.Sprintf("status through %s: %v", sock, err))
 	}
@@ -137,7 +137,7 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 		finished.Add(1)
 		go func() {
 			defer finished.Done()
-			cl := daemon.NewClient(sock)
+			cl := api.NewClient(sock)
 			cl.Status(ctx) // connect
 			ready.Done()
 			<-startGate

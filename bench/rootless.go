@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 	"os"
 	"os/exec"
 	"os/user"
@@ -29,7 +30,6 @@ import (
 	"github.com/moby/buildkit/worker/label"
 
 	"mabd/binfmt"
-	"mabd/daemon"
 )
 
 // subIDFiles are the files useradd and userdel change for subordinate
@@ -368,7 +368,7 @@ func startDaemon(ctx context.Context, cmd *exec.Cmd, notify, socket, bk string) 
 		return nil, fmt.Errorf("%w; log: %s", err, tail(d.log.String(), 800))
 	}
 	d.readyMS = ms(time.Since(start))
-	c := daemon.NewClient(socket)
+	c := api.NewClient(socket)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		st, err := c.Status(ctx)
 		if err == nil && st.Daemon.BuildKit != nil && st.Daemon.BuildKit.Running {

@@ -17,16 +17,12 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder"
+	"mabd/daemon/api"
 	"mabd/emulator"
 	"mabd/host"
 	"mabd/internal/safefile"
 	"mabd/internal/tomlcheck"
 )
-
-// DefaultConfigPath is the daemon's configuration file. When it does not
-// exist (and no --config names another) the daemon runs on the defaults of
-// DefaultConfig.
-const DefaultConfigPath = "/etc/mabd/mabd.toml"
 
 // Bounds checked by Validate.
 const (
@@ -44,7 +40,7 @@ const (
 )
 
 // Config is mabd's daemon configuration, read from a TOML file
-// (DefaultConfigPath). Every key is optional; DefaultConfig gives the
+// (api.ConfigPath: api.DefaultConfigPath for root). Every key is optional; DefaultConfig gives the
 // values of absent keys. packaging/mabd.toml documents each key.
 type Config struct {
 	// Architectures are the handlers to keep registered: ["all"] (every
@@ -190,7 +186,7 @@ func (b BuildKitConfig) KeepStorageBytes() int64 {
 // files are the user's (see rootlessDefaults).
 func DefaultConfig() Config {
 	c := systemDefaults()
-	if Rootless() {
+	if api.Rootless() {
 		rootlessDefaults(&c)
 	}
 	return c
@@ -215,7 +211,7 @@ func systemDefaults() Config {
 			Timeout:  Duration{10 * time.Second},
 		},
 		Control: ControlConfig{
-			Socket: DefaultSocket,
+			Socket: api.DefaultSocket,
 			Mode:   0o660,
 		},
 		Log: LogConfig{Level: "info", Format: "auto"},
@@ -346,14 +342,14 @@ func ParseSize(s string) (int64, error) {
 type ConfigError = tomlcheck.Error
 
 // LoadConfig reads the configuration file at path ("" means
-// DefaultConfigPath) over DefaultConfig and validates it. A missing file
+// api.ConfigPath()) over DefaultConfig and validates it. A missing file
 // gives the defaults, unless explicit (the user named the file, with
 // --config): then it is an error. Unknown keys, values of the wrong type,
 // bad values and TOML syntax errors are ConfigErrors naming the file, line
 // and key.
 func LoadConfig(path string, explicit bool) (Config, error) {
 	if path == "" {
-		path = ConfigPath()
+		path = api.ConfigPath()
 	}
 	data, err := readConfig(path)
 	if err != nil {
@@ -570,7 +566,7 @@ func (c Config) validate() []*ConfigError {
 		bad("verify.timeout", "must be more than 0")
 	}
 
-	if Rootless() && c.Control.Socket == "" && c.BuildKit.Socket == "" {
+	if api.Rootless() && c.Control.Socket == "" && c.BuildKit.Socket == "" {
 		bad("control.socket", "%s", noRuntimeDir)
 		c.Control.Socket, c.BuildKit.Socket = "/-", "/-" // said once
 	}

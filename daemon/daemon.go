@@ -23,6 +23,7 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder"
+	"mabd/daemon/api"
 	"mabd/emulator"
 	"mabd/host"
 	"mabd/systemd"
@@ -252,8 +253,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 
 	cfg := d.config()
-	d.log.Info("starting", zap.String("config", d.cfgPath), zap.String("binfmt_mount", cfg.BinfmtMount), zap.Int("pid", os.Getpid()), zap.Bool("rootless", Rootless()))
-	if Rootless() {
+	d.log.Info("starting", zap.String("config", d.cfgPath), zap.String("binfmt_mount", cfg.BinfmtMount), zap.Int("pid", os.Getpid()), zap.Bool("rootless", api.Rootless()))
+	if api.Rootless() {
 		// An ordinary user's daemon: the host's table is root's; its
 		// builder has a table of its own.
 		if err := checkRootless(cfg); err != nil {
@@ -385,7 +386,7 @@ func (d *Daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		case <-wdC:
 			_, _ = d.notify.Watchdog()
 		case <-tick.C:
-			if Rootless() {
+			if api.Rootless() {
 				continue // the host's table is root's
 			}
 			if r := d.reconcile(true); len(r.Repairs) > 0 || d.verifiedOther() {
@@ -659,7 +660,7 @@ func (d *Daemon) ReconcileNow(ctx context.Context) (host.Reconciled, error) {
 func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 	d.verifyMu.Lock()
 	defer d.verifyMu.Unlock()
-	if Rootless() {
+	if api.Rootless() {
 		// Nothing of the host's to verify (the probes chroot, which an
 		// ordinary user may not); the builder's agent verifies its
 		// private table inside its namespace.
@@ -706,7 +707,7 @@ func (d *Daemon) summary(v *host.Verification) string {
 	}
 	failed := v.Failed()
 	s := fmt.Sprintf("%d platforms ok, %d failing", len(v.Results)-len(failed), len(failed))
-	if Rootless() {
+	if api.Rootless() {
 		s = "rootless"
 	}
 	if len(failed) > 0 {
@@ -902,44 +903,13 @@ func (d *Daemon) listen(cfg Config) ([]net.Listener, error) {
 // metricsOnly marks the TCP listener that serves only /metrics.
 type metricsOnly struct{ net.Listener }
 
-// DaemonInfo is what GET /v1/status adds to the host's status.
-type DaemonInfo struct {
-	PID           int       `json:"pid"`
-	StartedAt     time.Time `json:"started_at"`
-	UptimeSeconds float64   `json:"uptime_seconds"`
-	Config        string    `json:"config"`
-	Repairs       int64     `json:"repairs"`
-	// Switches counts the handlers the daemon moved to another
-	// candidate emulator (see the emulator key).
-	Switches         int64              `json:"switches"`
-	Reconciles       int64              `json:"reconciles"`
-	LastReconcile    time.Time          `json:"last_reconcile"`
-	Served           []string           `json:"served,omitempty"`
-	Conflicts        []string           `json:"conflicts"`
-	Failures         []string           `json:"failures"`
-	Notes            []string           `json:"notes,omitempty"`
-	LastVerification *host.Verification `json:"last_verification"`
-	// BuildKit is the supervised buildkitd; nil when disabled.
-	BuildKit *builder.Status `json:"buildkit,omitempty"`
-	// Fleet is the BuildKit nodes and the route of each platform; nil
-	// when [fleet.nodes] names none.
-	Fleet *FleetInfo `json:"fleet,omitempty"`
-}
-
-// DaemonStatus is GET /v1/status: the object of `mabd status --json`,
-// with "source": "daemon" and the daemon's own state.
-type DaemonStatus struct {
-	host.Status
-	Daemon DaemonInfo `json:"daemon"`
-}
-
 // host.Status returns the host's status as the daemon sees it, with health
 // counting only the configured architectures.
-func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
+func (d *Daemon) Status(ctx context.Context) (*api.DaemonStatus, error) {
 	cfg := d.config()
 	d.mu.Lock()
 	specs := d.specs
-	info := DaemonInfo{PID: os.Getpid(), StartedAt: d.started, UptimeSeconds: d.uptime().Seconds(), Config: d.cfgPath,
+	info := api.DaemonInfo{PID: os.Getpid(), StartedAt: d.started, UptimeSeconds: d.uptime().Seconds(), Config: d.cfgPath,
 		Repairs: d.repairs, Switches: d.switches, Reconciles: d.reconciles, LastReconcile: d.lastPass,
 		Served: d.served, Conflicts: d.conflicts, Failures: d.failures, Notes: d.planNotes, LastVerification: d.lastVerify}
 	d.mu.Unlock()
@@ -955,7 +925,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 		return nil, err
 	}
 	st.Source = "daemon"
-	if Rootless() {
+	if api.Rootless() {
 		// The host's table is root's: shown, not counted.
 		st.Source, st.Health, st.Problems = "daemon (rootless)", "healthy", nil
 	}
@@ -980,7 +950,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 			st.Problems = append(st.Problems, ps...)
 		}
 	}
-	return &DaemonStatus{Status: *st, Daemon: info}, nil
+	return &api.DaemonStatus{Status: *st, Daemon: info}, nil
 }
 
 // switchEmulators moves handlers to another candidate emulator (with
@@ -997,7 +967,7 @@ func (d *Daemon) Status(ctx context.Context) (*DaemonStatus, error) {
 // file. It reports whether it changed a handler.
 func (d *Daemon) switchEmulators(ctx context.Context, v *host.Verification) bool {
 	now := d.now()
-	if Rootless() || now.cfg.Emulator != host.ChoiceAuto {
+	if api.Rootless() || now.cfg.Emulator != host.ChoiceAuto {
 		return false
 	}
 	d.mu.Lock()

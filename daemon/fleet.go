@@ -19,7 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"mabd/builder/fleet"
-	"mabd/internal/buildbin"
+	"mabd/daemon/api"
+	"mabd/internal/libexec"
 )
 
 // FleetConfig is the [fleet] table: BuildKit nodes besides the daemon's
@@ -161,17 +162,6 @@ func fleetNodes(cfg Config) []fleet.Node {
 	return nodes
 }
 
-// FleetInfo is GET /v1/fleet, and the fleet in GET /v1/status: the nodes
-// (with the files of their TLS, for `mabd build` to reach them), what
-// their last checks found, and where each platform would be built now.
-type FleetInfo struct {
-	Nodes  []fleet.Node  `json:"nodes"`
-	States []fleet.State `json:"states"`
-	Routes []fleet.Route `json:"routes"`
-	// CheckIntervalSeconds is how often the daemon checks the nodes.
-	CheckIntervalSeconds float64 `json:"check_interval_seconds"`
-}
-
 // fleetWatch is the daemon's fleet and its checks.
 type fleetWatch struct {
 	f        atomic.Pointer[fleet.Fleet]
@@ -242,7 +232,7 @@ func checkNodes(ctx context.Context, nodes []fleet.Node, timeout time.Duration) 
 }
 
 func runFleetCheck(ctx context.Context, nodes []fleet.Node, timeout time.Duration) ([]fleet.State, error) {
-	path, err := buildbin.Path()
+	path, err := libexec.Path(libexec.Build)
 	if err != nil {
 		return nil, err
 	}
@@ -300,32 +290,21 @@ func (d *Daemon) checkFleetAsync(ctx context.Context) {
 
 // Fleet returns the fleet as the last checks found it; check checks
 // every node first.
-func (d *Daemon) Fleet(ctx context.Context, check bool) *FleetInfo {
+func (d *Daemon) Fleet(ctx context.Context, check bool) *api.FleetInfo {
 	f := d.fleet.f.Load()
 	if f == nil {
-		return &FleetInfo{}
+		return &api.FleetInfo{}
 	}
 	if check {
 		d.checkFleet(ctx)
 	}
 	states := f.States()
-	return &FleetInfo{Nodes: f.Nodes(), States: states, Routes: fleet.Routes(states), CheckIntervalSeconds: d.config().Fleet.CheckInterval.Seconds()}
-}
-
-// Remote reports whether the fleet has nodes besides the daemon's
-// own builder.
-func (fi *FleetInfo) Remote() bool {
-	for _, n := range fi.Nodes {
-		if !n.Local {
-			return true
-		}
-	}
-	return false
+	return &api.FleetInfo{Nodes: f.Nodes(), States: states, Routes: fleet.Routes(states), CheckIntervalSeconds: d.config().Fleet.CheckInterval.Seconds()}
 }
 
 // fleetProblems are the remote nodes that are down; the local one is the
 // builder's own problem.
-func fleetProblems(fi *FleetInfo) []string {
+func fleetProblems(fi *api.FleetInfo) []string {
 	var out []string
 	for _, st := range fi.States {
 		if st.Local || st.Up {

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,7 +26,9 @@ const maxOutput = 64 << 10
 // --version, e.g. "qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
 // or, for old releases, "qemu-arm version 2.11.1(Debian 1:2.11+dfsg-1ubuntu7)":
 // the target, then the version.
-var versionRE = regexp.MustCompile(`^qemu-([\w.+-]{1,64}) version (\d+\.\d+(?:\.\d+)?)(?:[^\d.]|$)`)
+var versionRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^qemu-([\w.+-]{1,64}) version (\d+\.\d+(?:\.\d+)?)(?:[^\d.]|$)`)
+})
 
 // ErrUnknownVersion is matched (via [errors.Is]) by the error of [Inspect]
 // and [Version] when the emulator ran but its output is not QEMU's
@@ -103,7 +106,7 @@ func parseVersion(out string) (version, target string, ok bool) {
 		if line == "" {
 			continue
 		}
-		m := versionRE.FindStringSubmatch(line)
+		m := versionRE().FindStringSubmatch(line)
 		if m == nil {
 			return "", "", false
 		}
@@ -134,11 +137,11 @@ func PreservesArgv0(version string) bool {
 	return versionAtLeast(version, 6, 0)
 }
 
-var majorMinorRE = regexp.MustCompile(`^(\d+)\.(\d+)(?:[^\d]|$)`)
+var majorMinorRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\d+)\.(\d+)(?:[^\d]|$)`) })
 
 // versionAtLeast reports whether version "X.Y[...]" is at least major.minor.
 func versionAtLeast(version string, major, minor int) bool {
-	m := majorMinorRE.FindStringSubmatch(version)
+	m := majorMinorRE().FindStringSubmatch(version)
 	if m == nil {
 		return false
 	}

@@ -105,14 +105,14 @@ func (t Trial) Reason() string {
 	return ""
 }
 
-var killedBy = regexp.MustCompile(`killed by (SIG[A-Z0-9]+)`)
+var killedBy = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`killed by (SIG[A-Z0-9]+)`) })
 
 // shortReason shortens a probe's reason to its kind: "crashed
 // (SIGTRAP)", "crashed (its Go runtime: \"fatal: bad g in signal
 // handler\")", "wrong output".
 func shortReason(reason string) string {
 	if rest, ok := strings.CutPrefix(reason, emulator.ReasonCrashed); ok {
-		if m := killedBy.FindStringSubmatch(rest); m != nil {
+		if m := killedBy().FindStringSubmatch(rest); m != nil {
 			return "crashed (" + m[1] + ")"
 		}
 		if _, quote, ok := strings.Cut(rest, `): "`); ok {

@@ -3,7 +3,8 @@
 # go.mod: `go tool nfpm`) from packaging/nfpm.yaml. `make deb` runs it after
 # `make build`; it packages what is in bin/ and builds nothing itself:
 #
-#   bin/mabd, bin/mabd-build  `make build` (VERSION compiled in)
+#   bin/mabd, bin/mabd-daemon, bin/mabd-build
+#                             `make build` (VERSION compiled in)
 #   bin/buildkitd, buildctl   `make deps` (scripts/buildkit-deps.sh): must be
 #                             the BuildKit version go.mod pins
 #
@@ -87,7 +88,9 @@ ARCH=$("$GO" env GOARCH)
 
 # What goes into the package.
 [[ -x bin/mabd ]] || die "bin/mabd is missing: run make build (or make deb)"
-[[ -x bin/mabd-build ]] || die "bin/mabd-build is missing: run make build (or make deb)"
+for p in mabd-daemon mabd-build; do
+	[[ -x bin/$p ]] || die "bin/$p is missing: run make build (or make deb)"
+done
 v=$(bin/mabd version) || die "bin/mabd does not run"
 [[ $v == "mabd $VERSION "* ]] || die "bin/mabd is not version $VERSION ($v): run make build VERSION=$VERSION"
 bk=$(awk '$1 == "github.com/moby/buildkit" { print $2; exit }' go.mod)

@@ -17,6 +17,7 @@ import (
 	"mabd/host"
 	"mabd/internal/buildcli"
 	"mabd/internal/cli"
+	"mabd/internal/daemoncli"
 	"mabd/testing/fixtures"
 	"mabd/testing/sandbox"
 
@@ -32,16 +33,18 @@ func mabd(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-// testRoot is mabd's command tree with mabd-build's commands in place of
-// those that run it, so that the tests run both in this process.
+// testRoot is mabd's command tree with the commands of mabd-build and
+// mabd-daemon in place of those that run them, so that the tests run all
+// of them in this process.
 func testRoot() *cobra.Command {
 	root := newRoot()
-	for _, h := range cli.Heavy {
-		if c, _, err := root.Find([]string{h.Name}); err == nil && c != root {
+	for _, d := range cli.Delegated {
+		if c, _, err := root.Find([]string{d.Name}); err == nil && c != root {
 			root.RemoveCommand(c)
 		}
 	}
 	root.AddCommand(buildcli.Commands()...)
+	root.AddCommand(daemoncli.Command())
 	return root
 }
 

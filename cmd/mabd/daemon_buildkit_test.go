@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"mabd/daemon/api"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,6 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"mabd/builder/buildertest"
-	"mabd/daemon"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
 )
@@ -44,7 +44,7 @@ func TestDaemonRunsBuildKitEndToEnd(t *testing.T) {
 	}()
 	n.wait(t, "READY=1", 2*time.Minute)
 	// READY=1 waited for BuildKit: its socket answers now.
-	c := daemon.NewClient(sock)
+	c := api.NewClient(sock)
 	st, err := c.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 	"net"
 	"net/http"
 	"os"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"mabd/binfmt"
-	"mabd/daemon"
 	"mabd/host"
 	"mabd/testing/logbuf"
 	"mabd/testing/sandbox"
@@ -162,7 +162,7 @@ func startReadyDaemon(t *testing.T, bin, mount, config string) (string, *notifyS
 	return dir, n, d
 }
 
-func (d *runningDaemon) client() *daemon.Client { return daemon.NewClient(d.socket) }
+func (d *runningDaemon) client() *api.Client { return api.NewClient(d.socket) }
 
 var daemonBin struct {
 	once  sync.Once
@@ -174,8 +174,8 @@ var daemonBin struct {
 // test process, which run the same test functions again.
 const envTestBin = "MABD_TEST_BIN"
 
-// mabdBinary builds the mabd binary, and mabd-build beside it, once per
-// test run.
+// mabdBinary builds the mabd binary, and mabd-daemon and mabd-build
+// beside it, once per test run.
 func mabdBinary(t *testing.T) string {
 	t.Helper()
 	daemonBin.once.Do(func() {
@@ -191,7 +191,9 @@ func mabdBinary(t *testing.T) string {
 		}
 		os.Chmod(dir, 0o755)
 		daemonBin.path = buildMabd(t, dir)
-		goBuild(t, filepath.Join(dir, "mabd-build"), "../mabd-build") // mabd runs it for build, manifest and image
+		// mabd runs them for daemon, and for build, manifest and image.
+		goBuild(t, filepath.Join(dir, "mabd-daemon"), "../mabd-daemon")
+		goBuild(t, filepath.Join(dir, "mabd-build"), "../mabd-build")
 		daemonBin.built = true
 		os.Setenv(envTestBin, daemonBin.path)
 	})
@@ -414,7 +416,7 @@ func TestDaemonConflictPolicies(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				var st *daemon.DaemonStatus
+				var st *api.DaemonStatus
 				deadline := time.Now().Add(20 * time.Second)
 				for {
 					var err error
@@ -563,7 +565,7 @@ func TestDaemonSocketActivation(t *testing.T) {
 		// The first request reaches the daemon while it starts: it is
 		// held until the daemon is ready, and answered as a ready daemon
 		// answers (not 503).
-		st, err := daemon.NewClient(sock).Status(context.Background())
+		st, err := api.NewClient(sock).Status(context.Background())
 		if err != nil || st.Source != "daemon" || st.Daemon.LastVerification == nil {
 			t.Fatalf("the first GET /v1/status on the activated socket: %v, source %q, last verification %v; want the status of a verified daemon", err, st.Source, st.Daemon.LastVerification)
 		}
@@ -611,7 +613,7 @@ func TestDaemonServesManyClientsAndRefusesGarbage(t *testing.T) {
 		var firstErr error
 		for i := 0; i < 200; i++ {
 			wg.Go(func() {
-				c := daemon.NewClient(d.socket)
+				c := api.NewClient(d.socket)
 				for ctx.Err() == nil {
 					rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 					_, err := c.Status(rctx)

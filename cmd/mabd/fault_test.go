@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 	"net"
 	"os"
 	"os/exec"
@@ -32,7 +33,6 @@ import (
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/builder/buildertest"
-	"mabd/daemon"
 	"mabd/emulator"
 	"mabd/host"
 	"mabd/internal/cli"
@@ -102,7 +102,7 @@ func startBuildKitDaemon(t *testing.T, bin, bkRoot, extra string) (*runningDaemo
 }
 
 // buildKitStatus returns the daemon's view of its buildkitd.
-func buildKitStatus(t *testing.T, c *daemon.Client) builder.Status {
+func buildKitStatus(t *testing.T, c *api.Client) builder.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -118,7 +118,7 @@ func buildKitStatus(t *testing.T, c *daemon.Client) builder.Status {
 
 // waitBuildKit polls the daemon's status until ok(BuildKit's status) or
 // the timeout, and returns the last status and how long it took.
-func waitBuildKit(t *testing.T, c *daemon.Client, timeout time.Duration, ok func(builder.Status) bool) (builder.Status, time.Duration) {
+func waitBuildKit(t *testing.T, c *api.Client, timeout time.Duration, ok func(builder.Status) bool) (builder.Status, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	var last builder.Status

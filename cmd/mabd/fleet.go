@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/daemon/api"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/builder/fleet"
-	"mabd/daemon"
 	"mabd/internal/cli"
 )
 
@@ -57,16 +57,16 @@ node now. Exit 0 every node up, 1 a node is down, 2 no daemon answers.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&check, "check", false, "check every node now")
-	cmd.PersistentFlags().StringVar(&socket, "socket", daemon.Socket(), "the daemon's control socket")
+	cmd.PersistentFlags().StringVar(&socket, "socket", api.Socket(), "the daemon's control socket")
 	cmd.AddCommand(newFleetBuildx(&socket))
 	return cmd
 }
 
 // fleetOf asks the daemon on socket for its fleet.
-func fleetOf(ctx context.Context, socket string, check bool) (*daemon.FleetInfo, error) {
+func fleetOf(ctx context.Context, socket string, check bool) (*api.FleetInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	fi, err := daemon.NewClient(socket).Fleet(ctx, check)
+	fi, err := api.NewClient(socket).Fleet(ctx, check)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the fleet is the daemon's (start it: systemctl start mabd)", err)
 	}
@@ -103,7 +103,7 @@ server name as driver options.`,
 // per route target, native ones first, each listing the platforms routed
 // to it (native first); nodes no platform is routed to follow with their
 // native platforms.
-func buildxLines(name string, fi *daemon.FleetInfo) string {
+func buildxLines(name string, fi *api.FleetInfo) string {
 	routed := map[string][]string{}
 	var order []string
 	add := func(node string) {
@@ -174,7 +174,7 @@ func shellQuote(s string) string {
 }
 
 // printFleet shows the nodes and the routes for people.
-func printFleet(out io.Writer, fi *daemon.FleetInfo) {
+func printFleet(out io.Writer, fi *api.FleetInfo) {
 	if !fi.Remote() {
 		fmt.Fprintln(out, "fleet: the local builder only (add [fleet.nodes.NAME] tables to the configuration for more nodes)")
 	} else {

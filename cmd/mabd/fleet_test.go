@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"mabd/daemon/api"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"mabd/builder/buildertest"
-	"mabd/daemon"
 	"mabd/internal/cli"
 	"mabd/testing/registry"
 	"mabd/testing/sandbox"
@@ -66,7 +66,7 @@ native = ["linux/arm64"]
 			t.Errorf("mabd status: exit %d, want 0 and the fleet:\n%s", code, out)
 		}
 		code, out, _ = runBin(t, bin, time.Minute, "fleet", "--socket", sock, "--json", "--check")
-		var fi daemon.FleetInfo
+		var fi api.FleetInfo
 		if err := json.Unmarshal([]byte(out), &fi); err != nil || code != 0 {
 			t.Fatalf("mabd fleet --json: exit %d, %v\n%s", code, err, out)
 		}
@@ -123,7 +123,7 @@ native = ["linux/arm64"]
 			t.Fatal(err)
 		}
 		stopped := time.Now()
-		var st *daemon.DaemonStatus
+		var st *api.DaemonStatus
 		for time.Since(stopped) < 30*time.Second {
 			var err error
 			if st, err = d.client().Status(ctx); err == nil && st.Health == "degraded" {

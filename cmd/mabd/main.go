@@ -10,15 +10,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/binfmt"
-	"mabd/builder"
 	"mabd/host"
 	"mabd/internal/cli"
+	"mabd/internal/userns"
 )
 
 // The first thing a mabd process does: when it was started as the first
-// process of new namespaces (mabd exec's, the builder's), it becomes that
-// (userns.MaybeRunChild, then the builder's agent) and never gets here.
-func init() { builder.MaybeRunAgent() }
+// process of new namespaces (mabd exec's), it becomes that and never gets
+// here.
+func init() { userns.MaybeRunChild() }
 
 // hostFlags are the flags every command that touches binfmt takes.
 type hostFlags struct {
@@ -52,8 +52,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newDaemon(), newVersion(), newExec(), newFleet())
-	root.AddCommand(newHeavy()...)
+	root.AddCommand(newInstall(), newUninstall(), newStatus(), newVerify(), newVersion(), newExec(), newFleet())
+	root.AddCommand(newDelegated()...)
 	return root
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 	"net"
 	"os"
 	"os/exec"
@@ -20,7 +21,6 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder/buildertest"
-	"mabd/daemon"
 	"mabd/internal/cli"
 	"mabd/testing/fixtures"
 	"mabd/testing/logbuf"
@@ -139,7 +139,7 @@ interval = "0"
 			_ = cmd.Wait()
 			t.Logf("daemon log:\n%s", log.String())
 		})
-		c := daemon.NewClient(sock)
+		c := api.NewClient(sock)
 		for deadline := time.Now().Add(time.Minute); !c.Answers(context.Background(), time.Second); time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the sandboxed daemon does not answer on %s", sock)

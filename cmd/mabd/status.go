@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/daemon/api"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"mabd/builder"
-	"mabd/daemon"
 	"mabd/host"
 	"mabd/internal/cli"
 )
@@ -33,8 +33,8 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 			var st *host.Status
 			var out any
 			var bk *builder.Status
-			var fi *daemon.FleetInfo
-			c := daemon.NewClient(socket)
+			var fi *api.FleetInfo
+			c := api.NewClient(socket)
 			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
 			if useDaemon && c.Answers(cmd.Context(), time.Second) {
 				ds, err := c.Status(cmd.Context())
@@ -88,7 +88,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 	cmd.Flags().StringVar(&hf.stateDir, "state-dir", host.DefaultStateDir, "where mabd verify saved its last result")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list architectures with no emulator installed, and every candidate emulator with its version, where it came from and its last result")
-	cmd.Flags().StringVar(&socket, "socket", daemon.Socket(), "the daemon's control socket (an ordinary user's own daemon's when it runs, else the system daemon's)")
+	cmd.Flags().StringVar(&socket, "socket", api.Socket(), "the daemon's control socket (an ordinary user's own daemon's when it runs, else the system daemon's)")
 	cmd.Flags().BoolVar(&local, "local", false, "inspect the host directly even when a daemon answers")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mabd/daemon/api"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,7 +22,6 @@ import (
 	"mabd/builder/build"
 	"mabd/builder/fleet"
 	"mabd/builder/manifest"
-	"mabd/daemon"
 	"mabd/emulator"
 	"mabd/internal/cli"
 )
@@ -142,7 +142,7 @@ unsupported platform or unreachable builder.`,
 			// Ctrl-C cancels the solve, which stops the build in buildkitd.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			var fi *daemon.FleetInfo
+			var fi *api.FleetInfo
 			if !cmd.Flags().Changed("addr") {
 				fi = daemonFleet(ctx, socket)
 			}
@@ -167,7 +167,7 @@ unsupported platform or unreachable builder.`,
 			var je *build.JoinError
 			switch {
 			case errors.As(err, &nr):
-				fmt.Fprintln(errw, "mabd build:", cli.Safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+daemon.ConfigPath())
+				fmt.Fprintln(errw, "mabd build:", cli.Safe(nr.Error())+": add a node that runs it to [fleet.nodes], or its architecture to the local builder's [buildkit] architectures, in "+api.ConfigPath())
 				return cli.ExitCode(cli.ExitError)
 			case errors.As(err, &be):
 				be.PrintSources(errw)
@@ -216,8 +216,8 @@ unsupported platform or unreachable builder.`,
 	f.BoolVar(&opt.Push, "push", false, "push the image named by -t")
 	f.StringArrayVar(&opt.InsecureRegistries, "insecure-registry", nil, "registry host:port to push to over plain HTTP or unverified TLS (repeatable)")
 	f.StringVar(&opt.Progress, "progress", "auto", "progress display: auto, plain or tty (also quiet, rawjson)")
-	f.StringVar(&socket, "socket", daemon.Socket(), "the mabd daemon whose fleet builds, when --addr is not given and it has [fleet.nodes]")
-	f.StringVar(&opt.Addr, "addr", daemon.BuildKitAddress(), "buildkitd address: unix:///path (an ordinary user's own daemon's when it runs, else the system daemon's; TCP needs client certificates, which mabd build does not take yet)")
+	f.StringVar(&socket, "socket", api.Socket(), "the mabd daemon whose fleet builds, when --addr is not given and it has [fleet.nodes]")
+	f.StringVar(&opt.Addr, "addr", api.BuildKitAddress(), "buildkitd address: unix:///path (an ordinary user's own daemon's when it runs, else the system daemon's; TCP needs client certificates, which mabd build does not take yet)")
 	f.StringArrayVar(&opt.CacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=max] | type=local,dest=DIR | type=inline (repeatable)")
 	f.StringArrayVar(&opt.CacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | type=local,src=DIR (repeatable)")
 	f.StringVar(&opt.Target, "target", "", "the stage of the Dockerfile to build (default: the last)")
@@ -365,7 +365,7 @@ func buildMessage(err error, addr string) string {
 func builderOf(addr string) *builder.Status {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	ds, err := daemon.NewClient("").Status(ctx)
+	ds, err := api.NewClient("").Status(ctx)
 	if err != nil || ds.Daemon.BuildKit == nil || ds.Daemon.BuildKit.Address != addr {
 		return nil
 	}

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/daemon/api"
 	"text/tabwriter"
 	"time"
 
 	"mabd/builder/build"
 	"mabd/builder/fleet"
-	"mabd/daemon"
 	"mabd/internal/cli"
 
 	"github.com/spf13/cobra"
@@ -19,10 +19,10 @@ import (
 // daemonFleet is the fleet of the daemon on socket when it has nodes
 // besides its own builder; nil otherwise (no daemon, or one builder: mabd
 // build builds on --addr).
-func daemonFleet(ctx context.Context, socket string) *daemon.FleetInfo {
+func daemonFleet(ctx context.Context, socket string) *api.FleetInfo {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	fi, err := daemon.NewClient(socket).Fleet(ctx, false)
+	fi, err := api.NewClient(socket).Fleet(ctx, false)
 	if err != nil || !fi.Remote() {
 		return nil
 	}

@@ -47,20 +47,21 @@ func Run(root *cobra.Command, name string, args []string, stdout, stderr io.Writ
 	return ExitError
 }
 
-// Heavy are the subcommands of mabd that the program mabd-build serves
-// (they speak BuildKit and registries), with their one-line help: mabd
-// runs mabd-build for them.
-var Heavy = []struct{ Name, Short string }{
-	{"build", "Build a Dockerfile for several platforms at once with mabd's BuildKit"},
-	{"manifest", "Inspect image manifests and indexes, and join images into a multi-platform index"},
-	{"image", "Check built images"},
+// Delegated are the subcommands of mabd that another program of mabd's
+// serves (see package mabd/internal/libexec), with their one-line help:
+// mabd runs Program with the same command line in its place.
+var Delegated = []struct{ Name, Program, Short string }{
+	{"daemon", "mabd-daemon", "Run mabd as a service: register, verify, keep the handlers right, serve the control API"},
+	{"build", "mabd-build", "Build a Dockerfile for several platforms at once with mabd's BuildKit"},
+	{"manifest", "mabd-build", "Inspect image manifests and indexes, and join images into a multi-platform index"},
+	{"image", "mabd-build", "Check built images"},
 }
 
-// Short is the one-line help of the heavy subcommand name.
+// Short is the one-line help of the delegated subcommand name.
 func Short(name string) string {
-	for _, h := range Heavy {
-		if h.Name == name {
-			return h.Short
+	for _, d := range Delegated {
+		if d.Name == name {
+			return d.Short
 		}
 	}
 	return ""

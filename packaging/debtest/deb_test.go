@@ -33,6 +33,7 @@ const conffile = "/etc/mabd/mabd.toml"
 // (dpkg-deb --contents notation); all belong to root/root.
 var wantFiles = map[string]string{
 	"/usr/bin/mabd":                      "-rwxr-xr-x",
+	"/usr/lib/mabd/mabd-daemon":          "-rwxr-xr-x",
 	"/usr/lib/mabd/mabd-build":           "-rwxr-xr-x",
 	"/usr/lib/mabd/buildkitd":            "-rwxr-xr-x",
 	"/usr/lib/mabd/buildctl":             "-rwxr-xr-x",

@@ -1,23 +1,29 @@
-package main
+// Package daemoncli is `mabd daemon`'s command line: its flags, and the
+// wording of why it cannot start. The program mabd-daemon
+// (cmd/mabd-daemon) serves it; mabd runs that program for it.
+package daemoncli
 
 import (
 	"errors"
 	"fmt"
+	"mabd/daemon/api"
 
 	"github.com/spf13/cobra"
 
 	"mabd/daemon"
+	"mabd/internal/cli"
 	"mabd/internal/userns"
 )
 
-func newDaemon() *cobra.Command {
+// Command is `mabd daemon`.
+func Command() *cobra.Command {
 	var (
 		configPath, mount, socket, stateDir, bkSocket string
 		noBuildkit, checkOnly                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon [--config FILE] [--check-config]",
-		Short: "Run mabd as a service: register, verify, keep the handlers right, serve the control API",
+		Short: cli.Short("daemon"),
 		Long: `Run the daemon: ensure binfmt_misc is mounted, register the configured
 handlers, verify them, then report ready (sd_notify READY=1 under systemd) and
 keep them registered: a reconcile pass every reconcile_interval restores
@@ -63,7 +69,7 @@ Flags override the configuration file.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", daemon.ConfigPath(), "configuration file (TOML); an ordinary user's default is $XDG_CONFIG_HOME/mabd/mabd.toml")
+	f.StringVar(&configPath, "config", api.ConfigPath(), "configuration file (TOML); an ordinary user's default is $XDG_CONFIG_HOME/mabd/mabd.toml")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 ok, 2 bad)")
 	f.StringVar(&mount, "binfmt-mount", "", "binfmt_misc mount (overrides binfmt_mount)")
 	f.StringVar(&socket, "socket", "", "control API socket (overrides [control] socket)")

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -10,9 +10,6 @@ import (
 	"net/http"
 	"time"
 )
-
-// DefaultSocket is the control API's default unix socket.
-const DefaultSocket = "/run/mabd/mabd.sock"
 
 // Client talks to a running daemon's control API.
 type Client struct {
