@@ -198,7 +198,7 @@ type agent struct {
 func (a *agent) verify(drop bool) agentReport {
 	var arches []binfmt.Arch
 	for _, n := range binfmt.Native("") {
-		if x, ok := binfmt.ArchByName(n); ok && emulator.HasProbe(n) {
+		if x, ok := binfmt.ArchByName(n); ok && emulator.CanProbe(n) {
 			arches = append(arches, x)
 		}
 	}
@@ -206,7 +206,7 @@ func (a *agent) verify(drop bool) agentReport {
 		if _, err := a.mount.Entry(h.Name); err != nil {
 			continue // dropped earlier
 		}
-		if x, ok := binfmt.ArchByName(h.Name); ok && emulator.HasProbe(x.Name) {
+		if x, ok := binfmt.ArchByName(h.Name); ok && emulator.CanProbe(x.Name) {
 			arches = append(arches, x)
 		}
 	}

@@ -675,7 +675,7 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 	var names []string
 	for _, s := range specs {
 		a, ok := binfmt.ArchByName(s.Name)
-		if ok && emulator.HasProbe(a.Name) {
+		if ok && emulator.CanProbe(a.Name) {
 			names = append(names, a.Name)
 		}
 	}

@@ -59,7 +59,7 @@ func Bench(ctx context.Context, a binfmt.Arch, opt ProbeOptions, n int) (native,
 			run := runProbe(ctx, side.bin, args, nil, opt.timeout())
 			if run.err != nil {
 				r := Result{Arch: a.Name, Platform: a.Platform}
-				classify(&r, a, opt, run)
+				classify(&r, a, opt, newTable(opt.Mount), run)
 				what := "the emulated run"
 				if !side.emulated {
 					what = "the native run (" + runtime.GOARCH + ")"

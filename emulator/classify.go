@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -122,32 +123,57 @@ type handlerState struct {
 	listErr  error // reading the entries failed
 }
 
-// inspectHandlers reads the entries of m that concern the probe whose
-// first bytes are header.
-func inspectHandlers(m binfmt.Mount, a binfmt.Arch, header []byte) handlerState {
-	h := handlerState{mount: m, dir: m.Path("")}
-	if err := m.Check(); err != nil {
-		h.mountErr = err
+// table is what a binfmt_misc mount holds, read once for every probe of a
+// run (reading ~35 entry files for each probe would cost more than
+// running it).
+type table struct {
+	mount binfmt.Mount
+	once  sync.Once
+
+	mountErr error
+	enabled  bool
+	entries  []binfmt.Entry
+	listErr  error
+}
+
+// newTable returns the table of m, read on first use.
+func newTable(m binfmt.Mount) *table { return &table{mount: m} }
+
+func (t *table) read() {
+	t.once.Do(func() {
+		if t.mountErr = t.mount.Check(); t.mountErr != nil {
+			return
+		}
+		if t.enabled, t.mountErr = t.mount.Enabled(); t.mountErr != nil {
+			return
+		}
+		t.entries, t.listErr = t.mount.Entries()
+	})
+}
+
+// inspectHandlers returns the entries of t that concern the probe of a
+// whose first bytes are header.
+func inspectHandlers(t *table, a binfmt.Arch, header []byte) handlerState {
+	t.read()
+	h := handlerState{mount: t.mount, dir: t.mount.Path(""), mountErr: t.mountErr, enabled: t.enabled, listErr: t.listErr}
+	if t.mountErr != nil {
 		return h
 	}
-	on, err := m.Enabled()
-	if err != nil {
-		h.mountErr = err
-		return h
-	}
-	h.enabled = on
-	if e, err := m.Entry(a.HandlerName()); err == nil {
-		h.own = &e
-	}
-	entries, err := m.Entries()
-	if err != nil {
-		h.listErr = err
-		if h.own != nil && h.own.Matches(header) {
-			h.matching = []binfmt.Entry{*h.own}
+	if t.listErr != nil {
+		// Without the list, the entry of its own name may still read.
+		if e, err := t.mount.Entry(a.HandlerName()); err == nil {
+			h.own = &e
+			if e.Matches(header) {
+				h.matching = []binfmt.Entry{e}
+			}
 		}
 		return h
 	}
-	for _, e := range entries {
+	for _, e := range t.entries {
+		if e.Name == a.HandlerName() {
+			e := e
+			h.own = &e
+		}
 		if !e.Matches(header) {
 			continue
 		}
@@ -188,8 +214,9 @@ func (h handlerState) disabledMatch() *binfmt.Entry {
 }
 
 // classify fills r's State, Reason, Fix and Machine from run and, where
-// the outcome depends on it, from the state of the handlers in opt.Mount.
-func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
+// the outcome depends on it, from the state of the handlers in t (the
+// table of opt.Mount).
+func classify(r *Result, a binfmt.Arch, opt ProbeOptions, t *table, run probeRun) {
 	if !run.workload {
 		r.Machine = firstLine(run.stdout)
 	}
@@ -205,7 +232,7 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, run probeRun) {
 		fail(fmt.Sprintf("%s: %v", ReasonCanceled, run.ctxErr), "", RemedyNone)
 		return
 	}
-	h := inspectHandlers(opt.Mount, a, run.header)
+	h := inspectHandlers(t, a, run.header)
 	act := h.active()
 	via := ""
 	if act != nil {

@@ -437,6 +437,7 @@ func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Res
 	if dir != "" {
 		defer os.RemoveAll(dir)
 	}
+	t := newTable(opt.Mount)
 	inParallel(len(todo), probeWorkers(), func(j int) {
 		i := todo[j]
 		a := arches[i]
@@ -446,7 +447,7 @@ func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Res
 			run = runIn(ctx, dir, a.Name, run.header, nil, nil, opt.timeout())
 		}
 		out[i].Duration = run.elapsed
-		classify(&out[i], a, opt, run)
+		classify(&out[i], a, opt, t, run)
 	})
 	return out
 }

@@ -54,7 +54,7 @@ func Workload(ctx context.Context, a binfmt.Arch, opt ProbeOptions) Result {
 	run := runProbe(ctx, bin, []string{"workload"}, workloadEnv, opt.workloadTimeout())
 	run.workload = true
 	r.Duration = run.elapsed
-	classify(&r, a, opt, run)
+	classify(&r, a, opt, newTable(opt.Mount), run)
 	return r
 }
 

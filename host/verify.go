@@ -183,7 +183,9 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 		var deep []binfmt.Arch
 		var at []int
 		for i, r := range probes {
-			if r.State != emulator.StateFailed {
+			// The workload probe is a Go program: the architectures Go
+			// builds for.
+			if r.State != emulator.StateFailed && emulator.HasProbe(arches[i].Name) {
 				deep, at = append(deep, arches[i]), append(at, i)
 			}
 		}
@@ -206,7 +208,7 @@ func (h Host) Verify(ctx context.Context, opt VerifyOptions) (*Verification, err
 				row.State, row.Reason, row.Fix = emulator.StateFailed, err.Error(), "check that "+dir+" is a root file system for "+a.Name+" with /bin/sh"
 			}
 		}
-		if opt.Bench && row.State == "ok" {
+		if opt.Bench && row.State == "ok" && emulator.HasProbe(a.Name) {
 			native, emulated, err := emulator.Bench(ctx, a, popt, 0)
 			if err == nil && native > 0 {
 				row.Slowdown = float64(emulated) / float64(native)
@@ -274,15 +276,15 @@ func (h Host) verifyArches(names []string) ([]binfmt.Arch, error) {
 			return nil, &InputError{Err: err}
 		}
 		for _, a := range arches {
-			if !emulator.HasProbe(a.Name) {
-				return nil, inputErr("no probe for %s: mabd verifies the architectures Go can build for (amd64, arm64, arm, 386, ppc64le, ppc64, s390x, riscv64, mips64le, mips64, mips, mipsle, loong64); use --rootfs %s=DIR to check it with a real shell", a.Name, a.Name)
+			if !emulator.CanProbe(a.Name) {
+				return nil, inputErr("no probe for %s: mabd has probes for %s; use --rootfs %s=DIR to check it with a real shell", a.Name, strings.Join(emulator.ProbeableArches(), ", "), a.Name)
 			}
 		}
 		return arches, nil
 	}
 	var out []binfmt.Arch
 	for _, a := range binfmt.Arches() {
-		if !emulator.HasProbe(a.Name) {
+		if !emulator.CanProbe(a.Name) {
 			continue
 		}
 		if h.isNative(a.Name) {
@@ -347,7 +349,7 @@ const maxStateFile = 1 << 20
 func (h Host) Stale(v *Verification, specs []binfmt.Spec) bool {
 	for _, s := range specs {
 		a, ok := binfmt.ArchByName(s.Name)
-		if !ok || !emulator.HasProbe(a.Name) {
+		if !ok || !emulator.CanProbe(a.Name) {
 			continue
 		}
 		var e *binfmt.Entry
