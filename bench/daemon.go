@@ -167,6 +167,7 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 		lat100 = append(lat100, xs...)
 	}
 	rows = append(rows, latencyRow("6b", lat100Title, lat100, errs100, float64(len(lat100))/wall.Seconds()))
+	rows = append(rows, b.statusPolling(ctx, sock, clients))
 	rssAfter, _ := rssKiB(pid)
 
 	// The CLI, as users run it.
@@ -216,6 +217,49 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// statusPolling is row 6g: clients health checkers, each polling GET
+// /v1/status ten times a second (mabd's Go client, one connection each),
+// their phases spread over the tenth of a second, for -status-poll.
+func (b *bench) statusPolling(ctx context.Context, sock string, clients int) Row {
+	title := fmt.Sprintf("`mabd status` latency, %d clients each polling 10 times a second (Go client), for %v", clients, b.cfg.statusPoll)
+	const period = 100 * time.Millisecond
+	lats := make([][]float64, clients)
+	errs := make([]int, clients)
+	var wg sync.WaitGroup
+	start := time.Now().Add(200 * time.Millisecond)
+	end := start.Add(b.cfg.statusPoll)
+	for c := 0; c < clients; c++ {
+		wg.Go(func() {
+			cl := api.NewClient(sock)
+			cl.Status(ctx) // connect
+			next := start.Add(time.Duration(c) * period / time.Duration(clients))
+			for ctx.Err() == nil {
+				time.Sleep(time.Until(next))
+				if time.Now().After(end) {
+					return
+				}
+				t := time.Now()
+				_, err := cl.Status(ctx)
+				lats[c] = append(lats[c], ms(time.Since(t)))
+				if err != nil {
+					errs[c]++
+				}
+				next = next.Add(period)
+			}
+		})
+	}
+	wg.Wait()
+	var all []float64
+	bad := 0
+	for c := range lats {
+		all = append(all, lats[c]...)
+		bad += errs[c]
+	}
+	r := latencyRow("6g", title, all, bad, float64(len(all))/b.cfg.statusPoll.Seconds())
+	r.Note = "the throughput is what the clients asked for; 6b is the peak"
+	return r
 }
 
 func isMabdDaemon(pid int) bool {

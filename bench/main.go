@@ -47,6 +47,7 @@ type config struct {
 	systemdBinfmt  string
 	updateBinfmts  string // extracted from Debian's binfmt-support, never installed
 	archutil       string // bench/archutil, built
+	hello          string // bench/hello, built
 	self           string // this program, re-executed as the helper
 	out            string
 	rounds         int // cheap rows
@@ -58,8 +59,9 @@ type config struct {
 	readyStarts    int
 	emuRuns        int
 	idle           time.Duration
-	status1        int // requests of the single client
-	status100      int // requests of each of the 100 clients
+	statusPoll     time.Duration // how long the polling clients of row 6g run
+	status1        int           // requests of the single client
+	status100      int           // requests of each of the 100 clients
 	only           map[string]bool
 	quick          bool
 }
@@ -83,15 +85,17 @@ func run() int {
 	flag.IntVar(&c.fleetRounds, "fleet-rounds", 5, "rounds of the build through the fleet against one node (row 8)")
 	flag.IntVar(&c.rootlessRounds, "rootless-rounds", 5, "rounds of the rootless build against the system daemon's (row 9)")
 	flag.IntVar(&c.readyStarts, "ready-starts", 11, "daemon starts measured to READY=1")
+	flag.DurationVar(&c.statusPoll, "status-poll", 10*time.Second, "how long 100 clients poll the status 10 times a second (row 6g)")
 	flag.IntVar(&c.emuRuns, "emu-runs", 5, "runs of `mabd verify --bench` for the emulation slowdowns")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "how long the idle daemon is watched for RSS and CPU")
 	flag.IntVar(&c.status1, "status-requests", 2000, "status requests of the single client")
 	flag.IntVar(&c.status100, "status-requests-each", 50, "status requests of each of the 100 concurrent clients")
 	flag.StringVar(&c.systemdBinfmt, "systemd-binfmt", "/lib/systemd/systemd-binfmt", "systemd-binfmt to compare with")
 	flag.StringVar(&c.updateBinfmts, "update-binfmts", "", "update-binfmts extracted from Debian's binfmt-support (default: bench/.cache/binfmt-support/usr/sbin/update-binfmts)")
+	flag.StringVar(&c.hello, "hello", "", "the Go hello-world of row 0 (default: bench/.cache/hello)")
 	flag.StringVar(&c.archutil, "archutil", "", "the bench/archutil helper (default: bench/.cache/archutil-platforms)")
 	flag.BoolVar(&c.quick, "quick", false, "a fast smoke run: 3 rounds, 1 round of each build row, 5 s idle")
-	flag.StringVar(&only, "only", "", "comma-separated row groups to run (1-9; default all)")
+	flag.StringVar(&only, "only", "", "comma-separated row groups to run (0-9; default all)")
 	flag.Parse()
 
 	set := map[string]bool{}
@@ -109,6 +113,7 @@ func run() int {
 			"idle":                 func() { c.idle = 5 * time.Second },
 			"status-requests":      func() { c.status1 = 200 },
 			"status-requests-each": func() { c.status100 = 10 },
+			"status-poll":          func() { c.statusPoll = 3 * time.Second },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -140,6 +145,7 @@ func run() int {
 		id  string
 		run func(context.Context) []Row
 	}{
+		{"0", b.startup},
 		{"1", b.registration},
 		{"2", b.idempotent},
 		{"3", b.verification},
@@ -229,6 +235,9 @@ func (c *config) resolve() error {
 	cache := filepath.Join(c.root, "bench", ".cache")
 	if c.updateBinfmts == "" {
 		c.updateBinfmts = filepath.Join(cache, "binfmt-support", "usr", "sbin", "update-binfmts")
+	}
+	if c.hello == "" {
+		c.hello = filepath.Join(cache, "hello")
 	}
 	if c.archutil == "" {
 		c.archutil = filepath.Join(cache, "archutil-platforms")

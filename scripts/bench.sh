@@ -40,14 +40,15 @@ if [[ ! -x $UB ]]; then
 	fi
 fi
 
-say "building the bench program and the archutil helper"
+say "building the bench program, the archutil helper and the Go hello-world"
 (cd "$ROOT" && CGO_ENABLED=0 "$GO" build -o "$CACHE/mabd-bench" ./bench)
 (cd "$ROOT" && CGO_ENABLED=0 "$GO" build -o "$CACHE/archutil-platforms" ./bench/archutil)
+(cd "$ROOT" && CGO_ENABLED=0 "$GO" build -trimpath -o "$CACHE/hello" ./bench/hello)
 
 cd "$ROOT"
 start=$(date +%s)
 set +e
-"$CACHE/mabd-bench" -root "$ROOT" -update-binfmts "$UB" -archutil "$CACHE/archutil-platforms" "$@"
+"$CACHE/mabd-bench" -root "$ROOT" -update-binfmts "$UB" -archutil "$CACHE/archutil-platforms" -hello "$CACHE/hello" "$@"
 rc=$?
 set -e
 say "wall time $(($(date +%s) - start)) s (exit $rc)"
