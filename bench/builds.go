@@ -124,6 +124,20 @@ func (b *bench) setupBuild(ctx context.Context) *buildEnv {
 	return e
 }
 
+// stopSupervisor stops *sup (what, in the log) within a minute, and
+// forgets it.
+func (b *bench) stopSupervisor(sup **builder.Supervisor, what string) {
+	if *sup == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := (*sup).Stop(ctx); err != nil {
+		b.logf("stop %s: %v", what, err)
+	}
+	*sup = nil
+}
+
 // stopBuilder stops buildkitd and the registry (the daemon rows run
 // without them).
 func (b *bench) stopBuilder() {
@@ -131,14 +145,7 @@ func (b *bench) stopBuilder() {
 	if e == nil {
 		return
 	}
-	if e.sup != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := e.sup.Stop(ctx); err != nil {
-			b.logf("stop buildkitd: %v", err)
-		}
-		cancel()
-		e.sup = nil
-	}
+	b.stopSupervisor(&e.sup, "buildkitd")
 	if e.stopReg != nil {
 		e.stopReg()
 		e.stopReg = nil

@@ -98,14 +98,7 @@ func (r *remoteNode) stop(b *bench) {
 	if r == nil {
 		return
 	}
-	if r.sup != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := r.sup.Stop(ctx); err != nil {
-			b.logf("stop the second buildkitd: %v", err)
-		}
-		cancel()
-		r.sup = nil
-	}
+	b.stopSupervisor(&r.sup, "the second buildkitd")
 	if r.dir != "" {
 		removeState(r.dir)
 		r.dir = ""

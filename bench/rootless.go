@@ -9,19 +9,18 @@ package main
 // they were found, and no process of the user is left.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"mabd/daemon/api"
+	"mabd/testing/procs"
+	"mabd/testing/testuser"
+	"maps"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,280 +30,6 @@ import (
 
 	"mabd/binfmt"
 )
-
-// subIDFiles are the files useradd and userdel change for subordinate
-// ids, with their backups.
-var subIDFiles = []string{"/etc/subuid", "/etc/subgid", "/etc/subuid-", "/etc/subgid-"}
-
-// fileState is a file as it was found: absent, or its bytes and mode.
-type fileState struct {
-	exists bool
-	data   []byte
-	mode   os.FileMode
-}
-
-func readFileState(p string) (fileState, error) {
-	fi, err := os.Lstat(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return fileState{}, nil
-	}
-	if err != nil {
-		return fileState{}, err
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return fileState{}, err
-	}
-	return fileState{exists: true, data: b, mode: fi.Mode().Perm()}, nil
-}
-
-// withoutUser returns b without the lines of user name ("name:…").
-func withoutUser(b []byte, name string) []byte {
-	var out []byte
-	for _, l := range bytes.SplitAfter(b, []byte("\n")) {
-		if len(l) > 0 && !bytes.HasPrefix(l, []byte(name+":")) {
-			out = append(out, l...)
-		}
-	}
-	return out
-}
-
-// restoreFile puts p back as it was found, after user name was added and
-// removed: a file that was absent is removed when it holds nothing else (a
-// backup is always removed); one that existed gets its content back when
-// all that differs is name's lines. It returns what it could not restore.
-func restoreFile(p string, was fileState, name string) string {
-	now, err := readFileState(p)
-	if err != nil {
-		return fmt.Sprintf("%s: %v", p, err)
-	}
-	backup := strings.HasSuffix(p, "-")
-	switch {
-	case !was.exists && !now.exists:
-		return ""
-	case !was.exists:
-		if backup || len(bytes.TrimSpace(withoutUser(now.data, name))) == 0 {
-			if err := os.Remove(p); err != nil {
-				return fmt.Sprintf("%s: %v", p, err)
-			}
-			return ""
-		}
-		return fmt.Sprintf("%s did not exist and now lists other users (changed meanwhile by someone else): left", p)
-	case !now.exists:
-		return fmt.Sprintf("%s was removed", p)
-	case bytes.Equal(now.data, was.data) && now.mode == was.mode:
-		return ""
-	}
-	if !backup && !bytes.Equal(withoutUser(now.data, name), was.data) {
-		return fmt.Sprintf("%s was changed meanwhile by someone else: left", p)
-	}
-	// A backup holds what the last useradd or userdel replaced: put back
-	// what was there.
-	if err := os.WriteFile(p, was.data, was.mode); err != nil {
-		return fmt.Sprintf("%s: %v", p, err)
-	}
-	if err := os.Chmod(p, was.mode); err != nil {
-		return fmt.Sprintf("%s: %v", p, err)
-	}
-	return ""
-}
-
-// benchUser is the ordinary user row 9 makes.
-type benchUser struct {
-	name     string
-	uid, gid int
-	home     string
-	runtime  string // its XDG_RUNTIME_DIR
-	subIDs   map[string]fileState
-}
-
-// newBenchUser creates a user with a subordinate id range (useradd -m:
-// /etc/subuid and /etc/subgid are created empty for it when missing, so
-// that useradd gives it a range) and a runtime directory of its own.
-// remove undoes all of it.
-func newBenchUser() (*benchUser, error) {
-	for _, tool := range []string{"useradd", "userdel", "newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%v: apt-get install passwd uidmap", err)
-		}
-	}
-	u := &benchUser{subIDs: map[string]fileState{}}
-	for _, f := range subIDFiles {
-		st, err := readFileState(f)
-		if err != nil {
-			return nil, err
-		}
-		u.subIDs[f] = st
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	u.name = "mabdb" + hex.EncodeToString(b[:])
-	for _, f := range subIDFiles[:2] {
-		if !u.subIDs[f].exists {
-			if err := os.WriteFile(f, nil, 0o644); err != nil {
-				u.restoreSubIDs()
-				return nil, err
-			}
-		}
-	}
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", u.name).CombinedOutput(); err != nil {
-		u.restoreSubIDs()
-		return nil, fmt.Errorf("useradd %s: %v: %s", u.name, err, bytes.TrimSpace(out))
-	}
-	fail := func(err error) (*benchUser, error) {
-		u.remove()
-		return nil, err
-	}
-	pw, err := user.Lookup(u.name)
-	if err != nil {
-		return fail(err)
-	}
-	u.home = pw.HomeDir
-	u.uid, _ = strconv.Atoi(pw.Uid)
-	u.gid, _ = strconv.Atoi(pw.Gid)
-	if sub, _ := os.ReadFile("/etc/subuid"); !bytes.Contains(sub, []byte(u.name+":")) {
-		return fail(fmt.Errorf("useradd gave %s no subordinate id range in /etc/subuid", u.name))
-	}
-	if u.runtime, err = os.MkdirTemp("", "mabd-rt-"); err != nil {
-		return fail(err)
-	}
-	if err := os.Chown(u.runtime, u.uid, u.gid); err != nil {
-		return fail(err)
-	}
-	if err := os.Chmod(u.runtime, 0o700); err != nil {
-		return fail(err)
-	}
-	return u, nil
-}
-
-// restoreSubIDs puts the subordinate id files back as found; it returns
-// what it could not.
-func (u *benchUser) restoreSubIDs() []string {
-	var problems []string
-	for _, f := range subIDFiles {
-		if p := restoreFile(f, u.subIDs[f], u.name); p != "" {
-			problems = append(problems, p)
-		}
-	}
-	return problems
-}
-
-// remove kills what is left of the user's processes (by PID), removes the
-// user, its home and runtime directory, and puts the subordinate id files
-// back. It returns what was wrong (processes left, files not restored).
-func (u *benchUser) remove() []string {
-	var problems []string
-	if u.uid > 0 {
-		if pids := userProcesses(u.uid); len(pids) > 0 {
-			problems = append(problems, fmt.Sprintf("processes of %s left (killed): %v", u.name, pids))
-			for _, p := range pids {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
-	if out, err := exec.Command("userdel", "-r", u.name).CombinedOutput(); err != nil {
-		problems = append(problems, fmt.Sprintf("userdel -r %s: %v: %s", u.name, err, bytes.TrimSpace(out)))
-	}
-	if u.home != "" {
-		if _, err := os.Lstat(u.home); err == nil {
-			problems = append(problems, fmt.Sprintf("%s left by userdel: removed", u.home))
-			os.RemoveAll(u.home)
-		}
-	}
-	if u.runtime != "" {
-		os.RemoveAll(u.runtime)
-	}
-	return append(problems, u.restoreSubIDs()...)
-}
-
-// command returns a command that runs as the user, with its environment.
-func (u *benchUser) command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = u.home
-	cmd.Env = append([]string{"HOME=" + u.home, "USER=" + u.name, "LOGNAME=" + u.name,
-		"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "XDG_RUNTIME_DIR=" + u.runtime}, env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}}}
-	return cmd
-}
-
-// writeConfig writes the user's ~/.config/mabd/mabd.toml.
-func (u *benchUser) writeConfig(config string) error {
-	dir := filepath.Join(u.home, ".config", "mabd")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, d := range []string{filepath.Join(u.home, ".config"), dir} {
-		if err := os.Chown(d, u.uid, u.gid); err != nil {
-			return err
-		}
-	}
-	p := filepath.Join(dir, "mabd.toml")
-	if err := os.WriteFile(p, []byte(config), 0o644); err != nil {
-		return err
-	}
-	return os.Chown(p, u.uid, u.gid)
-}
-
-// userProcesses lists the processes whose real uid is uid.
-func userProcesses(uid int) []int {
-	var out []int
-	des, _ := os.ReadDir("/proc")
-	for _, de := range des {
-		pid, err := strconv.Atoi(de.Name())
-		if err != nil {
-			continue
-		}
-		if real, _, ok := procUIDs(pid); ok && real == uid {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// procUIDs reads the real and effective uid of a process, as the host
-// sees them.
-func procUIDs(pid int) (real, effective int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == "Uid:" {
-			real, _ = strconv.Atoi(f[1])
-			effective, _ = strconv.Atoi(f[2])
-			return real, effective, true
-		}
-	}
-	return 0, 0, false
-}
-
-// processTree returns pid and its descendants.
-func processTree(pid int) []int {
-	children := map[int][]int{}
-	des, _ := os.ReadDir("/proc")
-	for _, de := range des {
-		p, err := strconv.Atoi(de.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 {
-			pp, _ := strconv.Atoi(f[1])
-			children[pp] = append(children[pp], p)
-		}
-	}
-	out := []int{pid}
-	for i := 0; i < len(out); i++ {
-		out = append(out, children[out[i]]...)
-	}
-	return out
-}
 
 // hostTable returns the entries of the host's binfmt_misc table, by name
 // (read only; nil when it is not mounted).
@@ -466,14 +191,18 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 	defer sys.stop()
 
 	// A: the user and its rootless daemon.
-	u, err := newBenchUser()
+	u, err := testuser.New()
 	if err != nil {
 		return na(firstLine(err))
+	}
+	if !u.HasSubIDs() {
+		u.Remove()
+		return na(fmt.Sprintf("useradd gave %s no subordinate id range in /etc/subuid", u.Name))
 	}
 	var rootless *runningDaemon
 	defer func() {
 		rootless.stop()
-		problems := u.remove()
+		problems := u.Remove()
 		for _, p := range problems {
 			b.logf("row 9: cleanup: %s", p)
 		}
@@ -481,22 +210,22 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 			rows[0].Note += "; warning: cleanup: " + strings.Join(problems, "; ")
 		}
 	}()
-	b.logf("row 9: user %s (uid %d), XDG_RUNTIME_DIR %s", u.name, u.uid, u.runtime)
-	if err := u.writeConfig(fmt.Sprintf("[verify]\ninterval = \"0\"\n[buildkit]\narchitectures = [\"arm64\"]\nbinary = %q\n", b.cfg.buildkitd)); err != nil {
+	b.logf("row 9: user %s (uid %d), XDG_RUNTIME_DIR %s", u.Name, u.UID, u.Runtime)
+	if err := u.WriteConfig(fmt.Sprintf("[verify]\ninterval = \"0\"\n[buildkit]\narchitectures = [\"arm64\"]\nbinary = %q\n", b.cfg.buildkitd)); err != nil {
 		return na(err.Error())
 	}
 	var nb [6]byte
 	rand.Read(nb[:])
-	userSock := filepath.Join(u.runtime, "mabd", "mabd.sock")
-	userBK := filepath.Join(u.runtime, "mabd", "buildkitd.sock")
-	rootless, err = startDaemon(ctx, u.command(cctx, nil, b.cfg.mabd, "daemon"), "@mabd-bench-notify-"+hex.EncodeToString(nb[:]), userSock, "unix://"+userBK)
+	userSock := filepath.Join(u.Runtime, "mabd", "mabd.sock")
+	userBK := filepath.Join(u.Runtime, "mabd", "buildkitd.sock")
+	rootless, err = startDaemon(ctx, u.Command(cctx, nil, b.cfg.mabd, "daemon"), "@mabd-bench-notify-"+hex.EncodeToString(nb[:]), userSock, "unix://"+userBK)
 	if err != nil {
 		return na("the rootless daemon: " + firstLine(err))
 	}
 	var rootInTree []int
-	rootlessTree := processTree(rootless.cmd.Process.Pid)
+	rootlessTree := procs.Tree(rootless.cmd.Process.Pid)
 	for _, pid := range rootlessTree {
-		if real, eff, ok := procUIDs(pid); ok && (real == 0 || eff == 0) {
+		if real, eff, ok := procs.UIDs(pid); ok && (real == 0 || eff == 0) {
 			rootInTree = append(rootInTree, pid)
 		}
 	}
@@ -517,7 +246,7 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 			"--build-arg", "BASE=" + e.base, "--output", "type=oci,dest=" + dest, e.hello}
 	}
 	want := strings.Split(buildPlatforms, ",")
-	tarA, tarB := filepath.Join(u.home, "bench.tar"), filepath.Join(dir, "bench.tar")
+	tarA, tarB := filepath.Join(u.Home, "bench.tar"), filepath.Join(dir, "bench.tar")
 	check := func(file string, uid int) error {
 		fi, err := os.Stat(file)
 		if err != nil {
@@ -536,9 +265,9 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 		return nil
 	}
 	sideA := func() (float64, string, error) {
-		el, out, err := build(u.command(ctx, nil, b.cfg.mabd, args(rootless.bk, tarA)...))
+		el, out, err := build(u.Command(ctx, nil, b.cfg.mabd, args(rootless.bk, tarA)...))
 		if err == nil {
-			err = check(tarA, u.uid)
+			err = check(tarA, u.UID)
 		}
 		return el, out, err
 	}
@@ -594,20 +323,8 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 	if uncached > 0 {
 		r.Note += fmt.Sprintf("; warning: %d rounds had no CACHED step", uncached)
 	}
-	if after := hostTable(); !mapsEqual(after, table) {
+	if after := hostTable(); !maps.Equal(after, table) {
 		r.Note += "; warning: the host's binfmt_misc table changed during the row"
 	}
 	return []Row{r}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }

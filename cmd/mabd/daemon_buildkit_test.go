@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"mabd/daemon/api"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,7 +167,7 @@ func TestDaemonBuildsWithEmptyHostTable(t *testing.T) {
 			t.Errorf("mabd status: exit %d, does not show the builder's private table:\n%s", code, out)
 		}
 		stopDaemon(t, d, time.Minute)
-		if after := entryFiles(t, mount); !mapsEqual(after, before) {
+		if after := entryFiles(t, mount); !maps.Equal(after, before) {
 			t.Errorf("the host's table changed: %v, was %v", after, before)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"mabd/testing/procs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -425,7 +426,7 @@ func TestExecKilled(t *testing.T) {
 		t.Fatalf("the program did not start (stderr %q)", errb.String())
 	}
 
-	tree := descendants(t, cmd.Process.Pid)
+	tree := procs.Tree(cmd.Process.Pid)[1:] // its descendants
 	if len(tree) < 2 {
 		t.Fatalf("mabd exec has %d descendants %v, want the helper and the program", len(tree), tree)
 	}
@@ -477,39 +478,6 @@ func binfmtView(t *testing.T) string {
 		view = append(view, de.Name())
 	}
 	return strings.Join(view, "\n")
-}
-
-// descendants returns the processes below pid, from /proc.
-func descendants(t *testing.T, pid int) []int {
-	t.Helper()
-	des, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	children := map[int][]int{}
-	for _, de := range des {
-		p, err := strconv.Atoi(de.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", de.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		children[ppid] = append(children[ppid], p)
-	}
-	var out []int
-	for queue := children[pid]; len(queue) > 0; queue = queue[1:] {
-		out = append(out, queue[0])
-		queue = append(queue, children[queue[0]]...)
-	}
-	return out
 }
 
 // alive reports whether pid exists and is not a zombie.

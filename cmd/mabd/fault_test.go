@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"mabd/daemon/api"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -342,7 +343,7 @@ func TestFaultDaemonKilledAndRestarted(t *testing.T) {
 		} else if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("dial the stale socket: %v, want connection refused", err)
 		}
-		if got := entryFiles(t, mount); !mapsEqual(got, before) {
+		if got := entryFiles(t, mount); !maps.Equal(got, before) {
 			t.Fatalf("killing the daemon changed the entries: %v", got)
 		}
 
@@ -370,7 +371,7 @@ func TestFaultDaemonKilledAndRestarted(t *testing.T) {
 				t.Errorf("the restarted daemon's log says %q: it should have adopted the entries", s)
 			}
 		}
-		if got := entryFiles(t, mount); !mapsEqual(got, before) {
+		if got := entryFiles(t, mount); !maps.Equal(got, before) {
 			t.Errorf("after the restart the entries are\n%v\nwant, byte for byte,\n%v", got, before)
 		}
 		if es := entries(t, mount); len(es) != 3 {
@@ -396,18 +397,6 @@ func TestFaultDaemonKilledAndRestarted(t *testing.T) {
 			t.Errorf("mounts left under %v:\n%s", watched, strings.Join(after, "\n"))
 		}
 	})
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // smallFS mounts a tmpfs of size bytes on a new directory and unmounts it
@@ -726,7 +715,7 @@ func TestFaultDaemonWithBuilderKilled(t *testing.T) {
 	if ms := mountsUnder(t, bkRoot); len(ms) > 0 {
 		t.Errorf("mounts left under %s:\n%s", bkRoot, strings.Join(ms, "\n"))
 	}
-	if got := entryFiles(t, binfmt.DefaultDir); !mapsEqual(got, hostTable) {
+	if got := entryFiles(t, binfmt.DefaultDir); !maps.Equal(got, hostTable) {
 		t.Errorf("the host's table changed: %v, was %v", got, hostTable)
 	}
 
