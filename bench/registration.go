@@ -417,8 +417,8 @@ done
 			}
 			for _, x := range v.Results {
 				key := x.Platform + " (" + x.QEMUArch + ")"
-				if x.State == "native" {
-					continue
+				if x.State == "native" || (x.Slowdown <= 0 && x.State != "failed") {
+					continue // native, or no bench program for it (the tiny probe's architectures)
 				}
 				if _, ok := slow[key]; !ok {
 					slow[key] = &sides{}
