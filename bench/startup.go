@@ -12,8 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -76,20 +76,21 @@ func runOnce(ctx context.Context, name string, args ...string) (float64, error) 
 	return el, nil
 }
 
-// peakRSS is the peak RSS of one run of name, in KiB. It runs through sh,
-// which forks and execs it: a Go program's child shares the parent's
-// memory until exec (vfork), which its peak would count.
+// peakRSS is the peak RSS of one run of name, in KiB, as GNU time
+// reports it (it forks the program from its own small process: a Go
+// parent's child shares the parent's memory until exec, which its peak
+// would count); 0 when /usr/bin/time is missing.
 func peakRSS(ctx context.Context, name string, args ...string) float64 {
-	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", `exec "$0" "$@" >/dev/null 2>&1`, name}, args...)...)
-	cmd.Run()
-	if cmd.ProcessState == nil {
+	f, err := os.CreateTemp("", "mabd-bench-rss-")
+	if err != nil {
 		return 0
 	}
-	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if ru == nil {
-		return 0
-	}
-	return float64(ru.Maxrss)
+	f.Close()
+	defer os.Remove(f.Name())
+	exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-f", "%M", "-o", f.Name(), name}, args...)...).Run()
+	b, _ := os.ReadFile(f.Name())
+	kib, _ := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	return kib
 }
 
 // inits counts the package initializations of one run of name.

@@ -32,7 +32,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates curl systemd runc skopeo)
+PKGS=(qemu-user-static busybox-static util-linux binutils file ca-certificates curl systemd runc skopeo time)
 # Target triples of the cross binutils (package binutils-<triple>, tools <triple>-as
 # and <triple>-ld, except x86-64's: x86_64-linux-gnu-as).
 CROSS=(aarch64-linux-gnu alpha-linux-gnu arm-linux-gnueabihf hppa-linux-gnu m68k-linux-gnu
