@@ -54,6 +54,9 @@ func (b *bench) sandboxScript(ctx context.Context, script string, env ...string)
 		"FLOOR="+b.floorShell,
 		"LINES="+b.linesFile,
 		"W="+b.work,
+		// mabd's state (the emulators' versions, the choices), the
+		// bench's own: the host's /var/lib/mabd is left alone.
+		"STATE="+filepath.Join(b.work, "state"),
 	)
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
@@ -91,7 +94,7 @@ func (b *bench) prepare(ctx context.Context) error {
 	b.importDir = filepath.Join(w, "binfmts")
 	b.floorShell = filepath.Join(w, "floor.sh")
 	b.linesFile = filepath.Join(w, "lines")
-	if _, err := b.sandboxScript(ctx, `"$MABD" install all --binfmt-mount "$BINFMT" --persist --persist-dir "$CONF" >/dev/null`); err != nil {
+	if _, err := b.sandboxScript(ctx, `"$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE" --persist --persist-dir "$CONF" >/dev/null`); err != nil {
 		return fmt.Errorf("mabd install all --persist: %w", err)
 	}
 	confs, err := filepath.Glob(filepath.Join(b.confDir, "*.conf"))
@@ -191,7 +194,7 @@ func (b *bench) registration(ctx context.Context) []Row {
 		err                 error
 	}
 	sides := []*side{
-		{label: "mabd", name: "`mabd install all`", script: `T mabd -- "$MABD" install all --binfmt-mount "$BINFMT"`},
+		{label: "mabd", name: "`mabd install all`", script: `T mabd -- "$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE"`},
 		{label: "systemd", name: "`systemd-binfmt FILE…`", script: `T systemd -- "$SYSTEMD_BINFMT" "$CONF"/*.conf`, err: b.haveSystemdBinfmt()},
 		{label: "ub", name: "`update-binfmts --import`", script: `a=$(mktemp -d)
 T ub -- "$UB" --admindir "$a" --importdir "$IMP" --import
@@ -254,7 +257,7 @@ func (b *bench) idempotent(ctx context.Context) []Row {
 	if err := b.haveSystemdBinfmt(); err != nil {
 		return []Row{naRow("2a", title, aName, sysName, err.Error())}
 	}
-	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+	script := `"$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE" >/dev/null
 count
 if [ "$HAVE_UB" = 1 ]; then
 	a=$(mktemp -d)
@@ -262,7 +265,7 @@ if [ "$HAVE_UB" = 1 ]; then
 fi
 i=0
 while [ $i -lt "$ROUNDS" ]; do
-	T -o "$W/idem-mabd.out" mabd -- "$MABD" install all --binfmt-mount "$BINFMT"
+	T -o "$W/idem-mabd.out" mabd -- "$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE"
 	T systemd -- "$SYSTEMD_BINFMT" "$CONF"/*.conf
 	if [ "$HAVE_UB" = 1 ]; then T ub -- "$UB" --admindir "$a" --importdir "$IMP" --import; fi
 	i=$((i+1))
@@ -322,7 +325,7 @@ func (b *bench) verification(ctx context.Context) []Row {
 	if _, err := os.Stat(b.cfg.archutil); err != nil {
 		return []Row{naRow("3", title, aName, bName, fmt.Sprintf("%v: scripts/bench.sh builds it", err))}
 	}
-	script := `"$MABD" install all --binfmt-mount "$BINFMT" >/dev/null
+	script := `"$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE" >/dev/null
 i=0
 while [ $i -lt "$ROUNDS" ]; do
 	T -o "$W/verify.json" mabd -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json

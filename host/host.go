@@ -325,11 +325,19 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 // opt.Replace. Install goes on past the failures of single handlers and
 // files and reports each.
 func (h Host) Install(ctx context.Context, opt InstallOptions) (*InstallResult, error) {
+	dir := h.Mount.Path("")
+	// A directory binfmt_misc must not be mounted on is refused before
+	// anything, the emulators' caches included, is written.
+	if err := binfmt.CheckMountPoint(filepath.Clean(dir)); err != nil {
+		var mp *binfmt.MountPointError
+		if !errors.As(err, &mp) || mp.Reason != "does not exist" {
+			return nil, err
+		}
+	}
 	specs, res, err := h.Plan(ctx, opt)
 	if err != nil {
 		return nil, err
 	}
-	dir := h.Mount.Path("")
 	if res.Mounted, err = binfmt.EnsureMounted(filepath.Clean(dir)); err != nil {
 		return nil, err
 	}

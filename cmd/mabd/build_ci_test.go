@@ -156,7 +156,7 @@ func benchSlowdown(t *testing.T) float64 {
 	bin := mabdBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := sandbox.Script(ctx, bin+` install arm64 --binfmt-mount "$BINFMT" >/dev/null && `+bin+` verify --json --bench arm64 --binfmt-mount "$BINFMT" --state-dir -`)
+	cmd := sandbox.Script(ctx, bin+` install arm64 --binfmt-mount "$BINFMT" --state-dir "$(mktemp -d)" >/dev/null && `+bin+` verify --json --bench arm64 --binfmt-mount "$BINFMT" --state-dir -`)
 	var errb strings.Builder
 	cmd.Stderr = &errb
 	out, err := cmd.Output()

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"mabd/binfmt"
@@ -25,12 +27,32 @@ import (
 )
 
 // mabd runs the CLI in-process and returns its exit status and output.
+// The commands that keep state (install, verify, status) get
+// the test's own --state-dir unless args name one: a test leaves nothing
+// in the host's /var/lib/mabd.
 func mabd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	if len(args) > 0 && slices.Contains([]string{"install", "verify", "status"}, args[0]) && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--state-dir") }) {
+		args = append(slices.Clone(args), "--state-dir", testStateDir(t))
+	}
 	var out, errb bytes.Buffer
 	code := cli.Run(testRoot(), "mabd", args, &out, &errb)
 	t.Logf("mabd %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
 	return code, out.String(), errb.String()
+}
+
+var stateDirs sync.Map // *testing.T → its state directory
+
+// testStateDir is the state directory of test t, the same for all its
+// commands.
+func testStateDir(t *testing.T) string {
+	if d, ok := stateDirs.Load(t); ok {
+		return d.(string)
+	}
+	d := t.TempDir()
+	stateDirs.Store(t, d)
+	t.Cleanup(func() { stateDirs.Delete(t) })
+	return d
 }
 
 // testRoot is mabd's command tree with the commands of mabd-build and
