@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 20000x ./daemon
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20000x ./internal/tomlcheck
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSpecs$$' -fuzztime 20000x ./builder/build
+	$(GO) test -run '^$$' -fuzz '^FuzzCountConnected$$' -fuzztime 20000x ./builder
 
 # demo: the main job end to end on this host: register every available
 # foreign architecture, then run a foreign sh through it.
