@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20000x ./internal/tomlcheck
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSpecs$$' -fuzztime 20000x ./builder/build
 	$(GO) test -run '^$$' -fuzz '^FuzzCountConnected$$' -fuzztime 20000x ./builder
+	$(GO) test -run '^$$' -fuzz '^FuzzStaticFromHeaders$$' -fuzztime 20000x ./emulator
 
 # demo: the main job end to end on this host: register every available
 # foreign architecture, then run a foreign sh through it.

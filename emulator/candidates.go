@@ -129,7 +129,7 @@ func inspectCandidate(ctx context.Context, c Candidate, versions *VersionCache) 
 		c.Refused = err
 		return c
 	}
-	static, err := IsStatic(c.Path)
+	static, err := versions.Static(c.Path)
 	if err != nil {
 		c.Refused = &UnusableError{Arch: c.Arch, Path: c.Path, Err: err}
 		return c

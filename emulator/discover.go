@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
+	"unsafe"
 )
 
 // DefaultDirs are the directories [Find] searches, in order, when it is given
@@ -216,26 +218,35 @@ func IsStatic(path string) (bool, error) {
 	fail := func(err error) (bool, error) {
 		return false, &fs.PathError{Op: "inspect", Path: path, Err: err}
 	}
+	// The kernel reads only the ELF header and the program headers, and
+	// so does the fast path: one open and one read of the first
+	// headerBytes (a static emulator is inspected for every status and
+	// install). What it cannot decide there goes to debug/elf.
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, headerBytes)
+	n, err := syscall.Pread(fd, buf, 0)
+	if err != nil {
+		return fail(err)
+	}
+	buf = buf[:n]
+	if !bytes.HasPrefix(buf, []byte(elf.ELFMAG)) {
+		return fail(ErrNotELF)
+	}
+	if static, typ, ok := staticFromHeaders(buf); ok {
+		if typ != elf.ET_EXEC && typ != elf.ET_DYN {
+			return fail(fmt.Errorf("%w: ELF type %v", ErrNotELF, typ))
+		}
+		return static, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
 		return fail(err)
 	}
 	defer f.Close()
-
-	var magic [4]byte
-	if _, err := f.ReadAt(magic[:], 0); err != nil {
-		if errors.Is(err, io.EOF) {
-			return fail(ErrNotELF)
-		}
-		return fail(err)
-	}
-	if !bytes.Equal(magic[:], []byte(elf.ELFMAG)) {
-		return fail(ErrNotELF)
-	}
 	ef, err := elf.NewFile(f)
 	if err != nil {
 		return fail(fmt.Errorf("%w: malformed ELF file: %v", ErrNotELF, err))
@@ -249,6 +260,60 @@ func IsStatic(path string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// headerBytes is how much of a file [IsStatic] reads first: the ELF
+// header and, in every emulator and linker output seen, the program
+// headers right after it.
+const headerBytes = 4096
+
+// staticFromHeaders reads the ELF header and program headers in b, the
+// start of an ELF file: static is true when no program header is
+// PT_INTERP. ok is false when b does not hold them all, or they are not
+// what a well-formed file has (an unknown class or byte order, a program
+// header size other than the class's, PN_XNUM headers): debug/elf
+// decides those.
+func staticFromHeaders(b []byte) (static bool, typ elf.Type, ok bool) {
+	if len(b) < elf.EI_NIDENT {
+		return false, 0, false
+	}
+	var bo binary.ByteOrder
+	switch elf.Data(b[elf.EI_DATA]) {
+	case elf.ELFDATA2LSB:
+		bo = binary.LittleEndian
+	case elf.ELFDATA2MSB:
+		bo = binary.BigEndian
+	default:
+		return false, 0, false
+	}
+	var phoff uint64
+	var phentsize, phnum, want int
+	switch elf.Class(b[elf.EI_CLASS]) {
+	case elf.ELFCLASS64:
+		var h elf.Header64
+		if _, err := binary.Decode(b, bo, &h); err != nil {
+			return false, 0, false
+		}
+		typ, phoff, phentsize, phnum, want = elf.Type(h.Type), h.Phoff, int(h.Phentsize), int(h.Phnum), int(unsafe.Sizeof(elf.Prog64{}))
+	case elf.ELFCLASS32:
+		var h elf.Header32
+		if _, err := binary.Decode(b, bo, &h); err != nil {
+			return false, 0, false
+		}
+		typ, phoff, phentsize, phnum, want = elf.Type(h.Type), uint64(h.Phoff), int(h.Phentsize), int(h.Phnum), int(unsafe.Sizeof(elf.Prog32{}))
+	default:
+		return false, 0, false
+	}
+	if phentsize != want || phnum == 0xffff || phoff > uint64(len(b)) || uint64(len(b))-phoff < uint64(phnum*phentsize) {
+		return false, 0, false
+	}
+	for i := range phnum {
+		// p_type is the first word of a program header in both classes.
+		if elf.ProgType(bo.Uint32(b[int(phoff)+i*phentsize:])) == elf.PT_INTERP {
+			return false, typ, true
+		}
+	}
+	return true, typ, true
 }
 
 // CheckFixBinary reports whether e can be registered with binfmt_misc's F

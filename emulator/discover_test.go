@@ -381,6 +381,7 @@ func TestIsStatic(t *testing.T) {
 		{name: "empty file", path: path("empty", nil), wantErr: ErrNotELF},
 		{name: "short file", path: path("short", []byte("\x7fE")), wantErr: ErrNotELF},
 		{name: "truncated ELF", path: path("truncated", staticELF[:20]), wantErr: ErrNotELF},
+		{name: "ELF magic only", path: path("magic", []byte(elf.ELFMAG)), wantErr: ErrNotELF},
 		{name: "ELF object", path: path("object.o", objectELF), wantErr: ErrNotELF},
 		{name: "missing file", path: filepath.Join(dir, "missing"), wantErr: fs.ErrNotExist},
 		{name: "directory", path: dir, anyErr: true},

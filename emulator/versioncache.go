@@ -91,6 +91,8 @@ type cachedVersion struct {
 	ChangeTime int64  `json:"ctime_ns"`
 	Version    string `json:"version"`
 	Target     string `json:"target"`
+	// Static is what [IsStatic] answered for the file; nil when not asked.
+	Static *bool `json:"static,omitempty"`
 }
 
 // sameFile reports whether two entries describe the same file contents.
@@ -222,10 +224,47 @@ func (c *VersionCache) Inspect(ctx context.Context, path string) (version, targe
 	}
 	id.Version, id.Target = version, target
 	c.mu.Lock()
+	if v, hit := c.m[path]; hit && v.sameFile(id) {
+		id.Static = v.Static
+	}
 	c.m[path] = id
 	c.dirty = true
 	c.mu.Unlock()
 	return version, target, nil
+}
+
+// Static is [IsStatic], answered from the cache when the file at path is
+// the one that was asked before: on a warm cache `mabd install` and
+// `mabd status` then read no ELF header. Errors are not cached.
+func (c *VersionCache) Static(path string) (bool, error) {
+	if c == nil {
+		return IsStatic(path)
+	}
+	id, ok := identity(path)
+	if ok {
+		c.mu.Lock()
+		v, hit := c.m[path]
+		c.mu.Unlock()
+		if hit && v.Static != nil && v.sameFile(id) {
+			return *v.Static, nil
+		}
+	}
+	static, err := IsStatic(path)
+	if err != nil || !ok {
+		return static, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, hit := c.m[path]; hit && v.sameFile(id) {
+		id = v
+	}
+	id.Static = &static
+	c.m[path] = id
+	c.used[path] = true
+	if !c.cachedOnly {
+		c.dirty = true
+	}
+	return static, nil
 }
 
 // Save writes the cache back if it changed, creating its directory. It

@@ -373,3 +373,54 @@ func TestReplaceFileRemovesTemporary(t *testing.T) {
 		t.Errorf("the directory was changed: %v", err)
 	}
 }
+
+// TestVersionCacheStatic: IsStatic's answer is kept with the file's
+// identity, served while the file is the same (even from the stored
+// file) and asked again once it changes.
+func TestVersionCacheStatic(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "qemu-aarch64-static")
+	writeFile(t, p, staticELF, 0o755)
+	id, ok := identity(p)
+	if !ok {
+		t.Fatal("identity")
+	}
+	// A stored answer that disagrees with the file shows it is the
+	// cache that answers.
+	stored := fmt.Sprintf(`{%q: {"dev": %d, "ino": %d, "size": %d, "mtime_ns": %d, "ctime_ns": %d, "version": "7.2.22", "target": "aarch64", "static": false}}`,
+		p, id.Dev, id.Ino, id.Size, id.ModTime, id.ChangeTime)
+	store := filepath.Join(dir, "emulators.json")
+	writeFile(t, store, []byte(stored), 0o644)
+	c, err := LoadVersionCache(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if static, err := c.Static(p); err != nil || static {
+		t.Fatalf("Static = %v, %v; want the stored false", static, err)
+	}
+	// Replaced (a new inode): read again, remembered, version kept apart.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p, dynamicELF, 0o755)
+	if static, err := c.Static(p); err != nil || static {
+		t.Fatalf("Static of the dynamic replacement = %v, %v; want false, nil", static, err)
+	}
+	os.Remove(p)
+	writeFile(t, p, staticPIE, 0o755)
+	if static, err := c.Static(p); err != nil || !static {
+		t.Fatalf("Static of the static-PIE replacement = %v, %v; want true, nil", static, err)
+	}
+	if v := c.m[p]; v.Static == nil || !*v.Static || v.Target != "" {
+		t.Fatalf("entry after Static = %+v; want static true and no target for the new file", v)
+	}
+	// Errors are not cached.
+	script := filepath.Join(dir, "qemu-arm-static")
+	writeFile(t, script, []byte("#!/bin/sh\n"), 0o755)
+	if _, err := c.Static(script); !errors.Is(err, ErrNotELF) {
+		t.Fatalf("Static(script) = %v; want ErrNotELF", err)
+	}
+	if _, hit := c.m[script]; hit {
+		t.Fatal("a failed Static was cached")
+	}
+}
