@@ -137,24 +137,52 @@ func EnsureMounted(dir string) (mounted bool, err error) {
 }
 
 // write writes value to a file of the mount in one write, as the kernel
-// requires.
+// requires: an open, a write and a close, nothing more (an install writes
+// 33 of them).
 func (m Mount) write(op, name, value string) error {
 	p := m.Path(name)
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err == nil {
-		_, err = f.Write([]byte(value))
-		if cerr := f.Close(); err == nil {
+		_, err = unix.Write(fd, []byte(value))
+		if cerr := unix.Close(fd); err == nil {
 			err = cerr
 		}
 	}
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
 		return &fs.PathError{Op: op, Path: p, Err: err}
 	}
 	return nil
+}
+
+// maxFileBytes bounds what is read from a file of the mount: the kernel
+// prints an entry into one page.
+const maxFileBytes = 4096
+
+// readFile reads the file of the mount at p, at most maxFileBytes, with an
+// open, reads and a close (no poller, no stat: status and install read
+// every entry). The errors are *fs.PathError, as os.ReadFile's.
+func readFile(p string) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, maxFileBytes+1)
+	n := 0
+	for n < len(buf) {
+		k, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: p, Err: err}
+		}
+		if k == 0 {
+			return buf[:n], nil
+		}
+		n += k
+	}
+	return nil, &fs.PathError{Op: "read", Path: p, Err: fmt.Errorf("larger than the %d bytes a binfmt_misc file may be", maxFileBytes)}
 }
 
 // Register validates s and registers it. The kernel's refusals come back
@@ -190,7 +218,7 @@ func (m Mount) Entry(name string) (Entry, error) {
 	if err := ValidName(name); err != nil {
 		return Entry{}, err
 	}
-	b, err := os.ReadFile(m.Path(name))
+	b, err := readFile(m.Path(name))
 	if err != nil {
 		return Entry{}, err
 	}
@@ -242,7 +270,7 @@ func (m Mount) entryWrite(op, name, v string) error {
 
 // Enabled reads the facility's state from the status file.
 func (m Mount) Enabled() (bool, error) {
-	b, err := os.ReadFile(m.Path("status"))
+	b, err := readFile(m.Path("status"))
 	if err != nil {
 		return false, err
 	}
