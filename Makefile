@@ -36,6 +36,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./binfmt
+	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime 20000x ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 20000x ./daemon
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20000x ./internal/tomlcheck
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSpecs$$' -fuzztime 20000x ./builder/build

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
-
-	"github.com/containerd/platforms"
 )
 
 // maxArchName bounds the names Lookup parses, and how much of a name
@@ -56,8 +54,9 @@ var operatingSystems = map[string]bool{
 
 // Lookup resolves what a user typed to an architecture of the table:
 // a QEMU name ("aarch64", "mips64el"), a handler name ("qemu-aarch64"), an
-// OCI platform ("linux/arm64", "linux/arm/v7") or an alias that
-// containerd/platforms or Debian use ("arm64", "armhf", "x86_64", "ppc64el").
+// OCI platform ("linux/arm64", "linux/arm/v7", in containerd/platforms'
+// syntax) or an alias that containerd/platforms or Debian use ("arm64",
+// "armhf", "x86_64", "ppc64el").
 //
 // A platform of another operating system ("windows/amd64", "darwin") is a
 // [*NotLinuxError]. Anything else that is not an architecture — an
@@ -65,6 +64,11 @@ var operatingSystems = map[string]bool{
 // host's architecture), a path ("aarch64/..", "../../etc"), too many
 // components, spaces, control characters, a name longer than 64 bytes —
 // is an [*UnknownArchError], whose message quotes the name safely.
+//
+// The platform syntax is read here rather than by containerd/platforms,
+// whose regular expressions (and go-digest's, which it links) were a
+// tenth of the host agent's start-up; the tests hold Lookup to what
+// platforms.Parse and platforms.Normalize make of the same names.
 func Lookup(name string) (Arch, error) {
 	if len(name) > maxArchName || name == "" || strings.ContainsFunc(name, func(r rune) bool {
 		return r == ':' || unicode.IsSpace(r) || !unicode.IsPrint(r)
@@ -74,26 +78,59 @@ func Lookup(name string) (Arch, error) {
 	if a, ok := ArchByName(name); ok {
 		return a, nil
 	}
-	if !strings.Contains(name, "/") {
-		// An operating system alone, which containerd/platforms would
-		// complete with this host's architecture.
-		os, _, _ := strings.Cut(strings.ToLower(name), "(")
-		if os == "linux" {
-			return Arch{}, &UnknownArchError{Name: name}
-		}
-	}
-	p, err := platforms.Parse(name)
-	if err != nil || !operatingSystems[p.OS] {
+	os, arch, ok := splitPlatform(name)
+	switch {
+	case !ok:
 		return Arch{}, &UnknownArchError{Name: name}
+	case os != "linux":
+		return Arch{}, &NotLinuxError{Name: name, OS: os}
 	}
-	if p.OS != "linux" {
-		return Arch{}, &NotLinuxError{Name: name, OS: p.OS}
+	if a, ok := archByPlatform(arch); ok {
+		return a, nil
 	}
-	p = platforms.Normalize(p)
-	if a, ok := archByPlatform(p.Architecture); ok {
+	// The spellings containerd/platforms normalizes (aarch64, x86_64,
+	// armhf, i386) and Debian's are the table's aliases.
+	if a, ok := ArchByName(arch); ok && !strings.HasPrefix(arch, "qemu-") {
 		return a, nil
 	}
 	return Arch{}, &UnknownArchError{Name: name}
+}
+
+// splitPlatform reads an OCI platform specifier, lower-cased:
+// os[(version)][/arch[/variant]]. os is the operating system without its
+// version, arch the architecture ("" when the specifier names none; the
+// variant does not choose an emulator). ok is false unless the first
+// component is an operating system and each component is made of the
+// characters a specifier may have.
+func splitPlatform(name string) (os, arch string, ok bool) {
+	parts := strings.Split(strings.ToLower(name), "/")
+	if len(parts) > 3 {
+		return "", "", false
+	}
+	os, version, versioned := strings.Cut(parts[0], "(")
+	if os == "macos" {
+		os = "darwin" // as containerd/platforms spells it
+	}
+	if !operatingSystems[os] || (versioned && (!strings.HasSuffix(version, ")") || !specifier(strings.TrimSuffix(version, ")"), "+"))) {
+		return "", "", false
+	}
+	for _, p := range parts[1:] {
+		if p == "" || !specifier(p, "") {
+			return "", "", false
+		}
+	}
+	if len(parts) > 1 {
+		arch = parts[1]
+	}
+	return os, arch, true
+}
+
+// specifier reports whether s has only the characters of a platform
+// specifier's component (letters, digits, '_', '.', '-') and extra.
+func specifier(s, extra string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' || strings.ContainsRune(extra, r))
+	})
 }
 
 // LookupAll resolves several names, dropping duplicates and keeping

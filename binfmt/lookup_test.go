@@ -4,7 +4,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/containerd/platforms"
 )
 
 func TestLookup(t *testing.T) {
@@ -92,4 +95,85 @@ func TestLookupArchRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// byPlatforms is what containerd/platforms makes of name, the way Lookup
+// used it before it read the syntax itself: the architecture, the
+// operating system of a non-Linux platform, or neither.
+func byPlatforms(name string) (arch, notLinux string) {
+	p, err := platforms.Parse(name)
+	if err != nil || !operatingSystems[p.OS] || (p.OS == "linux" && !strings.Contains(name, "/")) {
+		return "", ""
+	}
+	if p.OS != "linux" {
+		return "", p.OS
+	}
+	if a, ok := archByPlatform(platforms.Normalize(p).Architecture); ok {
+		return a.Name, ""
+	}
+	return "", ""
+}
+
+// checkAgainstPlatforms holds Lookup(name) to byPlatforms(name): the same
+// architecture, the same operating system refused; where containerd's
+// parser knows no architecture, Lookup may know it only by the table's
+// own aliases (Debian's "ppc64el").
+func checkAgainstPlatforms(t *testing.T, name string) {
+	t.Helper()
+	if _, ok := ArchByName(name); ok || len(name) > maxArchName || strings.ContainsFunc(name, func(r rune) bool {
+		return r == ':' || unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}) {
+		return // decided before any platform syntax
+	}
+	want, wantOS := byPlatforms(name)
+	a, err := Lookup(name)
+	var nl *NotLinuxError
+	switch {
+	case want != "":
+		if err != nil || a.Name != want {
+			t.Fatalf("Lookup(%q) = %q, %v; containerd/platforms says %q", name, a.Name, err, want)
+		}
+	case wantOS != "":
+		if !errors.As(err, &nl) || nl.OS != wantOS {
+			t.Fatalf("Lookup(%q) = %q, %v; containerd/platforms says the OS is %q", name, a.Name, err, wantOS)
+		}
+	case err == nil:
+		_, arch, _ := splitPlatform(name)
+		if al, ok := ArchByName(arch); !ok || al.Name != a.Name {
+			t.Fatalf("Lookup(%q) = %q; containerd/platforms knows no such architecture, nor does the table's aliases", name, a.Name)
+		}
+	}
+}
+
+// TestLookupAgreesWithPlatforms: every platform of the table, its aliases
+// and spellings, variants, OS versions and malformed specifiers.
+func TestLookupAgreesWithPlatforms(t *testing.T) {
+	names := []string{
+		"linux/arm64/v8", "linux/arm64/v9", "linux/amd64/v3", "linux/arm/v5", "linux/arm/v6", "linux/arm/7",
+		"linux/aarch64", "linux/x86_64", "linux/x86-64", "linux/armhf", "linux/armel", "linux/i386", "linux/i686",
+		"linux/ppc64el", "linux/wasm", "linux/riscv", "linux/s390", "windows(10.0.17763)/amd64", "windows(10.0+win32k)/arm64",
+		"windows(", "windows(10.0", "linux()/arm64", "LINUX/Arm64", "darwin/arm64/v8", "linux/", "linux//", "/arm64",
+		"linux/arm64/", "linux/arm64/v8/x", "linux/*", "linux/qemu-aarch64", "plan9/386", "wasip1/wasm", "js/wasm", "macos/arm64",
+	}
+	for _, a := range Arches() {
+		if a.Platform != "" {
+			names = append(names, a.Platform, strings.ToUpper(a.Platform))
+		}
+		for _, al := range append([]string{a.Name}, a.Aliases...) {
+			names = append(names, "linux/"+al, "linux/"+al+"/v7")
+		}
+	}
+	for _, n := range names {
+		checkAgainstPlatforms(t, n)
+	}
+}
+
+// FuzzLookup: Lookup never panics, and agrees with containerd/platforms.
+func FuzzLookup(f *testing.F) {
+	for _, s := range []string{"linux/arm64", "linux/arm/v7", "windows(10.0.17763)/amd64", "armhf", "linux/ppc64el", "aarch64/..", "linux"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		checkAgainstPlatforms(t, name)
+	})
 }

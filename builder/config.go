@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"mabd/binfmt"
+	"mabd/builder/wire"
 	"mabd/emulator"
 	"os"
 	"path/filepath"
@@ -24,11 +25,11 @@ import (
 // configuration (daemon.DefaultConfig reads them).
 const (
 	DefaultRoot        = "/var/lib/mabd/buildkit"
-	DefaultSocket      = "/run/mabd/buildkitd.sock"
+	DefaultSocket      = wire.DefaultSocket
 	DefaultSocketMode  = os.FileMode(0o660)
 	DefaultStopTimeout = 10 * time.Second
 	// DefaultAddress is the address clients reach DefaultSocket at.
-	DefaultAddress = "unix://" + DefaultSocket
+	DefaultAddress = wire.DefaultAddress
 	// MaxKeepStorage caps the KeepStorage sized to the disk.
 	MaxKeepStorage int64 = 20e9
 	// ConfigName is the name of the configuration Start writes into Root.

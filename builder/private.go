@@ -22,38 +22,22 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/builder/wire"
 	"mabd/emulator"
 	"mabd/internal/userns"
 
 	"github.com/containerd/platforms"
 )
 
-// Emulation modes of [Options.Emulation].
+// Emulation modes of [Options.Emulation] (see [wire.EmulationPrivate]).
 const (
-	// EmulationPrivate runs buildkitd in a user and mount namespace of its
-	// own with a private binfmt_misc instance holding Options.Handlers:
-	// its worker advertises the native platforms and those of the
-	// handlers that pass verification there, whatever the host's table
-	// holds.
-	EmulationPrivate = "private"
-	// EmulationHost runs buildkitd beside the host's binfmt_misc table:
-	// its worker advertises Options.Platforms and whatever BuildKit
-	// detects in the host's table.
-	EmulationHost = "host"
+	EmulationPrivate = wire.EmulationPrivate
+	EmulationHost    = wire.EmulationHost
 )
 
 // PrivateHandler is a handler of the builder's private binfmt_misc
-// instance, as the last verification inside it found it.
-type PrivateHandler struct {
-	Name        string `json:"name"`
-	Platform    string `json:"platform,omitempty"`
-	Interpreter string `json:"interpreter"`
-	Flags       string `json:"flags"`
-	// State is "ok" (registered and verified), "failed" (withdrawn from
-	// the worker: Reason says why) or "native".
-	State  string `json:"state"`
-	Reason string `json:"reason,omitempty"`
-}
+// instance (see [wire.PrivateHandler]).
+type PrivateHandler = wire.PrivateHandler
 
 // builderHandlers are the handlers the builder's namespace gets: those of
 // architectures that have an OCI platform (BuildKit builds for nothing

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"mabd/binfmt"
+	"mabd/builder/wire"
 	"mabd/emulator"
 	"net"
 	"os"
@@ -46,50 +47,9 @@ type BinaryError struct {
 func (e *BinaryError) Error() string { return "buildkitd: " + e.Err.Error() }
 func (e *BinaryError) Unwrap() error { return e.Err }
 
-// Status is what a Supervisor knows about its buildkitd.
-type Status struct {
-	// Running: buildkitd is up and answered the supervisor.
-	Running bool `json:"running"`
-	// PID is the current buildkitd's process id, 0 when there is none.
-	PID int `json:"pid,omitempty"`
-	// Version is BuildKit's version as buildkitd reports it ("v0.34.2").
-	Version string `json:"version,omitempty"`
-	// Since is when the current buildkitd became ready.
-	Since time.Time `json:"since,omitzero"`
-	// Restarts counts the restarts after buildkitd exited unexpectedly
-	// (not those SetPlatforms asks for).
-	Restarts int `json:"restarts"`
-	// Platforms are the platforms the worker reports, formatted
-	// ("linux/amd64", "linux/arm64").
-	Platforms []string `json:"platforms,omitempty"`
-	// Socket is the unix socket buildkitd listens on; Address is the
-	// address a client gives for it (unix://…).
-	Socket  string `json:"socket"`
-	Address string `json:"address"`
-	// Config is the buildkitd.toml the supervisor wrote.
-	Config string `json:"config,omitempty"`
-	// Snapshotter is the worker's snapshotter (overlayfs or native).
-	Snapshotter string `json:"snapshotter,omitempty"`
-	// KeepStorage is the build cache garbage collection keeps, in bytes.
-	KeepStorage int64 `json:"keepStorage,omitempty"`
-	// LastError says why buildkitd last exited or failed to start, with
-	// the last line it printed; "" if it never did.
-	LastError string `json:"lastError,omitempty"`
-	// Emulation is EmulationPrivate or EmulationHost.
-	Emulation string `json:"emulation,omitempty"`
-	// AgentPID is the first process of the private namespace, buildkitd's
-	// parent (EmulationPrivate).
-	AgentPID int `json:"agentPid,omitempty"`
-	// Private is the private binfmt_misc instance's handlers and the
-	// native architectures, as the last verification inside the
-	// namespace found them (EmulationPrivate).
-	Private []PrivateHandler `json:"private,omitempty"`
-	// VerifiedAt is when that verification ran.
-	VerifiedAt time.Time `json:"verifiedAt,omitzero"`
-	// Withdrawn counts the private handlers that failed a verification
-	// while buildkitd ran and were withdrawn from the worker.
-	Withdrawn int `json:"withdrawn,omitempty"`
-}
+// Status is what a Supervisor knows about its buildkitd (see
+// [wire.BuildKit], where it is defined for the agent to read).
+type Status = wire.BuildKit
 
 // Supervisor runs buildkitd as a child process and keeps it running: see
 // the package documentation. Its methods are safe for concurrent use.

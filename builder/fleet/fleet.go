@@ -27,54 +27,17 @@ import (
 
 	"mabd/binfmt"
 	"mabd/builder"
+	"mabd/builder/wire"
 )
 
 // LocalName is the name of the daemon's own builder in the fleet.
-const LocalName = "local"
+const LocalName = wire.LocalName
 
-// Node is a BuildKit node of the fleet.
-type Node struct {
-	// Name identifies the node in routes, progress and status.
-	Name string `json:"name"`
-	// Address is unix:///path or tcp://host:port.
-	Address string `json:"address"`
-	// CA, Cert, Key and ServerName are the mutual TLS of a tcp://
-	// address: the CA the node's certificate must chain to, this
-	// client's certificate and key, and the name the node's certificate
-	// must have ("" means the address's host).
-	CA         string `json:"ca,omitempty"`
-	Cert       string `json:"cert,omitempty"`
-	Key        string `json:"key,omitempty"`
-	ServerName string `json:"server_name,omitempty"`
-	// Native are the platforms the node runs natively, as declared; nil
-	// means those BuildKit lists first for its worker (its host platform
-	// and its variants). The rest of its platforms are emulated.
-	Native []string `json:"native,omitempty"`
-	// Local marks the daemon's own builder: among nodes that emulate a
-	// platform it is chosen first.
-	Local bool `json:"local,omitempty"`
-}
+// Node is a BuildKit node of the fleet (see [wire.Node]).
+type Node = wire.Node
 
-// State is what the last check of a node found.
-type State struct {
-	Node    string `json:"node"`
-	Address string `json:"address"`
-	Local   bool   `json:"local,omitempty"`
-	// Up: the node answered with at least one worker.
-	Up bool `json:"up"`
-	// Latency is how long listing its workers took.
-	LatencyMS float64 `json:"latency_ms"`
-	// Platforms are the worker's platforms, normalized, in its order;
-	// Native and Emulated split them.
-	Platforms []string `json:"platforms,omitempty"`
-	Native    []string `json:"native,omitempty"`
-	Emulated  []string `json:"emulated,omitempty"`
-	// Active is how many builds it runs.
-	Active    int       `json:"active"`
-	CheckedAt time.Time `json:"checked_at"`
-	// LastError is why it is down (a TLS error, a refused connection).
-	LastError string `json:"last_error,omitempty"`
-}
+// State is what the last check of a node found (see [wire.State]).
+type State = wire.State
 
 // Down is the state of a node that could not be checked, and why: it is
 // known by the platforms it declares native.
@@ -208,20 +171,8 @@ func (f *Fleet) States() []State {
 	return out
 }
 
-// Route says where a platform is built.
-type Route struct {
-	Platform string `json:"platform"`
-	// Node builds it; Native says whether it runs the platform natively.
-	Node   string `json:"node"`
-	Native bool   `json:"native"`
-	// Why explains the choice for a person ("native on arm1", "arm1 is
-	// down (…): emulated on local").
-	Why string `json:"why"`
-	// Next are the other nodes that could build it, in the order of
-	// preference: where a build that failed on Node for a transport error
-	// is retried once.
-	Next []string `json:"next,omitempty"`
-}
+// Route says where a platform is built (see [wire.Route]).
+type Route = wire.Route
 
 // NoRouteError refuses platforms that no healthy node builds, naming the
 // nodes and what they offer.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/builder/wire"
 	"mabd/daemon/api"
 	"slices"
 	"strings"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"mabd/builder/fleet"
 	"mabd/internal/cli"
 )
 
@@ -156,13 +156,13 @@ func buildxLines(name string, fi *api.FleetInfo) string {
 	return b.String()
 }
 
-func nodeByName(nodes []fleet.Node, name string) (fleet.Node, bool) {
+func nodeByName(nodes []wire.Node, name string) (wire.Node, bool) {
 	for _, n := range nodes {
 		if n.Name == name {
 			return n, true
 		}
 	}
-	return fleet.Node{}, false
+	return wire.Node{}, false
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mabd/builder/wire"
 	"mabd/daemon/api"
 	"strings"
 	"text/tabwriter"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"mabd/builder"
 	"mabd/host"
 	"mabd/internal/cli"
 )
@@ -32,7 +32,7 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *host.Status
 			var out any
-			var bk *builder.Status
+			var bk *wire.BuildKit
 			var fi *api.FleetInfo
 			c := api.NewClient(socket)
 			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
@@ -171,14 +171,14 @@ func printCandidates(out io.Writer, st *host.Status) {
 	}
 }
 
-func printBuildKit(out io.Writer, bk *builder.Status) {
+func printBuildKit(out io.Writer, bk *wire.BuildKit) {
 	if !bk.Running {
 		fmt.Fprintf(out, "buildkit: down (%s), %d restarts\n", cli.Safe(bk.LastError), bk.Restarts)
 	} else {
 		fmt.Fprintf(out, "buildkit: %s, pid %d, up %s, %d restarts, %s\n  platforms: %v\n",
 			bk.Version, bk.PID, time.Since(bk.Since).Round(time.Second), bk.Restarts, bk.Address, bk.Platforms)
 	}
-	if bk.Emulation != builder.EmulationPrivate {
+	if bk.Emulation != wire.EmulationPrivate {
 		fmt.Fprintln(out, "  emulation: the host's binfmt_misc table")
 		return
 	}

@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"mabd/builder"
+	"mabd/builder/wire"
 )
 
 // DefaultSocket is the control API's default unix socket.
@@ -89,7 +89,7 @@ func Socket() string {
 
 // BuildKitAddress is the BuildKit address clients use by default: an
 // ordinary user's own daemon's when it is there, else the system
-// daemon's, builder.DefaultAddress.
+// daemon's, wire.DefaultAddress.
 func BuildKitAddress() string {
 	if Rootless() {
 		if d := UserDirs(); d.Runtime != "" {
@@ -98,7 +98,7 @@ func BuildKitAddress() string {
 			}
 		}
 	}
-	return builder.DefaultAddress
+	return wire.DefaultAddress
 }
 
 func exists(p string) bool {

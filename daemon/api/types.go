@@ -3,8 +3,7 @@ package api
 import (
 	"time"
 
-	"mabd/builder"
-	"mabd/builder/fleet"
+	"mabd/builder/wire"
 	"mabd/host"
 )
 
@@ -26,7 +25,7 @@ type DaemonInfo struct {
 	Notes            []string           `json:"notes,omitempty"`
 	LastVerification *host.Verification `json:"last_verification"`
 	// BuildKit is the supervised buildkitd; nil when disabled.
-	BuildKit *builder.Status `json:"buildkit,omitempty"`
+	BuildKit *wire.BuildKit `json:"buildkit,omitempty"`
 	// Fleet is the BuildKit nodes and the route of each platform; nil
 	// when [fleet.nodes] names none.
 	Fleet *FleetInfo `json:"fleet,omitempty"`
@@ -43,9 +42,9 @@ type DaemonStatus struct {
 // (with the files of their TLS, for `mabd build` to reach them), what
 // their last checks found, and where each platform would be built now.
 type FleetInfo struct {
-	Nodes  []fleet.Node  `json:"nodes"`
-	States []fleet.State `json:"states"`
-	Routes []fleet.Route `json:"routes"`
+	Nodes  []wire.Node  `json:"nodes"`
+	States []wire.State `json:"states"`
+	Routes []wire.Route `json:"routes"`
 	// CheckIntervalSeconds is how often the daemon checks the nodes.
 	CheckIntervalSeconds float64 `json:"check_interval_seconds"`
 }
