@@ -89,8 +89,9 @@ func Lookup(name string) (Arch, error) {
 		return a, nil
 	}
 	// The spellings containerd/platforms normalizes (aarch64, x86_64,
-	// armhf, i386) and Debian's are the table's aliases.
-	if a, ok := ArchByName(arch); ok && !strings.HasPrefix(arch, "qemu-") {
+	// armhf, i386) and Debian's are the table's names and aliases of
+	// architectures that have a platform ("linux/sparc" names none).
+	if a, ok := ArchByName(arch); ok && a.Platform != "" && !strings.HasPrefix(arch, "qemu-") {
 		return a, nil
 	}
 	return Arch{}, &UnknownArchError{Name: name}

@@ -45,6 +45,8 @@ func TestLookupArchRefuses(t *testing.T) {
 		{in: "", says: `unknown architecture ""`},
 		{in: "vax", says: `unknown architecture "vax": give a QEMU name (aarch64, riscv64, s390x, …), an OCI platform (linux/arm64`},
 		{in: "linux/vax", says: `unknown architecture "linux/vax"`},
+		{in: "linux/sparc", says: `unknown architecture "linux/sparc"`},
+		{in: "linux/qemu-aarch64", says: `unknown architecture "linux/qemu-aarch64"`},
 		{in: "aarch64/..", says: `unknown architecture "aarch64/.."`},
 		{in: "aarch64/arm64", says: `unknown architecture "aarch64/arm64"`},
 		{in: "../../etc", says: `unknown architecture "../../etc"`},
@@ -139,8 +141,8 @@ func checkAgainstPlatforms(t *testing.T, name string) {
 		}
 	case err == nil:
 		_, arch, _ := splitPlatform(name)
-		if al, ok := ArchByName(arch); !ok || al.Name != a.Name {
-			t.Fatalf("Lookup(%q) = %q; containerd/platforms knows no such architecture, nor does the table's aliases", name, a.Name)
+		if al, ok := ArchByName(arch); !ok || al.Name != a.Name || a.Platform == "" {
+			t.Fatalf("Lookup(%q) = %q; containerd/platforms knows no such architecture, nor do the table's aliases of a platform", name, a.Name)
 		}
 	}
 }
@@ -151,7 +153,7 @@ func TestLookupAgreesWithPlatforms(t *testing.T) {
 	names := []string{
 		"linux/arm64/v8", "linux/arm64/v9", "linux/amd64/v3", "linux/arm/v5", "linux/arm/v6", "linux/arm/7",
 		"linux/aarch64", "linux/x86_64", "linux/x86-64", "linux/armhf", "linux/armel", "linux/i386", "linux/i686",
-		"linux/ppc64el", "linux/wasm", "linux/riscv", "linux/s390", "windows(10.0.17763)/amd64", "windows(10.0+win32k)/arm64",
+		"linux/ppc64el", "linux/sparc", "linux/sparc64", "linux/m68k", "linux/wasm", "linux/riscv", "linux/s390", "windows(10.0.17763)/amd64", "windows(10.0+win32k)/arm64",
 		"windows(", "windows(10.0", "linux()/arm64", "LINUX/Arm64", "darwin/arm64/v8", "linux/", "linux//", "/arm64",
 		"linux/arm64/", "linux/arm64/v8/x", "linux/*", "linux/qemu-aarch64", "plan9/386", "wasip1/wasm", "js/wasm", "macos/arm64",
 	}
