@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime 20000x ./binfmt
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 20000x ./daemon
+	$(GO) test -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime 20000x ./daemon/api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20000x ./internal/tomlcheck
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSpecs$$' -fuzztime 20000x ./builder/build
 	$(GO) test -run '^$$' -fuzz '^FuzzCountConnected$$' -fuzztime 20000x ./builder
