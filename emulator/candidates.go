@@ -85,12 +85,11 @@ func FindCandidates(ctx context.Context, arch string, dirs []string, versions *V
 	var out []Candidate
 	seen := map[FileID]bool{}
 	for _, f := range emulatorFiles(arch, dirs) {
-		id, ok := StatFileID(f.path)
-		if f.err != nil || !ok || seen[id] {
+		if f.err != nil || f.id == (FileID{}) || seen[f.id] {
 			continue
 		}
-		seen[id] = true
-		out = append(out, inspectCandidate(ctx, Candidate{Emulator: Emulator{Arch: arch, Path: f.path}, Source: f.dir, ID: id}, versions))
+		seen[f.id] = true
+		out = append(out, inspectCandidate(ctx, Candidate{Emulator: Emulator{Arch: arch, Path: f.path}, Source: f.dir, ID: f.id}, versions))
 	}
 	return out, nil
 }
@@ -129,13 +128,13 @@ func inspectCandidate(ctx context.Context, c Candidate, versions *VersionCache) 
 		c.Refused = err
 		return c
 	}
-	static, err := versions.Static(c.Path)
+	static, err := versions.static(c.Path, c.ID)
 	if err != nil {
 		c.Refused = &UnusableError{Arch: c.Arch, Path: c.Path, Err: err}
 		return c
 	}
 	c.Static = static
-	c.Version, c.Target, err = versions.Inspect(ctx, c.Path)
+	c.Version, c.Target, err = versions.inspect(ctx, c.Path, c.ID)
 	if err != nil {
 		c.Warning = err
 		return c

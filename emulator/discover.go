@@ -169,26 +169,30 @@ func Find(arch string, dirs []string) (*Emulator, error) {
 // why that could not be made (with the path as found).
 type emulatorFile struct {
 	dir, path string
-	err       error
+	// id is the file's identity, from the stat that found it.
+	id  FileID
+	err error
 }
 
 // emulatorFiles returns the files that may be arch's emulator in dirs,
 // in the order Find prefers them: for each directory, qemu-<arch>-static,
-// then qemu-<arch>, each a regular file (symlinks followed) with an
-// execute bit.
+// then qemu-<arch>. Only regular files with an execute bit count (symlinks
+// followed); each is stat'ed once.
 func emulatorFiles(arch string, dirs []string) []emulatorFile {
 	var out []emulatorFile
 	for _, dir := range dirs {
 		for _, name := range []string{staticName(arch), "qemu-" + arch} {
 			p := filepath.Join(dir, name)
-			if !isExecutableFile(p) {
+			fi, err := os.Stat(p)
+			if err != nil || !isExecutable(fi) {
 				continue
 			}
 			abs, err := filepath.Abs(p)
 			if err != nil {
 				err = fmt.Errorf("find %s: %w", p, err)
 			}
-			out = append(out, emulatorFile{dir: dir, path: abs, err: err})
+			id, _ := fileIDOf(fi)
+			out = append(out, emulatorFile{dir: dir, path: abs, id: id, err: err})
 		}
 	}
 	return out
@@ -198,9 +202,10 @@ func emulatorFiles(arch string, dirs []string) []emulatorFile {
 // regular file with at least one execute permission bit set.
 func isExecutableFile(path string) bool {
 	fi, err := os.Stat(path)
-	if err != nil {
-		return false
-	}
+	return err == nil && isExecutable(fi)
+}
+
+func isExecutable(fi fs.FileInfo) bool {
 	return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 

@@ -181,6 +181,11 @@ func StatFileID(path string) (FileID, bool) {
 	if err != nil {
 		return FileID{}, false
 	}
+	return fileIDOf(fi)
+}
+
+// fileIDOf is the FileID of what fi describes.
+func fileIDOf(fi fs.FileInfo) (FileID, bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return FileID{}, false
@@ -194,7 +199,21 @@ func StatFileID(path string) (FileID, bool) {
 // identity returns the identity of the file at path (symlinks followed).
 func identity(path string) (cachedVersion, bool) {
 	id, ok := StatFileID(path)
-	return cachedVersion{Dev: id.Dev, Ino: id.Ino, Size: id.Size, ModTime: id.ModTime, ChangeTime: id.ChangeTime}, ok
+	return entryOf(id), ok
+}
+
+// entryOf is an entry for the file of identity id, with no answers yet.
+func entryOf(id FileID) cachedVersion {
+	return cachedVersion{Dev: id.Dev, Ino: id.Ino, Size: id.Size, ModTime: id.ModTime, ChangeTime: id.ChangeTime}
+}
+
+// identityOr is identity(path), or the identity the caller stat'ed
+// already when it is not zero.
+func identityOr(path string, known FileID) (cachedVersion, bool) {
+	if known != (FileID{}) {
+		return entryOf(known), true
+	}
+	return identity(path)
 }
 
 // Inspect is the package's [Inspect] — the emulator's version and target
@@ -202,10 +221,16 @@ func identity(path string) (cachedVersion, bool) {
 // asked before, and otherwise by running it once and remembering the
 // answer. Failed runs are not remembered.
 func (c *VersionCache) Inspect(ctx context.Context, path string) (version, target string, err error) {
+	return c.inspect(ctx, path, FileID{})
+}
+
+// inspect is Inspect for the file at path whose identity the caller
+// stat'ed already (known; zero: not yet).
+func (c *VersionCache) inspect(ctx context.Context, path string, known FileID) (version, target string, err error) {
 	if c == nil {
 		return Inspect(ctx, path)
 	}
-	id, ok := identity(path)
+	id, ok := identityOr(path, known)
 	if ok {
 		c.mu.Lock()
 		v, hit := c.m[path]
@@ -237,10 +262,16 @@ func (c *VersionCache) Inspect(ctx context.Context, path string) (version, targe
 // the one that was asked before: on a warm cache `mabd install` and
 // `mabd status` then read no ELF header. Errors are not cached.
 func (c *VersionCache) Static(path string) (bool, error) {
+	return c.static(path, FileID{})
+}
+
+// static is Static for the file at path whose identity the caller
+// stat'ed already (known; zero: not yet).
+func (c *VersionCache) static(path string, known FileID) (bool, error) {
 	if c == nil {
 		return IsStatic(path)
 	}
-	id, ok := identity(path)
+	id, ok := identityOr(path, known)
 	if ok {
 		c.mu.Lock()
 		v, hit := c.m[path]
