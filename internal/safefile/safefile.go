@@ -9,7 +9,6 @@ package safefile
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -45,36 +44,82 @@ type Options struct {
 // ErrNotRegular for a FIFO, device or directory, fs.ErrNotExist for a
 // missing file) or *TooLargeError.
 func Read(path string, limit int64, opt Options) ([]byte, error) {
-	flags := os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOCTTY
+	// open, fstat, read, close: nothing else (status reads a file of
+	// every binfmt.d directory for each of its entries).
+	flags := syscall.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
 	if opt.NoFollow {
 		flags |= syscall.O_NOFOLLOW
 	}
-	f, err := os.OpenFile(path, flags, 0)
+	fd, err := openRetry(path, flags)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) && opt.NoFollow {
 			return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("a symlink, %w", ErrNotRegular)}
 		}
-		return nil, err
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w (%v)", ErrNotRegular, fi.Mode().Type())}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w (%v)", ErrNotRegular, fileType(st.Mode))}
 	}
-	if fi.Size() > limit {
-		return nil, &TooLargeError{Path: path, Size: fi.Size(), Limit: limit}
+	if st.Size > limit {
+		return nil, &TooLargeError{Path: path, Size: st.Size, Limit: limit}
 	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	// The file may grow under us: read until the end, but never more
+	// than limit+1 bytes, whatever its size said.
+	b := make([]byte, min(st.Size, limit)+1)
+	n := 0
+	for {
+		if n == len(b) {
+			if int64(n) > limit {
+				return nil, &TooLargeError{Path: path, Size: int64(n), Limit: limit}
+			}
+			b = append(b, make([]byte, min(int64(n), limit+1-int64(n)))...)
+		}
+		k, err := syscall.Read(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if k == 0 {
+			return b[:n], nil
+		}
+		n += k
 	}
-	if int64(len(b)) > limit {
-		return nil, &TooLargeError{Path: path, Size: int64(len(b)), Limit: limit}
+}
+
+// openRetry is open(2), again when a signal interrupts it.
+func openRetry(path string, flags int) (int, error) {
+	for {
+		fd, err := syscall.Open(path, flags, 0)
+		if err != syscall.EINTR {
+			return fd, err
+		}
 	}
-	return b, nil
+}
+
+// fileType names the type of a file mode as fs.FileMode prints it.
+func fileType(mode uint32) fs.FileMode {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		return fs.ModeDir
+	case syscall.S_IFLNK:
+		return fs.ModeSymlink
+	case syscall.S_IFIFO:
+		return fs.ModeNamedPipe
+	case syscall.S_IFSOCK:
+		return fs.ModeSocket
+	case syscall.S_IFCHR:
+		return fs.ModeDevice | fs.ModeCharDevice
+	case syscall.S_IFBLK:
+		return fs.ModeDevice
+	}
+	return fs.ModeIrregular
 }
 
 // Write replaces the file at path with b, with the permission bits perm:

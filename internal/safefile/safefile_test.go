@@ -21,6 +21,14 @@ func TestRead(t *testing.T) {
 	if err := os.WriteFile(big, []byte(strings.Repeat("x", 100)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	exact := filepath.Join(dir, "exact")
+	if err := os.WriteFile(exact, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
@@ -42,6 +50,10 @@ func TestRead(t *testing.T) {
 		is   func(error) bool
 	}{
 		{"a small file", small, Options{}, "hello", nil},
+		{"exactly the limit", exact, Options{}, "0123456789", nil},
+		{"empty", empty, Options{}, "", nil},
+		// Its size says 0: what is read past the size still counts.
+		{"a /proc file longer than its size", "/proc/self/status", Options{}, "", func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Size == 11 }},
 		{"over the limit", big, Options{}, "", func(err error) bool { return errors.As(err, &tooLarge) && tooLarge.Limit == 10 }},
 		{"a FIFO", fifo, Options{}, "", func(err error) bool { return errors.Is(err, ErrNotRegular) }},
 		{"/dev/zero", zero, Options{}, "", func(err error) bool { return errors.Is(err, ErrNotRegular) }},
@@ -49,6 +61,9 @@ func TestRead(t *testing.T) {
 		{"a symlink", link, Options{}, "hello", nil},
 		{"a symlink, not followed", link, Options{NoFollow: true}, "", func(err error) bool { return errors.Is(err, ErrNotRegular) }},
 		{"missing", filepath.Join(dir, "nope"), Options{}, "", func(err error) bool { return errors.Is(err, fs.ErrNotExist) }},
+	}
+	if b, err := Read("/proc/self/status", 1<<20, Options{}); err != nil || !strings.HasPrefix(string(b), "Name:") || !strings.Contains(string(b), "\nPid:") {
+		t.Fatalf("Read(/proc/self/status) = %q, %v; want it whole", b, err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
