@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"mabd/internal/safefile"
 	"os"
 	"path/filepath"
 	"sort"
@@ -159,30 +160,15 @@ func (m Mount) write(op, name, value string) error {
 const maxFileBytes = 4096
 
 // readFile reads the file of the mount at p, at most maxFileBytes, with an
-// open, reads and a close (no poller, no stat: status and install read
-// every entry). The errors are *fs.PathError, as os.ReadFile's.
+// open, an fstat, reads and a close (status and install read every
+// entry). The errors are *fs.PathError, as os.ReadFile's.
 func readFile(p string) ([]byte, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	b, err := safefile.Read(p, maxFileBytes, safefile.Options{})
+	var tooLarge *safefile.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, &fs.PathError{Op: "read", Path: p, Err: fmt.Errorf("larger than the %d bytes a binfmt_misc file may be", maxFileBytes)}
 	}
-	defer unix.Close(fd)
-	buf := make([]byte, maxFileBytes+1)
-	n := 0
-	for n < len(buf) {
-		k, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: p, Err: err}
-		}
-		if k == 0 {
-			return buf[:n], nil
-		}
-		n += k
-	}
-	return nil, &fs.PathError{Op: "read", Path: p, Err: fmt.Errorf("larger than the %d bytes a binfmt_misc file may be", maxFileBytes)}
+	return b, err
 }
 
 // Register validates s and registers it. The kernel's refusals come back
