@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mabd/host"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"mabd/host"
 )
 
 // Client talks to a running daemon's control API.
@@ -43,7 +44,7 @@ func (c *Client) Answers(ctx context.Context, timeout time.Duration) bool {
 	return err == nil
 }
 
-// host.Status returns GET /v1/status.
+// Status returns GET /v1/status.
 func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 	var st DaemonStatus
 	_, err := c.do(ctx, "GET", "/v1/status", &st)
@@ -57,7 +58,7 @@ func (c *Client) Verify(ctx context.Context) (*host.Verification, error) {
 	return &v, err
 }
 
-// host.Reconcile runs POST /v1/reconcile.
+// Reconcile runs POST /v1/reconcile.
 func (c *Client) Reconcile(ctx context.Context) (*host.Reconciled, error) {
 	var r host.Reconciled
 	_, err := c.do(ctx, "POST", "/v1/reconcile", &r)
