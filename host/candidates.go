@@ -1,7 +1,6 @@
 package host
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,23 +66,30 @@ func (h Host) rememberCandidates(trials []Trial, choices map[string]Choice) erro
 	candidatesMu.Lock()
 	defer candidatesMu.Unlock()
 	st := h.loadCandidates()
-	before, _ := json.Marshal(st)
+	// Most installs choose among nothing: then nothing is encoded, and
+	// the file is left as it is.
+	changed := len(trials) > 0
 	for _, t := range trials {
 		st.Trials[t.Path] = t
 	}
 	for a, c := range choices {
-		if c.Candidates > 1 || c.Pinned {
+		old, had := st.Choices[a]
+		switch {
+		case c.Candidates > 1 || c.Pinned:
+			changed = changed || !had || old != c
 			st.Choices[a] = c
-		} else {
+		case had:
+			changed = true
 			delete(st.Choices, a) // nothing to choose any more
 		}
 	}
 	for p := range st.Trials {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			changed = true
 			delete(st.Trials, p)
 		}
 	}
-	if after, _ := json.Marshal(st); bytes.Equal(before, after) {
+	if !changed {
 		return nil
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
