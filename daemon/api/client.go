@@ -113,9 +113,9 @@ func (c *Client) roundTrip(ctx context.Context, method, path string) (*response,
 		return nil, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
+	// When ctx is done (its deadline included) the connection's reads and
+	// writes fail at once, and ctx.Err() says why: it is set before
+	// AfterFunc runs.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := io.WriteString(conn, method+" "+path+" HTTP/1.0\r\nHost: mabd\r\nContent-Length: 0\r\n\r\n"); err != nil {
