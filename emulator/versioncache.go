@@ -57,10 +57,6 @@ type VersionCache struct {
 	dirty bool
 	// cachedOnly: Inspect answers from the cache only (see CachedOnly).
 	cachedOnly bool
-	// loading is closed once a cache of StartLoadVersionCache is loaded
-	// (nil: loaded already); loadErr is then LoadVersionCache's warning.
-	loading chan struct{}
-	loadErr error
 }
 
 // ErrNotCached is the error of [VersionCache.Inspect] for an emulator
@@ -75,7 +71,6 @@ var ErrNotCached = errors.New("version not known yet")
 func (c *VersionCache) CachedOnly() *VersionCache {
 	out := &VersionCache{m: map[string]cachedVersion{}, used: map[string]bool{}, cachedOnly: true}
 	if c != nil {
-		c.wait()
 		c.mu.Lock()
 		for p, v := range c.m {
 			out.m[p] = v
@@ -132,38 +127,6 @@ func LoadVersionCache(path string) (*VersionCache, error) {
 		return c, &fs.PathError{Op: "load emulator version cache", Path: path, Err: fmt.Errorf("%w: ignored, versions are read again", err)}
 	}
 	return c, nil
-}
-
-// StartLoadVersionCache is [LoadVersionCache] in the background: the
-// file is read and decoded while the caller goes on (an install stats
-// its candidates meanwhile), and the cache's methods wait for it.
-// [VersionCache.Loaded] waits and returns the warning LoadVersionCache
-// would have.
-func StartLoadVersionCache(path string) *VersionCache {
-	c := &VersionCache{path: path, loading: make(chan struct{})}
-	go func() {
-		defer close(c.loading)
-		l, err := LoadVersionCache(path)
-		c.m, c.used, c.dirty, c.loadErr = l.m, l.used, l.dirty, err
-	}()
-	return c
-}
-
-// Loaded waits until c is loaded and returns why a stored file was
-// ignored, as [LoadVersionCache] does; nil for a cache loaded by it.
-func (c *VersionCache) Loaded() error {
-	if c == nil {
-		return nil
-	}
-	c.wait()
-	return c.loadErr
-}
-
-// wait waits until c is loaded.
-func (c *VersionCache) wait() {
-	if c.loading != nil {
-		<-c.loading
-	}
 }
 
 // OpenVersionCache is [LoadVersionCache] without the reason a stored file
@@ -267,7 +230,6 @@ func (c *VersionCache) inspect(ctx context.Context, path string, known FileID) (
 	if c == nil {
 		return Inspect(ctx, path)
 	}
-	c.wait()
 	id, ok := identityOr(path, known)
 	if ok {
 		c.mu.Lock()
@@ -309,7 +271,6 @@ func (c *VersionCache) static(path string, known FileID) (bool, error) {
 	if c == nil {
 		return IsStatic(path)
 	}
-	c.wait()
 	id, ok := identityOr(path, known)
 	if ok {
 		c.mu.Lock()
@@ -349,7 +310,6 @@ func (c *VersionCache) Save() error {
 	if c == nil {
 		return nil
 	}
-	c.wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.dirty || c.path == "" {

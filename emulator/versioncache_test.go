@@ -424,32 +424,3 @@ func TestVersionCacheStatic(t *testing.T) {
 		t.Fatal("a failed Static was cached")
 	}
 }
-
-// TestStartLoadVersionCache: loading in the background gives the cache
-// and the warning LoadVersionCache gives, and its methods wait for it.
-func TestStartLoadVersionCache(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "qemu-aarch64-static")
-	writeFile(t, p, staticELF, 0o755)
-	id, _ := identity(p)
-	good := filepath.Join(dir, "good.json")
-	writeFile(t, good, []byte(fmt.Sprintf(`{%q: {"dev": %d, "ino": %d, "size": %d, "mtime_ns": %d, "ctime_ns": %d, "version": "7.2.22", "target": "aarch64", "static": false}}`,
-		p, id.Dev, id.Ino, id.Size, id.ModTime, id.ChangeTime)), 0o644)
-	bad := filepath.Join(dir, "bad.json")
-	writeFile(t, bad, []byte("{not json"), 0o644)
-	for _, path := range []string{good, bad, filepath.Join(dir, "missing.json"), ""} {
-		c := StartLoadVersionCache(path)
-		// A method first: it waits for the load.
-		static, serr := c.Static(p)
-		want, wantErr := LoadVersionCache(path)
-		if err := c.Loaded(); (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
-			t.Errorf("%s: Loaded = %v; LoadVersionCache says %v", path, err, wantErr)
-		}
-		if wantStatic := path != good; serr != nil || static != wantStatic {
-			t.Errorf("%s: Static = %v, %v; want %v (the stored answer when there is one)", path, static, serr, wantStatic)
-		}
-		if c.dirty != (want.dirty || path != good) {
-			t.Errorf("%s: dirty = %v after one Static", path, c.dirty)
-		}
-	}
-}

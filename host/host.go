@@ -49,22 +49,10 @@ func inputErr(format string, args ...any) error {
 // A stored cache that was ignored (too large, not JSON, not a regular
 // file) comes with the warning.
 func (h Host) versionCache() (*emulator.VersionCache, error) {
-	return emulator.LoadVersionCache(h.versionCachePath())
-}
-
-// startVersionCache is versionCache loading in the background (see
-// emulator.StartLoadVersionCache): its warning comes from Loaded.
-func (h Host) startVersionCache() *emulator.VersionCache {
-	return emulator.StartLoadVersionCache(h.versionCachePath())
-}
-
-// versionCachePath is where the version cache is kept; "" (in memory
-// only) when the state is not kept ("-").
-func (h Host) versionCachePath() string {
 	if h.StateDir == "-" {
-		return ""
+		return emulator.LoadVersionCache("")
 	}
-	return filepath.Join(stateDir(h.StateDir), "emulators.json")
+	return emulator.LoadVersionCache(filepath.Join(stateDir(h.StateDir), "emulators.json"))
 }
 
 // checkEmulatorDirs refuses emulator directories that do not exist or are
@@ -176,8 +164,6 @@ func (r *InstallResult) Degraded() bool {
 // Plan resolves the options to the handler specs Install would register,
 // checking every input first. It changes nothing.
 func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *InstallResult, error) {
-	// Read while the input is checked and the candidates are stat'ed.
-	versions := h.startVersionCache()
 	res := &InstallResult{}
 	if len(opt.Arches) == 0 {
 		return nil, nil, inputErr("no architecture given: name some (arm64, riscv64, linux/arm/v7, …) or say all")
@@ -252,6 +238,10 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 	// and target (an emulator of another architecture is refused). Of
 	// several, each is proved in a private instance and one that works
 	// is chosen.
+	versions, err := h.versionCache()
+	if err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
 	defer func() {
 		if err := versions.Save(); err != nil {
 			res.Warnings = append(res.Warnings, "save the emulator versions: "+err.Error())
@@ -265,9 +255,6 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 		Pins: pins, How: opt.Choice, Retry: retry, Trial: opt.Trial,
 		FixBinary: opt.Flags == "" || flags.Has(binfmt.FixBinary),
 	})
-	if err := versions.Loaded(); err != nil {
-		res.Warnings = append(res.Warnings, err.Error())
-	}
 	// An emulator whose version cannot be read is registered without
 	// P, and its target is not checked.
 	res.Warnings = append(res.Warnings, warnings...)
