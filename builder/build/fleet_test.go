@@ -23,6 +23,7 @@ import (
 	"mabd/builder/buildertest"
 	"mabd/builder/fleet"
 	"mabd/builder/manifest"
+	"mabd/internal/userns"
 	"mabd/testing/logbuf"
 	"mabd/testing/registry"
 )
@@ -218,6 +219,7 @@ func TestFleetBuild(t *testing.T) {
 		dir := dockerfile(t, "ARG BASE\nFROM $BASE\nARG TARGETARCH\nRUN if [ \"$TARGETARCH\" = arm64 ]; then sleep 8; fi; uname -m > /arch; echo killed > /which\n")
 		tag := reg + "/fleet/app:retry"
 		done := make(chan struct{})
+		var armNS *os.File // arm1's private namespace, held open
 		go func() {
 			defer close(done)
 			c, err := client.New(context.Background(), armNode.Address, build.ClientOpts(armNode)...)
@@ -233,6 +235,9 @@ func TestFleetBuild(t *testing.T) {
 				if err == nil && n > 0 {
 					time.Sleep(2 * time.Second) // into the RUN step
 					st := arm.Status()
+					if armNS, err = userns.OpenUserNS(st.AgentPID); err != nil {
+						t.Error(err)
+					}
 					for _, pid := range []int{st.PID, st.AgentPID} {
 						if pid > 0 {
 							syscall.Kill(pid, syscall.SIGKILL)
@@ -263,6 +268,21 @@ func TestFleetBuild(t *testing.T) {
 			t.Errorf("the pushed index lists %q, want %q", got, two)
 		}
 		t.Logf("retry: %s", arm64.Retried)
+		// The RUN step arm1's buildkitd left behind (QEMU's sh, an
+		// orphan in its own PID namespace) is killed with the namespace.
+		if armNS != nil {
+			defer armNS.Close()
+			var left []int
+			for range 100 {
+				if left, err = userns.Processes(armNS); err == nil && len(left) == 0 {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil || len(left) > 0 {
+				t.Errorf("processes left in arm1's killed namespace: %v, %v", left, err)
+			}
+		}
 	})
 
 	t.Run("StoppedBeforeTheBuild", func(t *testing.T) {
