@@ -96,7 +96,11 @@ type privateProc struct {
 // configuration for the platforms that passed and tells the agent to run
 // buildkitd. It returns the agent's command and the verification.
 func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exec.Cmd, *privateProc, []PrivateHandler, error) {
-	spec := userns.Spec{Handlers: o.Handlers}
+	// A PID namespace of its own, the agent its PID 1: when the agent
+	// ends, however it ends (the daemon killed, buildkitd killed), the
+	// kernel kills everything left in it, the build steps' processes
+	// included.
+	spec := userns.Spec{Handlers: o.Handlers, PID: true}
 	if rootless() {
 		// An ordinary user: its own ids and subordinate ranges, mapped
 		// by newuidmap and newgidmap.
@@ -200,11 +204,41 @@ func (s *Supervisor) startPrivate(o Options, prep prepared, out io.Writer) (*exe
 		case r.Error != "":
 			return fail(errors.New(r.Error))
 		}
-		pp.pid = r.PID
+		// 0 when it is gone already: waiting for it to be ready says
+		// how it ended.
+		pp.pid, _ = hostPID(cmd.Process.Pid, r.PID)
 	case <-time.After(time.Minute):
 		return fail(errors.New("the builder's namespace did not start buildkitd in time"))
 	}
 	return cmd, pp, handlers, nil
+}
+
+// hostPID returns the process id, as this process sees it, of the child
+// of the agent (pid) whose id in the agent's PID namespace is nsPID: the
+// last of the ids its status lists (NSpid).
+func hostPID(agent, nsPID int) (int, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", agent))
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, c := range strings.Fields(string(b)) {
+			st, err := os.ReadFile("/proc/" + c + "/status")
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(st), "\n") {
+				if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(nsPID) {
+					return strconv.Atoi(c)
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("no child of process %d is process %d of its PID namespace", agent, nsPID)
 }
 
 // send writes one request to the agent.

@@ -5,7 +5,6 @@ package builder
 import (
 	"errors"
 	"fmt"
-	"mabd/internal/userns"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,33 +73,17 @@ func startProc(cmd *exec.Cmd, out *tailWriter) (*proc, error) {
 
 // watchProc waits for the started cmd in the background. pp is the
 // agent's pipes when cmd is the agent of a private namespace.
-//
-// When the agent has exited, whatever still runs in its namespace is
-// killed: the steps of a build whose buildkitd was killed are orphans that
-// nothing else would end.
 func watchProc(cmd *exec.Cmd, out *tailWriter, pp *privateProc) *proc {
 	p := &proc{cmd: cmd, start: time.Now(), done: make(chan struct{}), out: out, private: pp}
-	var ns *os.File
-	if pp != nil {
-		ns, _ = userns.OpenUserNS(cmd.Process.Pid) // nil: it is gone already
-	}
 	go func() {
 		p.err = cmd.Wait()
 		if pp != nil {
 			pp.requests.Close()
 		}
-		if ns != nil {
-			p.leftovers, p.leftoverErr = userns.KillAll(ns, leftoverTimeout)
-			ns.Close()
-		}
 		close(p.done)
 	}()
 	return p
 }
-
-// leftoverTimeout bounds how long the processes left in a private
-// namespace are killed for.
-const leftoverTimeout = 5 * time.Second
 
 // The kernel sends Pdeathsig when the *thread* that started the child
 // exits, and the Go runtime may end threads; so children are started from
@@ -140,11 +123,6 @@ type proc struct {
 	err     error         // Wait's result, set before done is closed
 	out     *tailWriter
 	private *privateProc // the agent's pipes; nil with EmulationHost
-	// leftovers is how many processes were left in the agent's
-	// namespace when it exited, and killed; leftoverErr why some could
-	// not be. Set before done is closed.
-	leftovers   int
-	leftoverErr error
 }
 
 func (p *proc) pid() int {
@@ -181,12 +159,6 @@ func (p *proc) describe() string {
 	}
 	if l := p.out.last(); l != "" {
 		why += ": " + l
-	}
-	if p.leftovers > 0 {
-		why += fmt.Sprintf(" (%d processes left in its namespace were killed)", p.leftovers)
-	}
-	if p.leftoverErr != nil {
-		why += " (" + p.leftoverErr.Error() + ")"
 	}
 	return why
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // UIDs reads the real and effective uid of a process, as the host sees
@@ -70,4 +71,34 @@ func all() []int {
 		}
 	}
 	return out
+}
+
+// InUserNS lists the processes that run in the user namespace ns, an open
+// /proc/PID/ns/user (held open, the namespace's identity is not reused);
+// zombies and namespaces nested in it are not counted.
+func InUserNS(ns *os.File) ([]int, error) {
+	var want syscall.Stat_t
+	if err := syscall.Fstat(int(ns.Fd()), &want); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: ns.Name(), Err: err}
+	}
+	var out []int
+	for _, pid := range all() {
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino && !zombie(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// zombie reports whether pid has exited and waits to be reaped (or is
+// gone): its state, after the command's ")" in /proc/PID/stat, is Z.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
