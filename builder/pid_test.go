@@ -13,8 +13,9 @@ import (
 // among the children of the process that made it, by the id this
 // process sees.
 func TestHostPID(t *testing.T) {
-	// unshare forks sleep as PID 1 of a new PID namespace.
-	cmd := exec.Command("unshare", "--user", "--map-root-user", "--pid", "--fork", "sleep", "600")
+	// unshare forks sleep as PID 1 of a new PID namespace, killed when
+	// unshare is.
+	cmd := exec.Command("unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "sleep", "600")
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%v (unshare is util-linux's)", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -36,6 +37,13 @@ func TestInUserNS(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer ns.Close()
+				// The sleeps outlive sh: kill whatever is left.
+				defer func() {
+					left, _ := InUserNS(ns)
+					for _, p := range left {
+						syscall.Kill(p, syscall.SIGKILL)
+					}
+				}()
 			}
 			if got, _ = InUserNS(ns); len(got) == 3 {
 				break
