@@ -26,8 +26,13 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mabd-build ./cmd/mabd-build
 
 # test: the whole suite (as root): unit, integration in private binfmt_misc
-# instances, and a short fuzz run of each parser.
-test: deps build unit fuzz
+# instances, and a short fuzz run of each parser; scripts/hostcheck.sh
+# fails it if the host is not left as it was found (its binfmt_misc table,
+# mounts, users, subordinate ids, no process left running).
+test: deps build
+	bash scripts/hostcheck.sh before .hostcheck
+	$(MAKE) --no-print-directory unit fuzz
+	bash scripts/hostcheck.sh after .hostcheck
 
 unit:
 	$(GO) vet ./...
