@@ -84,21 +84,15 @@ func (c *VersionCache) CachedOnly() *VersionCache {
 // from, and the answer. Entries written before targets were cached have
 // no target and count as misses.
 type cachedVersion struct {
-	Dev        uint64 `json:"dev"`
-	Ino        uint64 `json:"ino"`
-	Size       int64  `json:"size"`
-	ModTime    int64  `json:"mtime_ns"`
-	ChangeTime int64  `json:"ctime_ns"`
-	Version    string `json:"version"`
-	Target     string `json:"target"`
+	FileID
+	Version string `json:"version"`
+	Target  string `json:"target"`
 	// Static is what [IsStatic] answered for the file; nil when not asked.
 	Static *bool `json:"static,omitempty"`
 }
 
 // sameFile reports whether two entries describe the same file contents.
-func (v cachedVersion) sameFile(w cachedVersion) bool {
-	return v.Dev == w.Dev && v.Ino == w.Ino && v.Size == w.Size && v.ModTime == w.ModTime && v.ChangeTime == w.ChangeTime
-}
+func (v cachedVersion) sameFile(w cachedVersion) bool { return v.FileID == w.FileID }
 
 // LoadVersionCache reads the cache stored at path. It always returns a
 // usable cache; the error, when not nil, says why the stored file was
@@ -199,19 +193,14 @@ func fileIDOf(fi fs.FileInfo) (FileID, bool) {
 // identity returns the identity of the file at path (symlinks followed).
 func identity(path string) (cachedVersion, bool) {
 	id, ok := StatFileID(path)
-	return entryOf(id), ok
-}
-
-// entryOf is an entry for the file of identity id, with no answers yet.
-func entryOf(id FileID) cachedVersion {
-	return cachedVersion{Dev: id.Dev, Ino: id.Ino, Size: id.Size, ModTime: id.ModTime, ChangeTime: id.ChangeTime}
+	return cachedVersion{FileID: id}, ok
 }
 
 // identityOr is identity(path), or the identity the caller stat'ed
 // already when it is not zero.
 func identityOr(path string, known FileID) (cachedVersion, bool) {
 	if known != (FileID{}) {
-		return entryOf(known), true
+		return cachedVersion{FileID: known}, true
 	}
 	return identity(path)
 }
@@ -258,15 +247,10 @@ func (c *VersionCache) inspect(ctx context.Context, path string, known FileID) (
 	return version, target, nil
 }
 
-// Static is [IsStatic], answered from the cache when the file at path is
-// the one that was asked before: on a warm cache `mabd install` and
-// `mabd status` then read no ELF header. Errors are not cached.
-func (c *VersionCache) Static(path string) (bool, error) {
-	return c.static(path, FileID{})
-}
-
-// static is Static for the file at path whose identity the caller
-// stat'ed already (known; zero: not yet).
+// static is [IsStatic] for the file at path, answered from the cache when
+// it is the file that was asked before (on a warm cache an install reads
+// no ELF header). known is its identity when the caller stat'ed it
+// already; zero: not yet. Errors are not cached.
 func (c *VersionCache) static(path string, known FileID) (bool, error) {
 	if c == nil {
 		return IsStatic(path)

@@ -220,7 +220,7 @@ func bigVersionCache(t *testing.T, n int) []byte {
 	m := map[string]cachedVersion{}
 	for i := 0; ; i++ {
 		p := fmt.Sprintf("/nonexistent/%d/qemu-aarch64-static", i)
-		m[p] = cachedVersion{Dev: 1, Ino: uint64(i), Size: 1, Version: "7.2.22", Target: "aarch64"}
+		m[p] = cachedVersion{FileID: FileID{Dev: 1, Ino: uint64(i), Size: 1}, Version: "7.2.22", Target: "aarch64"}
 		if i%1000 != 999 {
 			continue
 		}
@@ -275,7 +275,7 @@ func TestVersionCacheSavePrunes(t *testing.T) {
 		c.m[p] = id
 	}
 	gone, changed := fakes[0], fakes[1]
-	c.m[filepath.Join(dir, "deleted")] = cachedVersion{Dev: 1, Ino: 2, Version: "8.1.0", Target: "x"}
+	c.m[filepath.Join(dir, "deleted")] = cachedVersion{FileID: FileID{Dev: 1, Ino: 2}, Version: "8.1.0", Target: "x"}
 	if err := os.Remove(gone); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestVersionCacheStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if static, err := c.Static(p); err != nil || static {
+	if static, err := c.static(p, FileID{}); err != nil || static {
 		t.Fatalf("Static = %v, %v; want the stored false", static, err)
 	}
 	// Replaced (a new inode): read again, remembered, version kept apart.
@@ -403,12 +403,12 @@ func TestVersionCacheStatic(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, p, dynamicELF, 0o755)
-	if static, err := c.Static(p); err != nil || static {
+	if static, err := c.static(p, FileID{}); err != nil || static {
 		t.Fatalf("Static of the dynamic replacement = %v, %v; want false, nil", static, err)
 	}
 	os.Remove(p)
 	writeFile(t, p, staticPIE, 0o755)
-	if static, err := c.Static(p); err != nil || !static {
+	if static, err := c.static(p, FileID{}); err != nil || !static {
 		t.Fatalf("Static of the static-PIE replacement = %v, %v; want true, nil", static, err)
 	}
 	if v := c.m[p]; v.Static == nil || !*v.Static || v.Target != "" {
@@ -417,7 +417,7 @@ func TestVersionCacheStatic(t *testing.T) {
 	// Errors are not cached.
 	script := filepath.Join(dir, "qemu-arm-static")
 	writeFile(t, script, []byte("#!/bin/sh\n"), 0o755)
-	if _, err := c.Static(script); !errors.Is(err, ErrNotELF) {
+	if _, err := c.static(script, FileID{}); !errors.Is(err, ErrNotELF) {
 		t.Fatalf("Static(script) = %v; want ErrNotELF", err)
 	}
 	if _, hit := c.m[script]; hit {
