@@ -43,13 +43,7 @@ func OfUser(uid int) []int {
 func Tree(pid int) []int {
 	children := map[int][]int{}
 	for _, p := range all() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 {
+		if f := statFields(p); len(f) > 1 {
 			pp, _ := strconv.Atoi(f[1])
 			children[pp] = append(children[pp], p)
 		}
@@ -92,13 +86,20 @@ func InUserNS(ns *os.File) ([]int, error) {
 }
 
 // zombie reports whether pid has exited and waits to be reaped (or is
-// gone): its state, after the command's ")" in /proc/PID/stat, is Z.
+// gone): its state is Z.
 func zombie(pid int) bool {
+	f := statFields(pid)
+	return len(f) == 0 || f[0] == "Z"
+}
+
+// statFields are the fields of /proc/PID/stat after the command (which
+// may hold spaces and parentheses): the state, the parent, …; nil when
+// the process is gone.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return true
+		return nil
 	}
 	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
