@@ -221,6 +221,7 @@ func hostPID(agent, nsPID int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	want := strconv.Itoa(nsPID)
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
 		if err != nil {
@@ -232,7 +233,7 @@ func hostPID(agent, nsPID int) (int, error) {
 				continue
 			}
 			for _, l := range strings.Split(string(st), "\n") {
-				if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(nsPID) {
+				if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == want {
 					return strconv.Atoi(c)
 				}
 			}

@@ -198,13 +198,8 @@ func emulatorFiles(arch string, dirs []string) []emulatorFile {
 	return out
 }
 
-// isExecutableFile reports whether path, after following symlinks, is a
-// regular file with at least one execute permission bit set.
-func isExecutableFile(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && isExecutable(fi)
-}
-
+// isExecutable reports whether fi is a regular file with at least one
+// execute permission bit set.
 func isExecutable(fi fs.FileInfo) bool {
 	return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

@@ -66,8 +66,8 @@ func (h Host) rememberCandidates(trials []Trial, choices map[string]Choice) erro
 	candidatesMu.Lock()
 	defer candidatesMu.Unlock()
 	st := h.loadCandidates()
-	// Most installs choose among nothing: then nothing is encoded, and
-	// the file is left as it is.
+	// Most installs find one candidate per architecture: then nothing
+	// changes, nothing is encoded and the file is left as it is.
 	changed := len(trials) > 0
 	for _, t := range trials {
 		st.Trials[t.Path] = t

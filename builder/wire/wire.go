@@ -19,11 +19,11 @@ const (
 
 // Emulation modes of the supervised buildkitd ([BuildKit.Emulation]).
 const (
-	// EmulationPrivate runs buildkitd in a user and mount namespace of its
-	// own with a private binfmt_misc instance holding the handlers mabd verified:
-	// its worker advertises the native platforms and those of the
-	// handlers that pass verification there, whatever the host's table
-	// holds.
+	// EmulationPrivate runs buildkitd in a user, mount and PID namespace
+	// of its own with a private binfmt_misc instance holding the handlers
+	// mabd verified: its worker advertises the native platforms and those
+	// of the handlers that pass verification there, whatever the host's
+	// table holds.
 	EmulationPrivate = "private"
 	// EmulationHost runs buildkitd beside the host's binfmt_misc table:
 	// its worker advertises the configured platforms and whatever BuildKit

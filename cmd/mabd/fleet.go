@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mabd/builder/wire"
 	"mabd/daemon/api"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mabd/builder/wire"
 	"mabd/internal/cli"
 )
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mabd/builder/wire"
 	"mabd/daemon/api"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mabd/builder/wire"
 	"mabd/host"
 	"mabd/internal/cli"
 )
