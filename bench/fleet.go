@@ -105,6 +105,19 @@ func (r *remoteNode) stop(b *bench) {
 	}
 }
 
+// archiveHolds checks that the OCI archive file holds images of the
+// platforms want (sorted) and no other (attestations left out).
+func archiveHolds(ctx context.Context, file string, want []string) error {
+	ps, err := archivePlatforms(ctx, file)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	if !slices.Equal(ps, want) {
+		return fmt.Errorf("%s holds platforms %v, want %v", file, ps, want)
+	}
+	return nil
+}
+
 // archivePlatforms returns the platforms of the images an OCI archive
 // holds (attestations left out).
 func archivePlatforms(ctx context.Context, file string) ([]string, error) {
@@ -237,14 +250,7 @@ func (b *bench) fleetRows(ctx context.Context) []Row {
 	}
 	archived := func(file string) func() error {
 		return func() error {
-			ps, err := archivePlatforms(ctx, file)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", file, err)
-			}
-			if !slices.Equal(ps, want) {
-				return fmt.Errorf("%s holds platforms %v, want %v", file, ps, want)
-			}
-			return nil
+			return archiveHolds(ctx, file, want)
 		}
 	}
 	tagA, tagB := e.reg+"/bench-fleet:fleet", e.reg+"/bench-fleet:one"

@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -255,14 +254,7 @@ func (b *bench) rootlessRow(ctx context.Context) (rows []Row) {
 		if owner := int(fi.Sys().(*syscall.Stat_t).Uid); owner != uid {
 			return fmt.Errorf("%s is owned by uid %d, want %d", file, owner, uid)
 		}
-		ps, err := archivePlatforms(ctx, file)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", file, err)
-		}
-		if !slices.Equal(ps, want) {
-			return fmt.Errorf("%s holds platforms %v, want %v", file, ps, want)
-		}
-		return nil
+		return archiveHolds(ctx, file, want)
 	}
 	sideA := func() (float64, string, error) {
 		el, out, err := build(u.Command(ctx, nil, b.cfg.mabd, args(rootless.bk, tarA)...))
