@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 )
 
@@ -138,10 +137,12 @@ func archByPlatform(arch string) (Arch, bool) {
 	return Arch{}, false
 }
 
-// Native returns the QEMU names of the architectures the host runs without
-// an emulator for the Go architecture goarch (runtime.GOARCH when ""):
-// its own, and i386 on amd64, whose kernels run 32-bit x86 natively.
-// Registering a handler for those would send native programs through QEMU.
+// Native returns the QEMU names of the architectures a kernel for the Go
+// architecture goarch (runtime.GOARCH when "") runs without an emulator
+// by default: its own first, and i386 on amd64, whose kernels run 32-bit
+// x86 unless built or booted without IA32 emulation. Registering a
+// handler for those would send native programs through QEMU. What this
+// host's kernel does run is proved by emulator.Native.
 func Native(goarch string) []string {
 	if goarch == "" {
 		goarch = runtime.GOARCH
@@ -158,11 +159,6 @@ func Native(goarch string) []string {
 		}
 	}
 	return nil
-}
-
-// IsNative reports whether the QEMU architecture name runs natively here.
-func IsNative(name string) bool {
-	return slices.Contains(Native(""), name)
 }
 
 // arches is the table. Magic and mask follow Debian's

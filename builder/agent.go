@@ -197,7 +197,7 @@ type agent struct {
 // failed.
 func (a *agent) verify(drop bool) agentReport {
 	var arches []binfmt.Arch
-	for _, n := range binfmt.Native("") {
+	for _, n := range emulator.Native() {
 		if x, ok := binfmt.ArchByName(n); ok && emulator.CanProbe(n) {
 			arches = append(arches, x)
 		}

@@ -46,7 +46,7 @@ func builderHandlers(specs []binfmt.Spec) []binfmt.Spec {
 	var out []binfmt.Spec
 	for _, s := range specs {
 		a, ok := binfmt.ArchByName(s.Name)
-		if ok && a.Platform != "" && !binfmt.IsNative(a.Name) {
+		if ok && a.Platform != "" && !emulator.IsNative(a.Name) {
 			out = append(out, s)
 		}
 	}
@@ -279,7 +279,7 @@ func privateHandlers(specs []binfmt.Spec, results []emulator.Result) []PrivateHa
 		byArch[r.Arch] = r
 	}
 	var out []PrivateHandler
-	for _, n := range binfmt.Native("") {
+	for _, n := range emulator.Native() {
 		if r, ok := byArch[n]; ok {
 			out = append(out, PrivateHandler{Name: "qemu-" + n, Platform: r.Platform, State: r.State, Reason: r.Reason})
 		}
@@ -331,7 +331,7 @@ func handlersFor(ctx context.Context, ps []string, have []binfmt.Spec) ([]binfmt
 		if err != nil {
 			return nil, err
 		}
-		if binfmt.IsNative(a.Name) || slices.ContainsFunc(out, func(s binfmt.Spec) bool { return s.Name == a.HandlerName() }) {
+		if emulator.IsNative(a.Name) || slices.ContainsFunc(out, func(s binfmt.Spec) bool { return s.Name == a.HandlerName() }) {
 			continue
 		}
 		if i := slices.IndexFunc(have, func(s binfmt.Spec) bool { return s.Name == a.HandlerName() }); i >= 0 {

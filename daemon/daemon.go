@@ -679,7 +679,7 @@ func (d *Daemon) VerifyNow(ctx context.Context) (*host.Verification, error) {
 			names = append(names, a.Name)
 		}
 	}
-	names = append(names, binfmt.Native("")...)
+	names = append(names, emulator.Native()...)
 	v, err := d.host(cfg).Verify(ctx, host.VerifyOptions{Arches: names, Rootfs: cfg.Verify.Rootfs, Timeout: cfg.Verify.Timeout.Duration})
 	if v != nil {
 		for _, w := range v.Warnings {
@@ -918,7 +918,7 @@ func (d *Daemon) Status(ctx context.Context) (*api.DaemonStatus, error) {
 		only = append(only, strings.TrimPrefix(s.Name, "qemu-"))
 	}
 	if len(only) == 0 {
-		only = binfmt.Native("")
+		only = emulator.Native()
 	}
 	st, err := d.hostStatus(ctx, cfg, only)
 	if err != nil {

@@ -280,7 +280,7 @@ func classify(r *Result, a binfmt.Arch, opt ProbeOptions, t *table, run probeRun
 		return
 	}
 	// The probe ran. Through a handler, or natively?
-	if act == nil && (h.mountErr == nil || binfmt.IsNative(a.Name)) {
+	if act == nil && (h.mountErr == nil || IsNative(a.Name)) {
 		// No handler could have run it: the kernel did. It reports its
 		// own machine (i386 programs on x86_64 see "x86_64"), so the
 		// machine is not checked.

@@ -483,7 +483,7 @@ func TestProbeAll(t *testing.T) {
 			sandbox.Run(t, func(t *testing.T, mount string) {
 				m := binfmt.Mount{Dir: mount}
 				for _, a := range arches {
-					if binfmt.IsNative(a.Name) {
+					if emulator.IsNative(a.Name) {
 						continue
 					}
 					if err := m.Register(a.Spec(q.path(t, a.Name), binfmt.FixBinary|binfmt.PreserveArgv0)); err != nil {
@@ -498,7 +498,7 @@ func TestProbeAll(t *testing.T) {
 					b, _ := json.Marshal(r)
 					t.Logf("%s", b)
 					want := emulator.StateOK
-					if binfmt.IsNative(a.Name) {
+					if emulator.IsNative(a.Name) {
 						want = emulator.StateNative
 					}
 					if r.Arch != a.Name || r.Platform != a.Platform || r.State != want || r.Reason != "" || r.Duration <= 0 {
@@ -519,7 +519,7 @@ func TestProbeAll(t *testing.T) {
 func TestProbeAllWithoutF(t *testing.T) {
 	var arches []binfmt.Arch
 	for _, n := range emulator.ProbeableArches() {
-		if !binfmt.IsNative(n) {
+		if !emulator.IsNative(n) {
 			arches = append(arches, probeTestArch(t, n))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"mabd/binfmt"
@@ -70,7 +71,22 @@ func (h Host) checkEmulatorDirs() error {
 	return nil
 }
 
-func (h Host) isNative(arch string) bool { return binfmt.IsNative(arch) }
+// isNative reports whether the kernel runs arch's programs itself (see
+// [emulator.NativeIn]), as proved once per boot and remembered in the
+// state directory.
+func (h Host) isNative(arch string) bool { return slices.Contains(h.native(), arch) }
+
+// native is [emulator.NativeIn] for h's state directory ("-": proved
+// for this process only). Not remembering is no failure: the proof
+// stands.
+func (h Host) native() []string {
+	path := ""
+	if h.StateDir != "-" {
+		path = filepath.Join(stateDir(h.StateDir), emulator.NativeFileName)
+	}
+	names, _ := emulator.NativeIn(path)
+	return names
+}
 
 // hostArch is the QEMU name of the host's own architecture (x86_64 on
 // amd64), which no handler may take over.

@@ -26,6 +26,7 @@ import (
 	"mabd/binfmt"
 	"mabd/builder"
 	"mabd/builder/manifest"
+	"mabd/emulator"
 )
 
 // BuildOptions are the arguments of `mabd build`.
@@ -646,7 +647,7 @@ func whyUnsupported(platform, mount string) UnsupportedPlatform {
 		return u
 	}
 	u.Arch = a.Name
-	if binfmt.IsNative(a.Name) {
+	if emulator.IsNative(a.Name) {
 		u.Reason = HandlerReady
 	} else if mount == privateBuilder {
 		u.Reason = NotInBuilder

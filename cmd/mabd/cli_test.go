@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"mabd/binfmt"
+	"mabd/emulator"
 	"mabd/host"
 	"mabd/internal/buildcli"
 	"mabd/internal/cli"
@@ -120,7 +121,7 @@ func TestInstallAllThenStatusAndForeignShell(t *testing.T) {
 		for _, h := range st.Handlers {
 			_, err := os.Stat("/usr/bin/" + h.Name + "-static")
 			switch {
-			case h.QEMUArch == "x86_64" || h.QEMUArch == "i386":
+			case emulator.IsNative(h.QEMUArch):
 				if h.State != host.StateNative {
 					t.Errorf("%s: state %s, want native", h.Name, h.State)
 				}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"mabd/daemon/api"
+	"mabd/emulator"
 	"net"
 	"net/http"
 	"os"
@@ -229,8 +230,8 @@ func TestDaemonLifecycleUnderSystemdProtocols(t *testing.T) {
 		if err != nil || len(es) != 3 {
 			t.Fatalf("at READY=1 the instance holds %d entries (%v), want 3", len(es), err)
 		}
-		if !strings.Contains(ready, "STATUS=5 platforms ok, 0 failing") {
-			t.Errorf("READY datagram %q lacks the summary (3 emulated + 2 native platforms)", ready)
+		if want := fmt.Sprintf("STATUS=%d platforms ok, 0 failing", 3+len(emulator.Native())); !strings.Contains(ready, want) {
+			t.Errorf("READY datagram %q lacks the summary %q (3 emulated + the native platforms)", ready, want)
 		}
 		n.wait(t, "WATCHDOG=1", 5*time.Second)
 		n.wait(t, "WATCHDOG=1", 5*time.Second)

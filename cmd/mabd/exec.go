@@ -158,7 +158,7 @@ func resolveExec(ctx context.Context, platform, emulatorPath string, dirs []stri
 		return execTarget{}, err
 	}
 	t := execTarget{arch: arch, flags: binfmt.FixBinary}
-	if emulatorPath == "" && binfmt.IsNative(arch.Name) {
+	if emulatorPath == "" && emulator.IsNative(arch.Name) {
 		t.native = true
 		return t, nil
 	}

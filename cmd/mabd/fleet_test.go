@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"mabd/daemon/api"
+	"mabd/emulator"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +89,11 @@ native = ["linux/arm64"]
 		// The local builder first (buildx's default node builds the host's
 		// platform, as mabd build does), without arm64: buildx sends
 		// arm64 to arm1, whose line has its TLS.
-		if len(creates) != 2 || !strings.Contains(creates[0], "--node local --driver remote --platform linux/386,linux/amd64 unix://") ||
+		localPlatforms := "linux/amd64"
+		if emulator.IsNative("i386") {
+			localPlatforms = "linux/386,linux/amd64"
+		}
+		if len(creates) != 2 || !strings.Contains(creates[0], "--node local --driver remote --platform "+localPlatforms+" unix://") ||
 			!strings.Contains(creates[1], "--append --node arm1 --driver remote --platform linux/arm64 --driver-opt cacert="+arm.CA+",cert="+arm.Cert+",key="+arm.Key+" "+arm.Address) {
 			t.Errorf("mabd fleet buildx: want local first without arm64, then arm1 with linux/arm64 and its TLS:\n%s", out)
 		}
