@@ -225,8 +225,8 @@ func writeNative(path string, r nativeRecord) error {
 	fail := func(err error) error {
 		return &fs.PathError{Op: "remember native architectures", Path: path, Err: err}
 	}
-	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-		return fail(fmt.Errorf("%w (%v): left alone", ErrNotRegularFile, fi.Mode().Type()))
+	if err := checkReplaceable(path); err != nil {
+		return fail(err)
 	}
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		return fail(err)

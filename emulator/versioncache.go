@@ -302,8 +302,8 @@ func (c *VersionCache) Save() error {
 	fail := func(err error) error {
 		return &fs.PathError{Op: "save emulator version cache", Path: c.path, Err: err}
 	}
-	if fi, err := os.Lstat(c.path); err == nil && !fi.Mode().IsRegular() {
-		return fail(fmt.Errorf("%w (%v): left alone", ErrNotRegularFile, fi.Mode().Type()))
+	if err := checkReplaceable(c.path); err != nil {
+		return fail(err)
 	}
 	m := c.pruned()
 	b, err := json.MarshalIndent(m, "", "  ")
@@ -318,6 +318,16 @@ func (c *VersionCache) Save() error {
 	}
 	c.m = m
 	c.dirty = false
+	return nil
+}
+
+// checkReplaceable refuses a path that exists and is not a regular file
+// (a symlink, a directory): mabd's state files are replaced only when
+// they are files, never through a link.
+func checkReplaceable(path string) error {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w (%v): left alone", ErrNotRegularFile, fi.Mode().Type())
+	}
 	return nil
 }
 
