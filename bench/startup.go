@@ -88,8 +88,11 @@ func peakRSS(ctx context.Context, name string, args ...string) float64 {
 	f.Close()
 	defer os.Remove(f.Name())
 	exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-f", "%M", "-o", f.Name(), name}, args...)...).Run()
+	// GNU time puts "Command exited with non-zero status 1" (status:
+	// degraded) on a line before the figure.
 	b, _ := os.ReadFile(f.Name())
-	kib, _ := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	kib, _ := strconv.ParseFloat(lines[len(lines)-1], 64)
 	return kib
 }
 
