@@ -267,10 +267,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("rootless: architectures (the host's binfmt_misc table) is root's business and ignored; the builder emulates [buildkit] architectures in a table of its own")
 		}
 	} else {
-		if mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount); err != nil {
-			return fmt.Errorf("ensure binfmt_misc is mounted: %w", err)
-		} else if mounted {
-			d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
+		// Only a daemon with handlers to keep mounts binfmt_misc: one
+		// that builds alone (architectures = []) leaves the host's as it
+		// found it.
+		if len(cfg.Architectures) > 0 {
+			mounted, err := binfmt.EnsureMounted(cfg.BinfmtMount)
+			if err != nil {
+				return fmt.Errorf("ensure binfmt_misc is mounted: %w", err)
+			}
+			if mounted {
+				d.log.Info("mounted binfmt_misc", zap.String("dir", cfg.BinfmtMount))
+			}
 		}
 		specs, notes, choices, err := d.plan(ctx, cfg)
 		if err != nil {
@@ -594,11 +601,15 @@ func (d *Daemon) reconcile(count bool) host.Reconciled {
 	v := d.now()
 	cfg, specs, last := v.cfg, v.specs, v.last
 	var remount []host.Repair
-	mounted, mountErr := binfmt.EnsureMounted(cfg.BinfmtMount)
-	if mounted {
-		remount = append(remount, host.Repair{Name: cfg.BinfmtMount, Action: "mounted", Why: "binfmt_misc was not mounted there (unmounting it destroyed its entries)"})
+	var mountErr error
+	var r host.Reconciled
+	if len(specs) > 0 { // with none to keep, binfmt_misc is left as it is
+		var mounted bool
+		if mounted, mountErr = binfmt.EnsureMounted(cfg.BinfmtMount); mounted {
+			remount = append(remount, host.Repair{Name: cfg.BinfmtMount, Action: "mounted", Why: "binfmt_misc was not mounted there (unmounting it destroyed its entries)"})
+		}
+		r = d.host(cfg).Reconcile(specs, host.Policy(cfg.Conflict), last)
 	}
-	r := d.host(cfg).Reconcile(specs, host.Policy(cfg.Conflict), last)
 	r.Repairs = append(remount, r.Repairs...)
 	if mountErr != nil {
 		r.Failures = append([]string{"mount binfmt_misc: " + mountErr.Error()}, r.Failures...)

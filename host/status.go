@@ -128,6 +128,22 @@ type Status struct {
 // Healthy reports whether Health is "healthy".
 func (s *Status) Healthy() bool { return s.Health == "healthy" }
 
+// needsHandlers reports whether what a status is about (focus; empty:
+// every architecture) needs binfmt_misc: something other than what the
+// kernel runs itself. Where nothing does, an unmounted binfmt_misc is no
+// problem (a daemon that only builds leaves it unmounted).
+func needsHandlers(focus map[string]bool, isNative func(string) bool) bool {
+	if len(focus) == 0 {
+		return true
+	}
+	for n := range focus {
+		if !isNative(n) {
+			return true
+		}
+	}
+	return false
+}
+
 // Status inspects the mount, the emulators and the table. When
 // opt.Only is non-empty, health counts just those architectures; every
 // architecture is listed either way. An entry of another tool that serves
@@ -135,7 +151,8 @@ func (s *Status) Healthy() bool { return s.Health == "healthy" }
 // conflict. A handler whose last verification failed, made through the
 // entry registered now, is failing: not supported, and the host degraded.
 // An unreadable mount is an error (the CLI exits 2); a missing mount is a
-// degraded status.
+// degraded status, unless health counts only architectures the kernel
+// runs itself.
 func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 	focus := map[string]bool{}
 	for _, n := range opt.Only {
@@ -162,7 +179,7 @@ func (h Host) Status(ctx context.Context, opt StatusOptions) (*Status, error) {
 		for _, e := range all {
 			entries[e.Name] = e
 		}
-	} else {
+	} else if needsHandlers(focus, h.isNative) {
 		st.Problems = append(st.Problems, fmt.Sprintf("binfmt_misc is not mounted at %s: run `mabd install` (it mounts it) or `mount -t binfmt_misc binfmt_misc %s`", st.Mount, st.Mount))
 	}
 	if st.Mounted && !st.Enabled {

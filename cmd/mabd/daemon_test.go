@@ -396,6 +396,27 @@ func TestDaemonRemounts(t *testing.T) {
 	})
 }
 
+// TestDaemonLeavesBinfmtUnmounted: a daemon with no handlers to keep
+// (architectures = []) does not mount binfmt_misc where it is not
+// mounted, and is healthy: what it is asked for needs no handler.
+func TestDaemonLeavesBinfmtUnmounted(t *testing.T) {
+	bin := mabdBinary(t)
+	sandbox.Run(t, func(t *testing.T, mount string) {
+		// This is the sandbox's private instance; never do this to the host's.
+		if err := syscall.Unmount(mount, 0); err != nil {
+			t.Fatal(err)
+		}
+		_, _, d := startReadyDaemon(t, bin, mount, "architectures = []\nreconcile_interval = \"200ms\"\n[verify]\ninterval = \"0\"\n")
+		time.Sleep(time.Second) // five passes
+		if ok, _ := binfmt.Mounted(mount); ok {
+			t.Error("a daemon with no handlers to keep mounted binfmt_misc")
+		}
+		if code, out, _ := runBin(t, bin, time.Minute, "status", "--socket", d.socket); code != 0 {
+			t.Errorf("mabd status through the daemon: exit %d, want 0 (healthy):\n%s", code, out)
+		}
+	})
+}
+
 // TestDaemonConflictPolicies: with an entry of another tool that serves
 // its architecture (Debian's aarch64) and a defective one (Debian's mips,
 // whose mask refuses ABI version 2 and above), "repair" (the default)
