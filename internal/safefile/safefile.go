@@ -69,8 +69,10 @@ func Read(path string, limit int64, opt Options) ([]byte, error) {
 		return nil, &TooLargeError{Path: path, Size: st.Size, Limit: limit}
 	}
 	// The file may grow under us: read until the end, but never more
-	// than limit+1 bytes, whatever its size said.
-	b := make([]byte, min(st.Size, limit)+1)
+	// than limit+1 bytes, whatever its size said. A file of size 0
+	// (/proc, binfmt_misc, sysfs) says nothing of its size: start with
+	// room for a small one, so that one read takes it whole.
+	b := make([]byte, min(max(st.Size, procGuess), limit)+1)
 	n := 0
 	for {
 		if n == len(b) {
@@ -92,6 +94,11 @@ func Read(path string, limit int64, opt Options) ([]byte, error) {
 		n += k
 	}
 }
+
+// procGuess is how much Read makes room for at first when a file reports
+// a size smaller: a binfmt_misc entry (about 250 bytes) or a boot id is
+// then read by one read(2) instead of one per doubling from a byte.
+const procGuess = 511
 
 // openRetry is open(2), again when a signal interrupts it.
 func openRetry(path string, flags int) (int, error) {
