@@ -204,6 +204,11 @@ func isExecutable(fi fs.FileInfo) bool {
 	return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
+// headerBufs holds IsStatic's buffers for reuse: a status inspects some
+// 70 emulators, and a buffer of its own for each would be a fresh page
+// each (a page fault) in a process too short-lived to collect them.
+var headerBufs = sync.Pool{New: func() any { return new([headerBytes]byte) }}
+
 // IsStatic reports whether the ELF executable at path (symlinks followed) is
 // statically linked, i.e. has no PT_INTERP program header and so needs no
 // dynamic loader or shared libraries. A static-PIE executable (ET_DYN
@@ -227,7 +232,9 @@ func IsStatic(path string) (bool, error) {
 		return fail(err)
 	}
 	defer syscall.Close(fd)
-	buf := make([]byte, headerBytes)
+	page := headerBufs.Get().(*[headerBytes]byte)
+	defer headerBufs.Put(page)
+	buf := page[:]
 	n, err := syscall.Pread(fd, buf, 0)
 	if err != nil {
 		return fail(err)
