@@ -45,6 +45,9 @@ func FuzzParse(f *testing.F) {
 		if err := s.Validate(); err != nil {
 			t.Fatalf("Parse(%q) accepted an invalid spec: %v", line, err)
 		}
+		if n := len(s.Line()); s.lineLen() != n {
+			t.Fatalf("lineLen() of %q = %d, len(Line()) = %d", line, s.lineLen(), n)
+		}
 		again, err := Parse(s.Line())
 		if err != nil {
 			t.Fatalf("Parse(Line()) of %q: %v (line %q)", line, err, s.Line())

@@ -123,6 +123,7 @@ func lineErr(field, format string, args ...any) error {
 // every magic and mask byte written as \xHH. It does not validate s.
 func (s Spec) Line() string {
 	var b strings.Builder
+	b.Grow(s.lineLen())
 	b.WriteByte(':')
 	b.WriteString(s.Name)
 	b.WriteByte(':')
@@ -144,6 +145,41 @@ func (s Spec) Line() string {
 	b.WriteByte(':')
 	b.WriteString(s.Flags.String())
 	return b.String()
+}
+
+// lineLen is len(s.Line()), counted without writing the line (Validate
+// checks it for every spec of an install or a status).
+func (s Spec) lineLen() int {
+	n := len(":") + len(s.Name) + len(":") + 1 + len(":")
+	if s.Type == Magic && s.Offset != 0 {
+		n += decimalLen(s.Offset)
+	}
+	n += len(":")
+	if s.Type == Extension {
+		n += len(s.Magic)
+	} else {
+		n += len(`\xHH`) * len(s.Magic)
+	}
+	n += len(":") + len(`\xHH`)*len(s.Mask) + len(":") + len(s.Interpreter) + len(":")
+	for _, fl := range flagLetters {
+		if s.Flags&fl.flag != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// decimalLen is len(strconv.Itoa(n)).
+func decimalLen(n int) int {
+	l := 1
+	if n < 0 {
+		l++
+	}
+	for n >= 10 || n <= -10 {
+		n /= 10
+		l++
+	}
+	return l
 }
 
 func writeEscaped(b *strings.Builder, p []byte) {
@@ -197,7 +233,7 @@ func (s Spec) Validate() error {
 	if s.Flags&^(PreserveArgv0|OpenBinary|Credentials|FixBinary) != 0 {
 		return lineErr("flags", "unknown flag bits %#x", uint8(s.Flags))
 	}
-	if n := len(s.Line()) + 1; n > MaxLineLen {
+	if n := s.lineLen() + 1; n > MaxLineLen {
 		return lineErr("line", "%d bytes with its newline; the kernel takes at most %d", n, MaxLineLen)
 	}
 	return nil
