@@ -579,15 +579,19 @@ func TestDaemonSocketActivation(t *testing.T) {
 			_ = cmd.Wait()
 			t.Logf("log:\n%s", log.String())
 		}()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(sock); err == nil || time.Now().After(deadline) {
-				break // systemd-socket-activate listens; the daemon is not started yet
-			}
-		}
 		// The first request reaches the daemon while it starts: it is
 		// held until the daemon is ready, and answered as a ready daemon
-		// answers (not 503).
-		st, err := api.NewClient(sock).Status(context.Background())
+		// answers (not 503). Until systemd-socket-activate listens (the
+		// socket's file appears at bind, a moment before) a connection
+		// is refused and nothing is sent: try again.
+		var st *api.DaemonStatus
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			st, err = api.NewClient(sock).Status(context.Background())
+			if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil || st.Source != "daemon" || st.Daemon.LastVerification == nil {
 			t.Fatalf("the first GET /v1/status on the activated socket: %v, source %q, last verification %v; want the status of a verified daemon", err, st.Source, st.Daemon.LastVerification)
 		}
