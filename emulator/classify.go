@@ -450,9 +450,13 @@ func stderrDetail(stderr string) string {
 // or QEMU's report of the signal that killed its program ("qemu:
 // uncaught target signal 5 (Trace/breakpoint trap) - core dumped").
 func isCrashLine(l string) bool {
-	if strings.HasPrefix(l, "qemu: uncaught target signal") || isGoFatal(l) {
-		return true
-	}
+	return strings.HasPrefix(l, "qemu: uncaught target signal") || isGoFatal(l) || isSignalReport(l)
+}
+
+// isSignalReport reports whether a line is the Go runtime's report of a
+// signal it did not expect, before it exits 2 ("SIGSEGV: segmentation
+// violation").
+func isSignalReport(l string) bool {
 	name, _, ok := strings.Cut(l, ": ")
 	return ok && len(name) > 3 && strings.HasPrefix(name, "SIG") && strings.ToUpper(name) == name && !strings.Contains(name, " ")
 }
@@ -465,11 +469,12 @@ func isGoFatal(l string) bool {
 }
 
 // goRuntimeDied reports whether stderr holds the Go runtime's report of
-// a fatal error. The probes are Go programs that do not fail natively:
-// under an emulator such an error is the emulator's doing.
+// a fatal error or of a signal it did not expect (QEMU 7.2's qemu-i386
+// gives either, run to run). The probes are Go programs that do not fail
+// natively: under an emulator such an error is the emulator's doing.
 func goRuntimeDied(stderr string) bool {
 	for l := range strings.Lines(stderr) {
-		if isGoFatal(strings.TrimSpace(l)) {
+		if l = strings.TrimSpace(l); isGoFatal(l) || isSignalReport(l) {
 			return true
 		}
 	}

@@ -60,6 +60,8 @@ func TestWorkload(t *testing.T) {
 			regexp.MustCompile(`^wrong output: "sort: 2097152 ints 0000000000000000" where every correct run prints "sort: 2097152 ints 17fafc93bea8fd9d" \(entry qemu-aarch64, interpreter .*fake-wrong`)},
 		{"Go runtime fatal error", aarch64, func(t *testing.T) string { return buildFakeEmulator(t, "fake-gofatal") }, 0, emulator.StateFailed,
 			regexp.MustCompile(`^emulator crashed: exit status 2 after a fatal error of the probe's Go runtime \(entry qemu-aarch64, .*\): "fatal: bad g in signal handler"$`)},
+		{"Go signal", aarch64, func(t *testing.T) string { return buildFakeEmulator(t, "fake-gosignal") }, 0, emulator.StateFailed,
+			regexp.MustCompile(`^emulator crashed: exit status 2 after a fatal error of the probe's Go runtime \(entry qemu-aarch64, .*\): "SIGSEGV: segmentation violation"$`)},
 		{"hangs", aarch64, func(t *testing.T) string { return buildFakeEmulator(t, "fake-hang") }, time.Second, emulator.StateFailed,
 			regexp.MustCompile(`^timed out: the probe did not finish within 1s`)},
 	} {

@@ -56,7 +56,7 @@ func TestPlanChoosesByProof(t *testing.T) {
 	ch := res.Choices[0]
 	t.Logf("%s", ch.Reason)
 	want := regexp.MustCompile(`^` + regexp.QuoteMeta(newer) + ` 10\.0\.\d+: passed the workload probe \(bench [0-9.]+x\); ` +
-		regexp.QuoteMeta(old) + ` 7\.2\.\d+: crashed \((SIG[A-Z]+|its Go runtime: "fatal[^"]*")\) in the workload probe$`)
+		regexp.QuoteMeta(old) + ` 7\.2\.\d+: crashed \((SIG[A-Z]+|its Go runtime: "(fatal|SIG)[^"]*")\) in the workload probe$`)
 	if !want.MatchString(ch.Reason) || ch.Candidates != 2 || ch.Path != newer {
 		t.Errorf("choice %+v, want the reason to match %s", ch, want)
 	}

@@ -49,7 +49,7 @@ func TestCandidatesI386(t *testing.T) {
 		dirs := []string{"--emulator-dir", emulatortest.FirstDir, "--emulator-dir", emulatortest.SecondDir, "--state-dir", state}
 		code, out, _ := mabd(t, append([]string{"install", "i386", "--emulate-native", "--binfmt-mount", mount}, dirs...)...)
 		chose := regexp.MustCompile(`qemu-i386: chose ` + regexp.QuoteMeta(newer) + ` 10\.0\.\d+: passed the workload probe \(bench [0-9.]+x\); ` +
-			regexp.QuoteMeta(old) + ` 7\.2\.\d+: crashed \((SIG[A-Z]+|its Go runtime: "fatal[^"]*")\) in the workload probe\n`)
+			regexp.QuoteMeta(old) + ` 7\.2\.\d+: crashed \((SIG[A-Z]+|its Go runtime: "(fatal|SIG)[^"]*")\) in the workload probe\n`)
 		if code != 0 || !chose.MatchString(out) {
 			t.Fatalf("install: exit %d, want 0 and a line matching %s", code, chose)
 		}
@@ -63,7 +63,7 @@ func TestCandidatesI386(t *testing.T) {
 		if crashed.Version != emulatortest.Version(t, old) || crashed.Source != emulatortest.FirstDir || crashed.Registered || crashed.Last == nil || crashed.Last.Workload == nil {
 			t.Fatalf("status of %s: %+v", old, crashed)
 		}
-		signal := regexp.MustCompile(`^emulator crashed: (killed by SIG[A-Z]+ \(|exit status \d+ after a fatal error of the probe's Go runtime .*: "fatal)`)
+		signal := regexp.MustCompile(`^emulator crashed: (killed by SIG[A-Z]+ \(|exit status \d+ after a fatal error of the probe's Go runtime .*: "(fatal|SIG))`)
 		if w := crashed.Last.Workload; w.State != emulator.StateFailed || !signal.MatchString(w.Reason) || !strings.Contains(crashed.Result, "crashed") {
 			t.Errorf("the workload probe of %s: %s %q (%s), want crashed with the signal", old, w.State, w.Reason, crashed.Result)
 		} else {
