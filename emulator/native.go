@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -148,9 +147,10 @@ func IsNative(name string) bool { return slices.Contains(Native(), name) }
 // from there when the same kernel wrote it, else proved and written
 // there if path's directory exists, as a new file renamed over the old.
 // A path that is not a regular file is neither read nor replaced. With
-// path "" nothing is kept but this process's answer. The error, when not
-// nil, says why the file was not read or written: a warning, the answer
-// stands.
+// path "" nothing is kept but this process's answer. Once the process
+// knows the answer, later calls return it and read or write no file. The
+// error, when not nil, says why the file was not written: a warning, the
+// answer stands.
 func NativeIn(path string) ([]string, error) {
 	nativeKnown.mu.Lock()
 	defer nativeKnown.mu.Unlock()
@@ -166,8 +166,11 @@ func NativeIn(path string) ([]string, error) {
 		}
 	}
 	nativeKnown.names = proveNative()
-	if path == "" || err != nil {
-		return slices.Clone(nativeKnown.names), err
+	switch {
+	case path == "":
+		return slices.Clone(nativeKnown.names), nil
+	case err != nil:
+		return slices.Clone(nativeKnown.names), &fs.PathError{Op: "remember native architectures", Path: path, Err: err}
 	}
 	return slices.Clone(nativeKnown.names), writeNative(path, nativeRecord{BootID: bootID, Native: nativeKnown.names})
 }
@@ -178,16 +181,14 @@ func proveNative() []string {
 	if len(names) == 0 {
 		return []string{}
 	}
-	out := names[:1] // the host's own
+	out := []string{names[0]} // the host's own
 	for _, n := range names[1:] {
 		a, ok := binfmt.ArchByName(n)
 		if !ok {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), nativeTimeout)
-		runs, err := KernelRuns(ctx, a)
-		cancel()
-		if runs || err != nil {
+		// KernelRuns bounds its run by nativeTimeout.
+		if runs, err := KernelRuns(context.Background(), a); runs || err != nil {
 			// Proved, or not disproved: the kernel's default stands.
 			out = append(out, n)
 		}
@@ -220,15 +221,13 @@ func readNative(path, bootID string) ([]string, bool) {
 }
 
 // writeNative replaces the file at path with r, if path's directory
-// exists and path is a regular file or nothing.
+// exists (safefile.Write creates none) and path is a regular file or
+// nothing.
 func writeNative(path string, r nativeRecord) error {
 	fail := func(err error) error {
 		return &fs.PathError{Op: "remember native architectures", Path: path, Err: err}
 	}
 	if err := checkReplaceable(path); err != nil {
-		return fail(err)
-	}
-	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		return fail(err)
 	}
 	b, err := json.Marshal(r)
