@@ -112,7 +112,9 @@ func splitPlatform(name string) (os, arch string, ok bool) {
 	if os == "macos" {
 		os = "darwin" // as containerd/platforms spells it
 	}
-	if !operatingSystems[os] || (versioned && (!strings.HasSuffix(version, ")") || !specifier(strings.TrimSuffix(version, ")"), "+"))) {
+	// An OS version may carry percent-encoded options after '+'
+	// ("windows(10.0.17763+win32k)"), as containerd/platforms reads it.
+	if !operatingSystems[os] || (versioned && (!strings.HasSuffix(version, ")") || !specifier(strings.TrimSuffix(version, ")"), "+%"))) {
 		return "", "", false
 	}
 	for _, p := range parts[1:] {

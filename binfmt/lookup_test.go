@@ -153,7 +153,7 @@ func TestLookupAgreesWithPlatforms(t *testing.T) {
 	names := []string{
 		"linux/arm64/v8", "linux/arm64/v9", "linux/amd64/v3", "linux/arm/v5", "linux/arm/v6", "linux/arm/7",
 		"linux/aarch64", "linux/x86_64", "linux/x86-64", "linux/armhf", "linux/armel", "linux/i386", "linux/i686",
-		"linux/ppc64el", "linux/sparc", "linux/sparc64", "linux/m68k", "linux/wasm", "linux/riscv", "linux/s390", "windows(10.0.17763)/amd64", "windows(10.0+win32k)/arm64",
+		"linux/ppc64el", "linux/sparc", "linux/sparc64", "linux/m68k", "linux/wasm", "linux/riscv", "linux/s390", "windows(10.0.17763)/amd64", "windows(10.0+win32k)/arm64", "windows(10.0%2B1)/amd64", "windows(0+0%000000000000)",
 		"windows(", "windows(10.0", "linux()/arm64", "LINUX/Arm64", "darwin/arm64/v8", "linux/", "linux//", "/arm64",
 		"linux/arm64/", "linux/arm64/v8/x", "linux/*", "linux/qemu-aarch64", "plan9/386", "wasip1/wasm", "js/wasm", "macos/arm64",
 	}
