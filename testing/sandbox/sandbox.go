@@ -271,9 +271,12 @@ func runParent(t *testing.T, call int) {
 	}
 	if deadline, ok := t.Deadline(); ok {
 		// Leave the parent some time to report a child that times out
-		// (the child's panic includes its goroutine dump).
+		// (the child's panic includes its goroutine dump): a tenth, at
+		// least a second unless that is more than half (the child's
+		// clock starts only once it runs, which on a loaded machine
+		// takes a good part of a second), at most ten.
 		left := time.Until(deadline)
-		grace := min(left/10, 10*time.Second)
+		grace := min(max(left/10, time.Second), left/2, 10*time.Second)
 		args = append(args, "-test.timeout="+max(left-grace, time.Millisecond).String())
 	}
 

@@ -288,7 +288,7 @@ func TestRunOutcome(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			timeout := "-test.timeout=30s"
 			if tc.mode == "hang" {
-				timeout = "-test.timeout=1s"
+				timeout = "-test.timeout=3s"
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperOutcome$", "-test.v", "-test.count=1", timeout)
 			cmd.Env = append(os.Environ(), "SBTEST_HELPER="+tc.mode, "GORACE=atexit_sleep_ms=0")
