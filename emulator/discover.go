@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -443,15 +444,17 @@ func findOne(ctx context.Context, arch string, dirs []string, versions *VersionC
 }
 
 // inParallel calls f(0), …, f(n-1) concurrently, at most limit at a time,
-// and waits for them.
+// and waits for them. It starts no more goroutines than run at once: a
+// goroutine's stack is fresh memory that grows as f calls into the
+// system, and faulting it in is a real part of a short command's time.
 func inParallel(n, limit int, f func(i int)) {
-	sem := make(chan struct{}, max(limit, 1))
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for i := range n {
+	for range min(max(limit, 1), n) {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			f(i)
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
 		})
 	}
 	wg.Wait()
