@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"runtime"
 	"strings"
 )
@@ -102,6 +103,18 @@ func Arches() []Arch {
 	out := make([]Arch, len(arches))
 	copy(out, arches)
 	return out
+}
+
+// All yields the architectures of [Arches] in its order without copying
+// the table, for a caller that only looks through it.
+func All() iter.Seq[Arch] {
+	return func(yield func(Arch) bool) {
+		for _, a := range arches {
+			if !yield(a) {
+				return
+			}
+		}
+	}
 }
 
 // ArchByName finds an architecture by one of the table's own names: its

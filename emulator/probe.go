@@ -218,7 +218,7 @@ func probeGoarch(qemuArch string) (string, bool) {
 // Go probe program (see [HasProbe]), sorted.
 func ProbeArches() []string {
 	var out []string
-	for _, a := range binfmt.Arches() {
+	for a := range binfmt.All() {
 		if a.GOARCH() != "" {
 			out = append(out, a.Name)
 		}
@@ -246,7 +246,7 @@ func CanProbe(qemuArch string) bool {
 // check (see [CanProbe]), sorted.
 func ProbeableArches() []string {
 	var out []string
-	for _, a := range binfmt.Arches() {
+	for a := range binfmt.All() {
 		if CanProbe(a.Name) {
 			out = append(out, a.Name)
 		}

@@ -213,7 +213,7 @@ func (h Host) Plan(ctx context.Context, opt InstallOptions) ([]binfmt.Spec, *Ins
 		explicit[a.Name] = true
 	}
 	if all {
-		for _, a := range binfmt.Arches() {
+		for a := range binfmt.All() {
 			if !explicit[a.Name] {
 				arches = append(arches, a)
 			}

@@ -94,7 +94,7 @@ func (h Host) defect(a binfmt.Arch, e binfmt.Entry, ours bool) string {
 		}
 		return fmt.Sprintf("%s: at byte %d (%s) its mask %#02x checks bits that vary among %s programs%s", DefectNarrowMask, n.Offset, elfField(n.Offset), n.Mask, platformOrName(a), refusedAt(n))
 	}
-	for _, o := range binfmt.Arches() {
+	for o := range binfmt.All() {
 		if o.Name != a.Name && e.Matches(o.Magic) {
 			return fmt.Sprintf("%s: it also takes %s programs", DefectTooBroad, platformOrName(o))
 		}

@@ -339,7 +339,7 @@ func dirsOrDefault(d []string) []string {
 // the version cache, results from the remembered trials.
 func (h Host) candidateStatuses(ctx context.Context, names []string, pins map[string]string, entries map[string]binfmt.Entry, remembered candidateState) ([]CandidateStatus, error) {
 	var arches []string
-	for _, a := range binfmt.Arches() {
+	for a := range binfmt.All() {
 		arches = append(arches, a.Name)
 	}
 	if !(len(names) == 1 && names[0] == "all") {

@@ -283,7 +283,7 @@ func (h Host) verifyArches(names []string) ([]binfmt.Arch, error) {
 		return arches, nil
 	}
 	var out []binfmt.Arch
-	for _, a := range binfmt.Arches() {
+	for a := range binfmt.All() {
 		if !emulator.CanProbe(a.Name) {
 			continue
 		}

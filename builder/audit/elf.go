@@ -19,7 +19,7 @@ type Identity = binfmt.ELFIdentity
 // knows (Go's names, which OCI uses), sorted.
 func Architectures() []string {
 	var out []string
-	for _, a := range binfmt.Arches() {
+	for a := range binfmt.All() {
 		if g := a.GOARCH(); g != "" {
 			out = append(out, g)
 		}
