@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mabd/daemon/api"
@@ -247,6 +248,11 @@ func TestDaemonLifecycleUnderSystemdProtocols(t *testing.T) {
 		code, out, _ := mabd(t, "status", "--socket", d.socket)
 		if code != 0 || !strings.Contains(out, "from the mabd daemon at "+d.socket) {
 			t.Fatalf("mabd status via the daemon: exit %d\n%s", code, out)
+		}
+		code, out, _ = mabd(t, "status", "--socket", d.socket, "--json")
+		var js api.DaemonStatus
+		if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js.Source != "daemon" || !js.Healthy() || js.Daemon.PID != d.cmd.Process.Pid {
+			t.Fatalf("mabd status --json via the daemon: exit %d, %v, source %q, health %q, pid %d\n%s", code, err, js.Source, js.Health, js.Daemon.PID, out)
 		}
 
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)

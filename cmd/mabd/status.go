@@ -36,12 +36,22 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 			var fi *api.FleetInfo
 			c := api.NewClient(socket)
 			useDaemon := !local && len(args) == 0 && !cmd.Flags().Changed("binfmt-mount")
+			var raw []byte
 			if useDaemon && c.Answers(cmd.Context(), time.Second) {
-				ds, err := c.Status(cmd.Context())
-				if err != nil {
-					return err
+				if asJSON {
+					// Printed as the daemon encoded it: the same
+					// encoding, without decoding it to encode it again.
+					var err error
+					if raw, st, err = c.StatusJSON(cmd.Context()); err != nil {
+						return err
+					}
+				} else {
+					ds, err := c.Status(cmd.Context())
+					if err != nil {
+						return err
+					}
+					st, out, bk, fi = &ds.Status, ds, ds.Daemon.BuildKit, ds.Daemon.Fleet
 				}
-				st, out, bk, fi = &ds.Status, ds, ds.Daemon.BuildKit, ds.Daemon.Fleet
 			} else {
 				h, err := hf.host()
 				if err != nil {
@@ -60,7 +70,11 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				}
 				st, out = hs, hs
 			}
-			if asJSON {
+			if raw != nil {
+				if _, err := cmd.OutOrStdout().Write(raw); err != nil {
+					return err
+				}
+			} else if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(out); err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/daemon/api"
 	"mabd/emulator"
 	"mabd/host"
 	"mabd/internal/cli"
@@ -199,6 +200,13 @@ func TestHealthMeansIt(t *testing.T) {
 		}
 		if code, _, _ := runBin(t, bin, time.Minute, "status", "--socket", d.socket); code != cli.ExitDegraded {
 			t.Errorf("mabd status through the daemon: exit %d, want 1", code)
+		}
+		// --json prints the daemon's answer as it came; the exit status
+		// still says degraded.
+		code, out, _ := runBin(t, bin, time.Minute, "status", "--socket", d.socket, "--json")
+		var js api.DaemonStatus
+		if err := json.Unmarshal([]byte(out), &js); code != cli.ExitDegraded || err != nil || js.Source != "daemon" || js.Healthy() || handler(t, js.Status, "aarch64").State != host.StateFailing {
+			t.Errorf("mabd status --json through the daemon: exit %d, %v, source %q, health %q; want 1 and the daemon's degraded status\n%s", code, err, js.Source, js.Health, out)
 		}
 		metrics := httpGet(t, d.socket, "/metrics")
 		if !strings.Contains(metrics, "mabd_healthy 0") || !strings.Contains(metrics, `mabd_platform_verified{platform="linux/arm64",qemu_arch="aarch64"} 0`) {

@@ -51,6 +51,27 @@ func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 	return &st, err
 }
 
+// StatusJSON returns GET /v1/status's answer as the daemon encoded it —
+// what `mabd status --json` prints — and the status it reports, of
+// which only Health is decoded: a caller that prints the answer as it
+// came need not decode and encode it again.
+func (c *Client) StatusJSON(ctx context.Context) ([]byte, *host.Status, error) {
+	var st host.Status
+	body, _, err := c.doRaw(ctx, "GET", "/v1/status")
+	if err == nil {
+		err = c.decode(body, "GET", "/v1/status", &struct {
+			Health *string `json:"health"`
+		}{&st.Health})
+	}
+	if err == nil && st.Health == "" {
+		err = fmt.Errorf("mabd daemon at %s: GET /v1/status: the answer has no health", c.Socket)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return body, &st, nil
+}
+
 // Verify runs POST /v1/verify.
 func (c *Client) Verify(ctx context.Context) (*host.Verification, error) {
 	var v host.Verification
@@ -87,21 +108,33 @@ const (
 // not nil). A 503 of /healthz is an answer, not an error. ctx bounds the
 // whole exchange.
 func (c *Client) do(ctx context.Context, method, path string, out any) (int, error) {
+	body, code, err := c.doRaw(ctx, method, path)
+	if err == nil && out != nil {
+		err = c.decode(body, method, path, out)
+	}
+	return code, err
+}
+
+// doRaw sends the request and returns the body of a successful answer.
+func (c *Client) doRaw(ctx context.Context, method, path string) ([]byte, int, error) {
 	resp, err := c.roundTrip(ctx, method, path)
 	if err != nil {
-		return 0, fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
+		return nil, 0, fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
 	}
 	if resp.Code != 200 && !(path == "/healthz" && resp.Code == 503) {
 		var e struct{ Error string }
 		_ = json.Unmarshal(resp.Body, &e)
-		return resp.Code, fmt.Errorf("mabd daemon at %s: %s %s: %s: %s", c.Socket, method, path, resp.Status, e.Error)
+		return nil, resp.Code, fmt.Errorf("mabd daemon at %s: %s %s: %s: %s", c.Socket, method, path, resp.Status, e.Error)
 	}
-	if out != nil {
-		if err := json.Unmarshal(resp.Body, out); err != nil {
-			return resp.Code, fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
-		}
+	return resp.Body, resp.Code, nil
+}
+
+// decode reads the answer to method path into out.
+func (c *Client) decode(body []byte, method, path string, out any) error {
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("mabd daemon at %s: %s %s: %w", c.Socket, method, path, err)
 	}
-	return resp.Code, nil
+	return nil
 }
 
 // roundTrip sends method path as an HTTP/1.0 request without a body on a

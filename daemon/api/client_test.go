@@ -142,3 +142,34 @@ func FuzzReadResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestStatusJSON: the answer comes back byte for byte with its health;
+// an answer that is not a status is an error.
+func TestStatusJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		health     string // "": an error is wanted
+		says       string
+	}{
+		{"healthy", "{\n  \"health\": \"healthy\",\n  \"handlers\": []\n}\n", "healthy", ""},
+		{"degraded", `{"source":"daemon","health":"degraded","problems":["x"]}`, "degraded", ""},
+		{"no health", `{"source":"daemon"}`, "", "the answer has no health"},
+		{"not json", `<html>`, "", "invalid character"},
+		{"health not a string", `{"health":1}`, "", "cannot unmarshal number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, tc.body) })
+			body, st, err := NewClient(serve(t, mux)).StatusJSON(context.Background())
+			if tc.health == "" {
+				if err == nil || !strings.Contains(err.Error(), tc.says) || body != nil {
+					t.Fatalf("StatusJSON = %q, %v; want an error that says %q", body, err, tc.says)
+				}
+				return
+			}
+			if err != nil || string(body) != tc.body || st.Health != tc.health {
+				t.Fatalf("StatusJSON = %q, %+v, %v; want the body as served and health %s", body, st, err, tc.health)
+			}
+		})
+	}
+}
