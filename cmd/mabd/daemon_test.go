@@ -254,6 +254,10 @@ func TestDaemonLifecycleUnderSystemdProtocols(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js.Source != "daemon" || !js.Healthy() || js.Daemon.PID != d.cmd.Process.Pid {
 			t.Fatalf("mabd status --json via the daemon: exit %d, %v, source %q, health %q, pid %d\n%s", code, err, js.Source, js.Health, js.Daemon.PID, out)
 		}
+		// The daemon answers compact JSON; people get it indented.
+		if !strings.HasPrefix(out, "{\n  \"") || !strings.HasSuffix(out, "}\n") {
+			t.Fatalf("mabd status --json via the daemon is not indented:\n%.300s", out)
+		}
 
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		n.wait(t, "STOPPING=1", 10*time.Second)

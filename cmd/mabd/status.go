@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,8 +40,8 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 			var raw []byte
 			if useDaemon && c.Answers(cmd.Context(), time.Second) {
 				if asJSON {
-					// Printed as the daemon encoded it: the same
-					// encoding, without decoding it to encode it again.
+					// Printed as the daemon encoded it, indented:
+					// not decoded to be encoded again.
 					var err error
 					if raw, st, err = c.StatusJSON(cmd.Context()); err != nil {
 						return err
@@ -71,7 +72,11 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				st, out = hs, hs
 			}
 			if raw != nil {
-				if _, err := cmd.OutOrStdout().Write(raw); err != nil {
+				var b bytes.Buffer
+				if err := json.Indent(&b, raw, "", "  "); err != nil {
+					return fmt.Errorf("mabd daemon at %s: GET /v1/status: %w", socket, err)
+				}
+				if _, err := cmd.OutOrStdout().Write(b.Bytes()); err != nil {
 					return err
 				}
 			} else if asJSON {
