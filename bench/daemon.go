@@ -40,8 +40,8 @@ func (b *bench) daemon(ctx context.Context) []Row {
 // goroutine), then the `mabd status --socket` CLI.
 func (b *bench) daemonServing(ctx context.Context) []Row {
 	idleTitle := fmt.Sprintf("idle `mabd daemon --no-buildkit` (%d handlers, private instance) over %v after READY=1", b.specCount, b.cfg.idle)
-	lat1Title := "`mabd status` latency through the socket, 1 client (Go: api.NewClient(sock).Status)"
-	lat100Title := "`mabd status` latency through the socket, 100 concurrent clients (Go client, one connection each)"
+	lat1Title := "`mabd status` latency through the socket, 1 client (Go: api.NewClient(sock).StatusJSON, which reads the whole answer and its health, as `mabd status --json` does)"
+	lat100Title := "`mabd status` latency through the socket, 100 concurrent clients (Go client: StatusJSON, one connection each)"
 	cliTitle := "`mabd status --socket S --json` CLI process, 1 client, sequential"
 	na := func(why string) []Row {
 		return []Row{
@@ -105,25 +105,38 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 	idle := b.idleUsage(ctx, pid)
 
 	client := api.NewClient(sock)
-	if _, err := client.Status(ctx); err != nil {
+	if _, _, err := client.StatusJSON(ctx); err != nil {
 		return na(fmt.Sprintf("status through %s: %v", sock, err))
 	}
 	var rows []Row
 	// One client.
 	for i := 0; i < 20; i++ {
-		client.Status(ctx)
+		client.StatusJSON(ctx)
 	}
 	var lat1 []float64
 	var errs1 int
 	for i := 0; i < b.cfg.status1 && ctx.Err() == nil; i++ {
 		t := time.Now()
-		_, err := client.Status(ctx)
+		_, _, err := client.StatusJSON(ctx)
 		lat1 = append(lat1, ms(time.Since(t)))
 		if err != nil {
 			errs1++
 		}
 	}
-	rows = append(rows, latencyRow("6a", lat1Title, lat1, errs1, 0))
+	r1 := latencyRow("6a", lat1Title, lat1, errs1, 0)
+	// What decoding the whole answer adds on the client's side.
+	var dec []float64
+	for i := 0; i < b.cfg.status1/4 && ctx.Err() == nil; i++ {
+		t := time.Now()
+		if _, err := client.Status(ctx); err == nil {
+			dec = append(dec, ms(time.Since(t)))
+		}
+	}
+	if len(dec) > 0 && r1.Values != nil {
+		r1.Note = fmt.Sprintf("decoding the whole answer too (api.Client.Status, as the text `mabd status` does): p50 %s, p99 %s", fmtMS(percentile(dec, 50)), fmtMS(percentile(dec, 99)))
+		r1.Values["decoded_p50_ms"], r1.Values["decoded_p99_ms"] = percentile(dec, 50), percentile(dec, 99)
+	}
+	rows = append(rows, r1)
 
 	// 100 clients at once.
 	const clients = 100
@@ -138,14 +151,14 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 		go func() {
 			defer finished.Done()
 			cl := api.NewClient(sock)
-			cl.Status(ctx) // connect
+			cl.StatusJSON(ctx) // connect
 			ready.Done()
 			<-startGate
 			xs := make([]float64, 0, b.cfg.status100)
 			bad := 0
 			for i := 0; i < b.cfg.status100 && ctx.Err() == nil; i++ {
 				t := time.Now()
-				_, err := cl.Status(ctx)
+				_, _, err := cl.StatusJSON(ctx)
 				xs = append(xs, ms(time.Since(t)))
 				if err != nil {
 					bad++
@@ -221,9 +234,30 @@ func (b *bench) daemonServing(ctx context.Context) []Row {
 
 // statusPolling is row 6g: clients health checkers, each polling GET
 // /v1/status ten times a second (mabd's Go client, one connection each),
-// their phases spread over the tenth of a second, for -status-poll.
+// their phases spread over the tenth of a second, for -status-poll; then
+// the same with clients that decode the whole answer, for the note.
 func (b *bench) statusPolling(ctx context.Context, sock string, clients int) Row {
-	title := fmt.Sprintf("`mabd status` latency, %d clients each polling 10 times a second (Go client), for %v", clients, b.cfg.statusPoll)
+	title := fmt.Sprintf("`mabd status` latency, %d clients each polling 10 times a second (Go client: StatusJSON), for %v", clients, b.cfg.statusPoll)
+	all, bad := b.poll(ctx, sock, clients, func(cl *api.Client) error {
+		_, _, err := cl.StatusJSON(ctx)
+		return err
+	})
+	r := latencyRow("6g", title, all, bad, float64(len(all))/b.cfg.statusPoll.Seconds())
+	r.Note = "the throughput is what the clients asked for; 6b is the peak"
+	if dec, _ := b.poll(ctx, sock, clients, func(cl *api.Client) error {
+		_, err := cl.Status(ctx)
+		return err
+	}); len(dec) > 0 && r.Values != nil {
+		r.Note += fmt.Sprintf("; clients decoding the whole answer (api.Client.Status): p50 %s, p99 %s", fmtMS(percentile(dec, 50)), fmtMS(percentile(dec, 99)))
+		r.Values["decoded_p50_ms"], r.Values["decoded_p99_ms"] = percentile(dec, 50), percentile(dec, 99)
+	}
+	return r
+}
+
+// poll runs clients that each call ask ten times a second, their phases
+// spread over the tenth of a second, for -status-poll, and returns every
+// latency and the count of errors.
+func (b *bench) poll(ctx context.Context, sock string, clients int, ask func(*api.Client) error) ([]float64, int) {
 	const period = 100 * time.Millisecond
 	lats := make([][]float64, clients)
 	errs := make([]int, clients)
@@ -233,7 +267,7 @@ func (b *bench) statusPolling(ctx context.Context, sock string, clients int) Row
 	for c := 0; c < clients; c++ {
 		wg.Go(func() {
 			cl := api.NewClient(sock)
-			cl.Status(ctx) // connect
+			ask(cl) // connect
 			next := start.Add(time.Duration(c) * period / time.Duration(clients))
 			for ctx.Err() == nil {
 				time.Sleep(time.Until(next))
@@ -241,7 +275,7 @@ func (b *bench) statusPolling(ctx context.Context, sock string, clients int) Row
 					return
 				}
 				t := time.Now()
-				_, err := cl.Status(ctx)
+				err := ask(cl)
 				lats[c] = append(lats[c], ms(time.Since(t)))
 				if err != nil {
 					errs[c]++
@@ -257,9 +291,7 @@ func (b *bench) statusPolling(ctx context.Context, sock string, clients int) Row
 		all = append(all, lats[c]...)
 		bad += errs[c]
 	}
-	r := latencyRow("6g", title, all, bad, float64(len(all))/b.cfg.statusPoll.Seconds())
-	r.Note = "the throughput is what the clients asked for; 6b is the peak"
-	return r
+	return all, bad
 }
 
 func isMabdDaemon(pid int) bool {
