@@ -51,10 +51,10 @@ func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 	return &st, err
 }
 
-// StatusJSON returns GET /v1/status's answer as the daemon encoded it —
-// what `mabd status --json` prints — and the status it reports, of
-// which only Health is decoded: a caller that prints the answer as it
-// came need not decode and encode it again.
+// StatusJSON returns GET /v1/status's answer as the daemon encoded it
+// (compact JSON; `mabd status --json` prints it indented) and the status
+// it reports, of which only Health is decoded: a caller that passes the
+// answer on need not decode and encode it again.
 func (c *Client) StatusJSON(ctx context.Context) ([]byte, *host.Status, error) {
 	var st host.Status
 	body, _, err := c.doRaw(ctx, "GET", "/v1/status")
