@@ -167,7 +167,7 @@ interval = "0"
 			t.Fatalf("control socket mode %04o group %d, want 0660 and nogroup (65534)", mode, gid)
 		}
 		code, out := curlAs(t, 65534, 65534, d.socket)
-		if code != 0 || !strings.Contains(out, `"source": "daemon"`) {
+		if code != 0 || !strings.Contains(out, `"source":"daemon"`) {
 			t.Errorf("uid 65534 in group nogroup: curl exit %d, want 0 and the daemon's status:\n%s", code, out)
 		}
 		// Group membership is what lets it in: another user is still refused.
