@@ -450,22 +450,19 @@ func stderrDetail(stderr string) string {
 // or QEMU's report of the signal that killed its program ("qemu:
 // uncaught target signal 5 (Trace/breakpoint trap) - core dumped").
 func isCrashLine(l string) bool {
-	return strings.HasPrefix(l, "qemu: uncaught target signal") || isGoFatal(l) || isSignalReport(l)
-}
-
-// isSignalReport reports whether a line is the Go runtime's report of a
-// signal it did not expect, before it exits 2 ("SIGSEGV: segmentation
-// violation").
-func isSignalReport(l string) bool {
-	name, _, ok := strings.Cut(l, ": ")
-	return ok && len(name) > 3 && strings.HasPrefix(name, "SIG") && strings.ToUpper(name) == name && !strings.Contains(name, " ")
+	return strings.HasPrefix(l, "qemu: uncaught target signal") || isGoFatal(l)
 }
 
 // isGoFatal reports whether a line is the Go runtime's report of a fatal
-// error: a throw ("fatal error: …") or a signal it cannot handle
-// ("fatal: bad g in signal handler").
+// error: a throw ("fatal error: …"), a signal it cannot handle ("fatal:
+// bad g in signal handler"), or a signal it did not expect, before it
+// exits 2 ("SIGSEGV: segmentation violation").
 func isGoFatal(l string) bool {
-	return strings.HasPrefix(l, "fatal error: ") || strings.HasPrefix(l, "fatal: ")
+	if strings.HasPrefix(l, "fatal error: ") || strings.HasPrefix(l, "fatal: ") {
+		return true
+	}
+	name, _, ok := strings.Cut(l, ": ")
+	return ok && len(name) > 3 && strings.HasPrefix(name, "SIG") && strings.ToUpper(name) == name && !strings.Contains(name, " ")
 }
 
 // goRuntimeDied reports whether stderr holds the Go runtime's report of
@@ -474,7 +471,7 @@ func isGoFatal(l string) bool {
 // natively: under an emulator such an error is the emulator's doing.
 func goRuntimeDied(stderr string) bool {
 	for l := range strings.Lines(stderr) {
-		if l = strings.TrimSpace(l); isGoFatal(l) || isSignalReport(l) {
+		if isGoFatal(strings.TrimSpace(l)) {
 			return true
 		}
 	}
