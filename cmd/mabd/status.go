@@ -42,10 +42,11 @@ directly. The output says which. Exit 0 healthy, 1 degraded, 2 could not check.`
 				if asJSON {
 					// Printed as the daemon encoded it, indented:
 					// not decoded to be encoded again.
-					var err error
-					if raw, st, err = c.StatusJSON(cmd.Context()); err != nil {
+					body, health, err := c.StatusJSON(cmd.Context())
+					if err != nil {
 						return err
 					}
+					raw, st = body, &host.Status{Health: health}
 				} else {
 					ds, err := c.Status(cmd.Context())
 					if err != nil {

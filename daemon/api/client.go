@@ -52,24 +52,24 @@ func (c *Client) Status(ctx context.Context) (*DaemonStatus, error) {
 }
 
 // StatusJSON returns GET /v1/status's answer as the daemon encoded it
-// (compact JSON; `mabd status --json` prints it indented) and the status
-// it reports, of which only Health is decoded: a caller that passes the
-// answer on need not decode and encode it again.
-func (c *Client) StatusJSON(ctx context.Context) ([]byte, *host.Status, error) {
-	var st host.Status
+// (compact JSON; `mabd status --json` prints it indented) and its health
+// ("healthy" or "degraded"), the one field it decodes: a caller that
+// passes the answer on need not decode and encode it again.
+func (c *Client) StatusJSON(ctx context.Context) ([]byte, string, error) {
+	var st struct {
+		Health string `json:"health"`
+	}
 	body, _, err := c.doRaw(ctx, "GET", "/v1/status")
 	if err == nil {
-		err = c.decode(body, "GET", "/v1/status", &struct {
-			Health *string `json:"health"`
-		}{&st.Health})
+		err = c.decode(body, "GET", "/v1/status", &st)
 	}
 	if err == nil && st.Health == "" {
 		err = fmt.Errorf("mabd daemon at %s: GET /v1/status: the answer has no health", c.Socket)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
-	return body, &st, nil
+	return body, st.Health, nil
 }
 
 // Verify runs POST /v1/verify.
