@@ -11,6 +11,11 @@ package main
 //	mabd-bench helper writeloop LINES
 //	    writes each line of the file LINES to $BINFMT/register (open, write,
 //	    close, as a shell redirection does) and prints "T goloop NS 0".
+//	mabd-bench helper probeloop DIR WORKERS
+//	    runs every file of DIR (mabd's tiny probes, copied there), WORKERS
+//	    at a time, with no chroot and no check beyond "exited 0 and printed
+//	    a line", and prints "T probeloop NS 0": the least any verification
+//	    through these emulators costs, QEMU's starts alone.
 //	mabd-bench helper ready MABD
 //	    starts `MABD daemon --no-buildkit` on $BINFMT with an empty
 //	    configuration and its own NOTIFY_SOCKET, prints "T ready NS 0" when
@@ -18,6 +23,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -25,15 +31,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
 func helperMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "mabd-bench helper: time|writeloop|ready")
+		fmt.Fprintln(os.Stderr, "mabd-bench helper: time|writeloop|probeloop|ready")
 		return 2
 	}
 	var err error
@@ -43,6 +51,8 @@ func helperMain(args []string) int {
 		rc, err = helperTime(args[1:])
 	case "writeloop":
 		err = helperWriteLoop(args[1:])
+	case "probeloop":
+		err = helperProbeLoop(args[1:])
 	case "ready":
 		err = helperReady(args[1:])
 	default:
@@ -138,6 +148,51 @@ func helperWriteLoop(args []string) error {
 		}
 	}
 	fmt.Printf("T goloop %d 0\n", time.Since(start).Nanoseconds())
+	return nil
+}
+
+func helperProbeLoop(args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: probeloop DIR WORKERS")
+	}
+	workers, err := strconv.Atoi(args[1])
+	if err != nil || workers < 1 {
+		return fmt.Errorf("workers %q: want a positive number", args[1])
+	}
+	ents, err := os.ReadDir(args[0])
+	if err != nil {
+		return err
+	}
+	var progs []string
+	for _, e := range ents {
+		progs = append(progs, filepath.Join(args[0], e.Name()))
+	}
+	if len(progs) == 0 {
+		return fmt.Errorf("no probe in %s", args[0])
+	}
+	errs := make([]error, len(progs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(workers, len(progs)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(progs); i = int(next.Add(1)) - 1 {
+				out, err := exec.Command(progs[i]).Output()
+				if err == nil && len(bytes.TrimSpace(out)) == 0 {
+					err = errors.New("printed nothing")
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("%s: %w", progs[i], err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Printf("T probeloop %d 0\n", elapsed.Nanoseconds())
 	return nil
 }
 

@@ -5,9 +5,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +18,7 @@ import (
 	"strings"
 
 	"mabd/binfmt"
+	"mabd/emulator"
 	"mabd/emulator/emulatortest"
 	"mabd/testing/sandbox"
 )
@@ -225,6 +229,15 @@ rm -rf "$a"`, err: b.haveUpdateBinfmts()},
 				b.logf("row 1 %s: %v", s.label, err)
 			}
 		}
+		// What a Go program's start costs in the same rounds: the share of
+		// 1a's budget no registering tool written in Go can spend.
+		if out, err := b.sandboxScript(ctx, `T hello -- "$HELLO"
+T version -- "$MABD" version`, "HELLO="+b.cfg.hello); err == nil {
+			times, _ := parseTimes(out)
+			for _, l := range []string{"hello", "version"} {
+				samples[l] = append(samples[l], times[l]...)
+			}
+		}
 	}
 	var rows []Row
 	a := sides[0]
@@ -238,6 +251,11 @@ rm -rf "$a"`, err: b.haveUpdateBinfmts()},
 		default:
 			rows = append(rows, compareRow(id, title, a.name, s.name, samples[a.label], samples[s.label]))
 		}
+	}
+	if sys := samples["systemd"]; len(sys) > 0 && len(samples["hello"]) > 0 && len(samples["version"]) > 0 && len(rows) > 0 && rows[0].Error == "" {
+		sm := median(sys)
+		rows[0].Note = fmt.Sprintf("in the same rounds a Go hello-world took %s (%s× systemd-binfmt) and `mabd version` %s (%s×)",
+			fmtMS(median(samples["hello"])), fmtNum(median(samples["hello"])/sm), fmtMS(median(samples["version"])), fmtNum(median(samples["version"])/sm))
 	}
 	return rows
 }
@@ -316,8 +334,13 @@ type archutilJSON struct {
 	CallMS    float64  `json:"call_ms"`
 }
 
-// verification is row 3: `mabd verify` against BuildKit's own detection in
-// one instance holding every handler, alternately.
+// verification is row 3, in one instance holding every handler, the
+// sides alternately: `mabd verify` against BuildKit's own detection (3a);
+// against the same tiny probes exec'd by a Go loop as many at a time as
+// mabd runs them, with no chroot and no check (3b: QEMU's starts alone,
+// the floor of any verification that starts each emulator once); and
+// `mabd verify` of only the platforms archutil reports, against archutil
+// (3c: the same architectures on both sides).
 func (b *bench) verification(ctx context.Context) []Row {
 	title := "verify every architecture (same instance, all handlers)"
 	aName := "`mabd verify --state-dir - --json`"
@@ -325,36 +348,57 @@ func (b *bench) verification(ctx context.Context) []Row {
 	if _, err := os.Stat(b.cfg.archutil); err != nil {
 		return []Row{naRow("3", title, aName, bName, fmt.Sprintf("%v: scripts/bench.sh builds it", err))}
 	}
+	probes, err := b.copyProbes()
+	if err != nil {
+		return []Row{naRow("3", title, aName, bName, err.Error())}
+	}
+	// archutil's platforms, for 3c: what it reports with every handler.
+	first, err := b.sandboxScript(ctx, `"$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE" >/dev/null
+"$ARCHUTIL"
+`)
+	var au archutilJSON
+	if err == nil {
+		err = json.Unmarshal([]byte(first), &au)
+	}
+	if err != nil || len(au.Platforms) == 0 {
+		return []Row{naRow("3", title, aName, bName, fmt.Sprintf("archutil's platforms: %v", firstLine(cmp.Or(err, errors.New("none")))))}
+	}
 	script := `"$MABD" install all --binfmt-mount "$BINFMT" --state-dir "$STATE" >/dev/null
 i=0
 while [ $i -lt "$ROUNDS" ]; do
 	T -o "$W/verify.json" mabd -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json
 	T -o "$W/archutil.json" archutil -- "$ARCHUTIL"
+	"$HELPER" helper probeloop "$PROBES" "$WORKERS"
+	T -o "$W/verify-subset.json" subset -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json $SUBSET
 	i=$((i+1))
 done
 `
-	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.rounds))
+	workers := emulator.ProbeWorkers()
+	out, err := b.sandboxScript(ctx, script, fmt.Sprintf("ROUNDS=%d", b.cfg.rounds), "PROBES="+probes,
+		fmt.Sprintf("WORKERS=%d", workers), "SUBSET="+strings.Join(au.Platforms, " "))
 	if err != nil {
 		return []Row{naRow("3", title, aName, bName, firstLine(err))}
 	}
 	times, _ := parseTimes(out)
-	r := compareRow("3", title, aName, bName, times["mabd"], times["archutil"])
-	var v verifyJSON
-	var au archutilJSON
+	ents, _ := os.ReadDir(probes)
+	a := compareRow("3a", title, aName, bName, times["mabd"], times["archutil"])
+	floor := compareRow("3b", title, aName, fmt.Sprintf("floor: the same %d tiny probes exec'd by a Go loop, %d at a time, no chroot, no check (QEMU's starts alone)", len(ents), workers), times["mabd"], times["probeloop"])
+	sub := compareRow("3c", "verify the platforms archutil reports (same instance, all handlers)", "`mabd verify --state-dir - --json PLATFORM…`", bName, times["subset"], times["archutil"])
 	var notes []string
-	if raw, err := os.ReadFile(filepath.Join(b.work, "verify.json")); err == nil && json.Unmarshal(raw, &v) == nil {
-		ok, native := 0, 0
-		for _, x := range v.Results {
-			switch x.State {
-			case "ok":
-				ok++
-			case "native":
-				native++
-			}
+	if ok, native, failed := verifyCounts(filepath.Join(b.work, "verify.json")); ok+native > 0 {
+		a.A = fmt.Sprintf("%s: %d emulated ok + %d native", aName, ok, native)
+		floor.A = a.A
+		if failed > 0 {
+			notes = append(notes, fmt.Sprintf("%d of mabd's results failed", failed))
 		}
-		r.A = fmt.Sprintf("%s: %d emulated ok + %d native", aName, ok, native)
-		if ok+native != len(v.Results) {
-			notes = append(notes, fmt.Sprintf("%d of mabd's results failed", len(v.Results)-ok-native))
+		if ok+native != len(ents) {
+			floor.Note = fmt.Sprintf("mabd verified %d architectures, the floor ran %d probes", ok+native, len(ents))
+		}
+	}
+	if ok, native, failed := verifyCounts(filepath.Join(b.work, "verify-subset.json")); ok+native > 0 {
+		sub.A = fmt.Sprintf("%s: %d emulated ok + %d native", sub.A, ok, native)
+		if failed > 0 {
+			sub.Note = fmt.Sprintf("%d of mabd's results failed", failed)
 		}
 	}
 	if raw, err := os.ReadFile(filepath.Join(b.work, "archutil.json")); err == nil && json.Unmarshal(raw, &au) == nil {
@@ -364,13 +408,62 @@ done
 				foreign[f[1]] = true
 			}
 		}
-		r.B = fmt.Sprintf("%s: %d platforms, %d architectures other than %s", bName, len(au.Platforms), len(foreign), runtime.GOARCH)
-		r.Values = map[string]float64{"archutil_call_ms_last": au.CallMS, "archutil_platforms": float64(len(au.Platforms))}
-		r.Detail = "archutil: " + strings.Join(au.Platforms, " ")
+		a.B = fmt.Sprintf("%s: %d platforms, %d architectures other than %s", bName, len(au.Platforms), len(foreign), runtime.GOARCH)
+		sub.B = a.B
+		a.Values = map[string]float64{"archutil_call_ms_last": au.CallMS, "archutil_platforms": float64(len(au.Platforms))}
+		a.Detail = "archutil: " + strings.Join(au.Platforms, " ")
 		notes = append(notes, fmt.Sprintf("the archutil call itself took %s of its process", fmtMS(au.CallMS)))
 	}
-	r.Note = strings.Join(notes, "; ")
-	return []Row{r}
+	if fl, au := times["probeloop"], times["archutil"]; len(fl) > 0 && len(au) > 0 {
+		notes = append(notes, fmt.Sprintf("the floor of 3b is %s× archutil's time (median)", fmtNum(median(fl)/median(au))))
+	}
+	a.Note = strings.Join(notes, "; ")
+	return []Row{a, floor, sub}
+}
+
+// verifyCounts counts the results of a `mabd verify --json` answer by
+// state; all 0 when the file cannot be read.
+func verifyCounts(path string) (ok, native, failed int) {
+	var v verifyJSON
+	raw, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(raw, &v) != nil {
+		return 0, 0, 0
+	}
+	for _, x := range v.Results {
+		switch x.State {
+		case "ok":
+			ok++
+		case "native":
+			native++
+		default:
+			failed++
+		}
+	}
+	return ok, native, failed
+}
+
+// copyProbes copies mabd's tiny probes (emulator/probes/*.elf, the very
+// programs `mabd verify` embeds and runs) into the work directory for the
+// floor of row 3b, executable, and returns that directory.
+func (b *bench) copyProbes() (string, error) {
+	src, err := filepath.Glob(filepath.Join(b.cfg.root, "emulator", "probes", "*.elf"))
+	if err != nil || len(src) == 0 {
+		return "", fmt.Errorf("no tiny probe in %s/emulator/probes", b.cfg.root)
+	}
+	dir := filepath.Join(b.work, "probes")
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	for _, p := range src {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, strings.TrimSuffix(filepath.Base(p), ".elf")), raw, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 // emulation is row 7: per architecture, the slowdown `mabd verify

@@ -417,7 +417,7 @@ func Probe(ctx context.Context, a binfmt.Arch, opt ProbeOptions) Result {
 // the order of arches. The probes are written once, into one temporary
 // directory that holds nothing but them (and so no emulator: the proof of
 // the F flag is the same), and run chrooted into it, several at a time
-// (probeWorkers).
+// ([ProbeWorkers]).
 func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Result {
 	out := make([]Result, len(arches))
 	progs := make(map[string][]byte, len(arches))
@@ -438,7 +438,7 @@ func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Res
 		defer os.RemoveAll(dir)
 	}
 	t := newTable(opt.Mount)
-	inParallel(len(todo), probeWorkers(), func(j int) {
+	inParallel(len(todo), ProbeWorkers(), func(j int) {
 		i := todo[j]
 		a := arches[i]
 		bin := progs[a.Name]
@@ -452,11 +452,11 @@ func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Res
 	return out
 }
 
-// probeWorkers is how many probes ProbeAll runs at a time: two per CPU.
+// ProbeWorkers is how many probes [ProbeAll] runs at a time: two per CPU.
 // An emulator's start is mostly the kernel's work (mapping QEMU, faulting
 // its pages in), a few milliseconds; a second run per CPU fills the gaps
 // of process start and exit.
-func probeWorkers() int { return 2 * runtime.NumCPU() }
+func ProbeWorkers() int { return 2 * runtime.NumCPU() }
 
 // loadCheck returns the program Probe runs for a: its tiny probe, else its
 // Go probe; or nil and a failed result that says why there is none.
