@@ -371,7 +371,7 @@ i=0
 while [ $i -lt "$ROUNDS" ]; do
 	T -o "$W/verify.json" mabd -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json
 	T -o "$W/archutil.json" archutil -- "$ARCHUTIL"
-	"$HELPER" helper probeloop "$PROBES" "$WORKERS"
+	"$HELPER" helper probeloop "$PROBES" "$WORKERS" 2>"$W/probeloop.err" || true
 	T -o "$W/verify-subset.json" subset -- "$MABD" verify --binfmt-mount "$BINFMT" --state-dir - --json $SUBSET
 	i=$((i+1))
 done
@@ -386,6 +386,10 @@ done
 	ents, _ := os.ReadDir(probes)
 	a := compareRow("3a", title, aName, bName, times["mabd"], times["archutil"])
 	floor := compareRow("3b", title, aName, fmt.Sprintf("floor: the same %d tiny probes exec'd by a Go loop, %d at a time, no chroot, no check (QEMU's starts alone)", len(ents), workers), times["mabd"], times["probeloop"])
+	if len(times["probeloop"]) == 0 {
+		why, _ := os.ReadFile(filepath.Join(b.work, "probeloop.err"))
+		floor = naRow("3b", title, aName, floor.B, "the floor failed: "+firstLine(errors.New(strings.TrimSpace(string(why)))))
+	}
 	sub := compareRow("3c", "verify the platforms archutil reports (same instance, all handlers)", "`mabd verify --state-dir - --json PLATFORM…`", bName, times["subset"], times["archutil"])
 	var notes []string
 	if ok, native, failed := verifyCounts(filepath.Join(b.work, "verify.json")); ok+native > 0 {
