@@ -34,9 +34,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"mabd/internal/parallel"
 )
 
 func helperMain(args []string) int {
@@ -171,23 +172,17 @@ func helperProbeLoop(args []string) error {
 		return fmt.Errorf("no probe in %s", args[0])
 	}
 	errs := make([]error, len(progs))
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range min(workers, len(progs)) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(progs); i = int(next.Add(1)) - 1 {
-				out, err := exec.Command(progs[i]).Output()
-				if err == nil && len(bytes.TrimSpace(out)) == 0 {
-					err = errors.New("printed nothing")
-				}
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", progs[i], err)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	// Scheduled as mabd verify schedules its probes.
+	parallel.Run(len(progs), workers, func(i int) {
+		out, err := exec.Command(progs[i]).Output()
+		if err == nil && len(bytes.TrimSpace(out)) == 0 {
+			err = errors.New("printed nothing")
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", progs[i], err)
+		}
+	})
 	elapsed := time.Since(start)
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"mabd/internal/parallel"
 )
 
 // SourcePin is the Source of a [Candidate] that the configuration names
@@ -153,7 +155,7 @@ func FindAllCandidates(ctx context.Context, arches, dirs []string, pins map[stri
 	uniq := uniqueStrings(arches)
 	found := make([][]Candidate, len(uniq))
 	errs := make([]error, len(uniq))
-	inParallel(len(uniq), runtime.NumCPU()*2, func(i int) {
+	parallel.Run(len(uniq), runtime.NumCPU()*2, func(i int) {
 		arch := uniq[i]
 		var pin *Candidate
 		if p, ok := pins[arch]; ok {

@@ -13,9 +13,10 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"mabd/internal/parallel"
 )
 
 // DefaultDirs are the directories [Find] searches, in order, when it is given
@@ -395,7 +396,7 @@ func find(ctx context.Context, arches, dirs []string, versions *VersionCache, ch
 	emus := make([]*Emulator, len(uniq))
 	refusals := make([]error, len(uniq))
 	warnings := make([]error, len(uniq))
-	inParallel(len(uniq), runtime.NumCPU()*2, func(i int) {
+	parallel.Run(len(uniq), runtime.NumCPU()*2, func(i int) {
 		emus[i], refusals[i], warnings[i] = findOne(ctx, uniq[i], dirs, versions, check)
 	})
 
@@ -441,23 +442,6 @@ func findOne(ctx context.Context, arch string, dirs []string, versions *VersionC
 		return nil, err, nil
 	}
 	return e, nil, nil
-}
-
-// inParallel calls f(0), …, f(n-1) concurrently, at most limit at a time,
-// and waits for them. It starts no more goroutines than run at once: a
-// goroutine's stack is fresh memory that grows as f calls into the
-// system, and faulting it in is a real part of a short command's time.
-func inParallel(n, limit int, f func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(max(limit, 1), n) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				f(i)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // uniqueStrings returns ss without duplicates, in order.

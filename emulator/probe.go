@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/internal/parallel"
 )
 
 // The probe programs (see ./internal/genprobes), with a manifest of their
@@ -438,7 +439,7 @@ func ProbeAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []Res
 		defer os.RemoveAll(dir)
 	}
 	t := newTable(opt.Mount)
-	inParallel(len(todo), ProbeWorkers(), func(j int) {
+	parallel.Run(len(todo), ProbeWorkers(), func(j int) {
 		i := todo[j]
 		a := arches[i]
 		bin := progs[a.Name]

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mabd/binfmt"
+	"mabd/internal/parallel"
 )
 
 // DefaultWorkloadTimeout bounds one run of the workload probe when
@@ -69,7 +70,7 @@ func WorkloadAll(ctx context.Context, arches []binfmt.Arch, opt ProbeOptions) []
 // a time, and returns the results in the order of arches.
 func forEachArch(arches []binfmt.Arch, f func(binfmt.Arch) Result) []Result {
 	out := make([]Result, len(arches))
-	inParallel(len(arches), runtime.NumCPU(), func(i int) { out[i] = f(arches[i]) })
+	parallel.Run(len(arches), runtime.NumCPU(), func(i int) { out[i] = f(arches[i]) })
 	return out
 }
 
